@@ -1,0 +1,32 @@
+"""Helpers shared by the test modules (import as `from tests.helpers import ...`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# ../shared/testdata beside the checkout (CI lays shared/ next to the clone)
+SHARED = Path(os.environ.get("PBX_SHARED", REPO.parent / "shared"))
+TESTDATA = SHARED / "testdata"
+
+
+def require_binary(name: str) -> str:
+    """Path of an external peer program; skip if absent, or fail when CI demands peers."""
+    path = shutil.which(name)
+    if path is None:
+        msg = f"{name} is not installed (see ../shared/peers/README.md)"
+        if os.environ.get("PBX_REQUIRE_PEERS"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+def require_testdata(*parts: str) -> Path:
+    path = TESTDATA.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(f"conformance data missing: {path}")
+    return path
