@@ -10,6 +10,7 @@ expanded to its linear value and compressed in the other law (this is also what
 
 from __future__ import annotations
 
+import array
 import sys
 from typing import Any
 
@@ -115,11 +116,10 @@ def _pcm_samples(fragment: Any) -> list[int]:
     raw = _view(fragment)
     if len(raw) % 2:
         raise ValueError(f"PCM16 data has an odd length of {len(raw)} bytes")
-    mv = raw.cast("h")
-    samples = list(mv)
+    samples = array.array("h", bytes(raw))
     if sys.byteorder == "big":
-        samples = [int.from_bytes(raw[i : i + 2], "little", signed=True) for i in range(0, len(raw), 2)]
-    return samples
+        samples.byteswap()
+    return samples.tolist()
 
 
 def _pcm_bytes(samples: list[int]) -> bytes:
