@@ -1,0 +1,53 @@
+# cython: language_level=3
+# C-level interface of the LCR prefix trie. Call-routing and CDR-rating code cimports RouteTrie
+# and calls find() / find_all() on ASCII digit strings with no Python in between.
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+
+cdef enum:
+    LCR_MAX_DIGITS = 32    # longest number (and prefix) accepted, '+' not counted
+    LCR_NO_MATCH = -1      # find(): no prefix matches
+    LCR_INVALID = -2       # find(): not a number (empty, too long, not digits)
+
+
+# One trie node. Children of a node are stored contiguously in digit order, so the child for
+# digit d is at child + popcount(mask & ((1 << d) - 1)).
+cdef struct LcrNode:
+    int64_t value      # value of the longest prefix ending here or above (-1: none)
+    uint32_t child     # index of the first child
+    uint16_t mask      # bit d (0-9): a child for digit d; LCR_OWN_VALUE: a prefix ends here
+
+cdef enum:
+    LCR_OWN_VALUE = 0x8000
+
+
+# Sort record of the build: the packed digits (a nibble per digit, digit + 1, most significant
+# first, 0 = end) and the position in the input (the last of equal prefixes wins).
+cdef struct BuildKey:
+    uint64_t hi         # digits 0-15
+    uint64_t lo         # digits 16-31
+    uint32_t seq
+    uint8_t length
+
+
+cdef class RouteTrie:
+    cdef LcrNode* nodes
+    cdef uint32_t* jump     # node reached by the first jump_depth digits (+ JUMP_FULL bit)
+    cdef Py_ssize_t n_nodes
+    cdef Py_ssize_t n_prefixes
+    cdef Py_ssize_t n_jump
+    cdef int jump_depth
+
+    # Value of the longest prefix of number[0:n] (ASCII, one leading '+' allowed),
+    # LCR_NO_MATCH, or LCR_INVALID.
+    cdef int64_t find(self, const char* number, Py_ssize_t n) noexcept nogil
+    # Every matching prefix, longest first: fills lengths[] and values[] (room for
+    # LCR_MAX_DIGITS + 1 each) and returns the count, or LCR_INVALID.
+    cdef int find_all(self, const char* number, Py_ssize_t n,
+                      int* lengths, int64_t* values) noexcept nogil
+
+    # build and batch internals
+    cdef int _build(self, BuildKey* keys, BuildKey* tmp, const int64_t* values,
+                    Py_ssize_t count, Py_ssize_t digits) except -1
+    cdef object _many_fixed(self, object array, int width)
+    cdef Py_ssize_t _walk_batch(self, const char** ptrs, const Py_ssize_t* lens, Py_ssize_t n,
+                                int64_t* out) noexcept nogil

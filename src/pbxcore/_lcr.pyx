@@ -1,0 +1,732 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
+"""Digit trie for least-cost routing: longest-prefix match over flat arrays.
+
+Layout: 16-byte nodes (value, first child, 10-bit child mask); the children of a node are one
+contiguous block, so a step is one load and a popcount. Blocks are laid out depth-first, so
+the single-child chains that make up the tails of long prefixes sit in consecutive nodes.
+A jump table over the first few digits (10**k entries, k chosen from the table size) replaces
+the top of the walk with one load. Nothing is a Python object per node, and the trie never
+changes after it is built: readers need no lock, an update builds a new trie and swaps a
+reference.
+
+Build: prefixes are packed into 128-bit keys (a nibble per digit, digit + 1, 0 = end); the
+depth-first build partitions the keys by their next digit on the way down (an MSD radix sort
+fused with the build), with no comparison sort.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.long cimport PyLong_AsLongLong
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+
+import numpy as np
+
+cdef extern from *:
+    """
+    static inline int pbx_popcount(unsigned int v) { return __builtin_popcount(v); }
+    static inline int pbx_clzll(unsigned long long v) { return __builtin_clzll(v); }
+    #define PBX_PREFETCH(p) __builtin_prefetch((p), 0, 1)
+    /* Borrowed pointers, only prefetched: the list owns the objects, no Python code runs. */
+    static inline void pbx_prefetch_pair(PyObject* list, Py_ssize_t near, Py_ssize_t far) {
+        Py_ssize_t n = PyList_GET_SIZE(list);
+        if (far < n) __builtin_prefetch(PyList_GET_ITEM(list, far), 0, 1);
+        if (near < n) {
+            PyObject* item = PyList_GET_ITEM(list, near);
+            if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2) {
+                __builtin_prefetch(PyTuple_GET_ITEM(item, 0), 0, 1);
+                __builtin_prefetch(PyTuple_GET_ITEM(item, 1), 0, 1);
+            }
+        }
+    }
+    """
+    int pbx_popcount(unsigned int v) noexcept nogil
+    int pbx_clzll(unsigned long long v) noexcept nogil
+    void PBX_PREFETCH(const void* p) noexcept nogil
+    void pbx_prefetch_pair(list lst, Py_ssize_t near, Py_ssize_t far) noexcept
+
+cdef extern from *:
+    """
+    #include <stdlib.h>
+    #include <sys/mman.h>
+    static inline void pbx_advise_huge(void* p, size_t n) {
+    #ifdef MADV_HUGEPAGE
+        madvise(p, n, MADV_HUGEPAGE);
+    #endif
+    }
+    """
+    void pbx_advise_huge(void* p, size_t n) noexcept nogil
+    int posix_memalign(void** p, size_t alignment, size_t size) noexcept nogil
+
+cdef enum:
+    MAX_JUMP_DEPTH = 6      # 10**6 entries * 4 bytes: worth it from ~1M prefixes
+    BATCH = 16              # lookups walked in lockstep by lookup_many (memory parallelism)
+
+cdef uint32_t JUMP_FULL = 0x80000000u   # jump entry: all its digits are in the trie
+cdef uint32_t JUMP_NODE = 0x7FFFFFFFu
+
+
+# ---- number validation (shared by every entry point) ----
+
+cdef inline Py_ssize_t _digits(const char* number, Py_ssize_t n,
+                               const char** out) noexcept nogil:
+    # Strip one leading '+'; return the digit count, or -1 if this is not a number.
+    cdef Py_ssize_t i
+    if n > 0 and number[0] == 43:   # '+'
+        number += 1
+        n -= 1
+    if n == 0 or n > LCR_MAX_DIGITS:
+        return -1
+    for i in range(n):
+        if <unsigned char>(number[i] - 48) > 9:
+            return -1
+    out[0] = number
+    return n
+
+
+cdef str _describe(object number):
+    # The precise reason `number` is rejected (called only after validation failed).
+    if isinstance(number, bytes):
+        text = (<bytes>number).decode("ascii", "replace")
+    else:
+        text = number
+    digits = text[1:] if text.startswith("+") else text
+    if not digits:
+        return f"empty number {number!r}"
+    for ch in digits:
+        if not ("0" <= ch <= "9"):
+            return f"number {number!r} has {ch!r}, which is not a digit"
+    return f"number {number!r} has {len(digits)} digits, more than {LCR_MAX_DIGITS}"
+
+
+cdef inline const char* _as_chars(object number, Py_ssize_t* n) except NULL:
+    if type(number) is str:
+        return PyUnicode_AsUTF8AndSize(number, n)
+    if type(number) is bytes:
+        n[0] = PyBytes_GET_SIZE(number)
+        return PyBytes_AS_STRING(number)
+    if isinstance(number, str):
+        return PyUnicode_AsUTF8AndSize(number, n)
+    raise TypeError(f"a number must be str, not {type(number).__name__}")
+
+
+# ---- walks ----
+
+cdef inline uint32_t _descend(const LcrNode* nodes, const uint32_t* jump, int jump_depth,
+                              const char* p, Py_ssize_t n) noexcept nogil:
+    # the deepest node on the path of p[0:n] (digits only)
+    cdef uint32_t node = 0, e
+    cdef Py_ssize_t i = 0
+    cdef unsigned int c, m
+    cdef size_t j = 0
+    if n >= jump_depth:
+        for i in range(jump_depth):
+            j = j * 10 + <unsigned int>(p[i] - 48)
+        e = jump[j]
+        node = e & JUMP_NODE
+        if not (e & JUMP_FULL):
+            return node
+        i = jump_depth
+    while i < n:
+        c = <unsigned int>(p[i] - 48)
+        m = nodes[node].mask
+        if not ((m >> c) & 1):
+            break
+        node = nodes[node].child + <uint32_t>pbx_popcount(m & ((1u << c) - 1))
+        i += 1
+    return node
+
+
+# One lookup of a lockstep batch (see RouteTrie._walk_batch).
+cdef struct Cursor:
+    const char* p
+    Py_ssize_t n
+    Py_ssize_t i        # next digit; -1 while the jump-table entry is being fetched
+    uint32_t node       # the node (or, while i == -1, the jump-table index)
+    Py_ssize_t out
+
+
+cdef class RouteTrie:
+    """Longest-prefix match from digit prefixes to non-negative ints.
+
+    ``RouteTrie(pairs)`` builds from an iterable of ``(prefix, value)``: a prefix is a string of
+    digits 0-9 of at most 32 (``""`` is the default route), a value an int in
+    ``0 <= value < 2**63``; when a prefix repeats, the last pair wins. The trie is immutable
+    and may be read from any thread.
+
+    A number is a str (or bytes) of 1-32 digits after an optional leading ``+``; anything else
+    raises ``ValueError``.
+    """
+
+    def __cinit__(self, pairs):
+        cdef BuildKey* keys = NULL
+        cdef BuildKey* tmp = NULL
+        cdef int64_t* values = NULL
+        cdef Py_ssize_t count = 0, cap = 0, digits = 0
+        self.nodes = NULL
+        self.jump = NULL
+        try:
+            cap = len(pairs) if hasattr(pairs, "__len__") else 1024
+            cap = max(cap, 16)
+            keys = <BuildKey*>PyMem_Malloc(cap * sizeof(BuildKey))
+            values = <int64_t*>PyMem_Malloc(cap * sizeof(int64_t))
+            if keys == NULL or values == NULL:
+                raise MemoryError()
+            if type(pairs) is list:
+                # index loop with prefetch: the pairs and their strings are scattered in
+                # memory, and touching 1M of them one miss at a time is most of the build
+                lst = <list>pairs
+                while count < len(lst):
+                    pbx_prefetch_pair(lst, count + 4, count + 8)
+                    if count == cap:
+                        cap *= 2
+                        keys = <BuildKey*>_grow(keys, cap * sizeof(BuildKey))
+                        values = <int64_t*>_grow(values, cap * sizeof(int64_t))
+                    if count >= <Py_ssize_t>JUMP_NODE:
+                        raise ValueError("too many prefixes for one trie")
+                    _parse_pair(lst[count], &keys[count], &values[count], count)
+                    digits += keys[count].length
+                    count += 1
+            else:
+                for item in pairs:
+                    if count == cap:
+                        cap *= 2
+                        keys = <BuildKey*>_grow(keys, cap * sizeof(BuildKey))
+                        values = <int64_t*>_grow(values, cap * sizeof(int64_t))
+                    if count >= <Py_ssize_t>JUMP_NODE:
+                        raise ValueError("too many prefixes for one trie")
+                    _parse_pair(item, &keys[count], &values[count], count)
+                    digits += keys[count].length
+                    count += 1
+            tmp = <BuildKey*>PyMem_Malloc(max(count, 1) * sizeof(BuildKey))
+            if tmp == NULL:
+                raise MemoryError()
+            self._build(keys, tmp, values, count, digits)
+        finally:
+            PyMem_Free(keys)
+            PyMem_Free(tmp)
+            PyMem_Free(values)
+
+    cdef int _build(self, BuildKey* keys, BuildKey* tmp, const int64_t* values,
+                    Py_ssize_t count, Py_ssize_t digits) except -1:
+        # Depth-first, partitioning the keys by their next digit on the way down (an MSD
+        # radix sort fused with the build). A node's children get a contiguous block when the
+        # node is visited, so a chain of single children lies in consecutive nodes.
+        cdef Py_ssize_t bound = digits + 1, n_nodes
+        cdef Py_ssize_t prefixes = 0, size = 10
+        cdef int depth = 1
+        cdef LcrNode* work
+        if bound >= <Py_ssize_t>JUMP_NODE:
+            raise ValueError("too many trie nodes")
+        # jump table over k digits with 10**k close to the prefix count
+        while depth < MAX_JUMP_DEPTH and size * 10 <= count:
+            depth += 1
+            size *= 10
+        self.jump = <uint32_t*>_big_alloc(size * sizeof(uint32_t))
+        if self.jump == NULL:
+            raise MemoryError()
+        self.jump_depth = depth
+        self.n_jump = size
+        work = <LcrNode*>malloc(bound * sizeof(LcrNode))
+        if work == NULL:
+            raise MemoryError()
+        with nogil:
+            n_nodes = _build_dfs(keys, tmp, values, count, work, self.jump, depth, &prefixes)
+        self.nodes = <LcrNode*>_big_alloc(n_nodes * sizeof(LcrNode))
+        if self.nodes == NULL:
+            free(work)
+            raise MemoryError()
+        memcpy(self.nodes, work, n_nodes * sizeof(LcrNode))
+        free(work)
+        self.n_nodes = n_nodes
+        self.n_prefixes = prefixes
+        return 0
+
+    def __dealloc__(self):
+        free(self.nodes)
+        free(self.jump)
+
+    # ---- C-level API (see _lcr.pxd) ----
+
+    cdef int64_t find(self, const char* number, Py_ssize_t n) noexcept nogil:
+        cdef const char* p = NULL
+        n = _digits(number, n, &p)
+        if n < 0:
+            return LCR_INVALID
+        return self.nodes[_descend(self.nodes, self.jump, self.jump_depth, p, n)].value
+
+    cdef int find_all(self, const char* number, Py_ssize_t n,
+                      int* lengths, int64_t* values) noexcept nogil:
+        cdef const char* p = NULL
+        cdef int count = 0, depth = 0, k
+        cdef uint32_t node = 0
+        cdef uint32_t path[LCR_MAX_DIGITS + 1]
+        cdef Py_ssize_t i
+        cdef unsigned int c, m
+        n = _digits(number, n, &p)
+        if n < 0:
+            return LCR_INVALID
+        path[0] = 0
+        for i in range(n):
+            c = <unsigned int>(p[i] - 48)
+            m = self.nodes[node].mask
+            if not ((m >> c) & 1):
+                break
+            node = self.nodes[node].child + <uint32_t>pbx_popcount(m & ((1u << c) - 1))
+            depth += 1
+            path[depth] = node
+        # longest first
+        for k in range(depth, -1, -1):
+            if self.nodes[path[k]].mask & LCR_OWN_VALUE:
+                lengths[count] = k
+                values[count] = self.nodes[path[k]].value
+                count += 1
+        return count
+
+    # ---- Python API ----
+
+    def lookup(self, number):
+        """Value of the longest prefix of ``number`` that is in the trie, or None."""
+        cdef Py_ssize_t n
+        cdef const char* p = _as_chars(number, &n)
+        cdef int64_t v = self.find(p, n)
+        if v >= 0:
+            return v
+        if v == LCR_INVALID:
+            raise ValueError(_describe(number))
+        return None
+
+    def matches(self, number):
+        """Every ``(prefix_length, value)`` matching ``number``, longest first."""
+        cdef Py_ssize_t n
+        cdef const char* p = _as_chars(number, &n)
+        cdef int lengths[LCR_MAX_DIGITS + 1]
+        cdef int64_t values[LCR_MAX_DIGITS + 1]
+        cdef int count = self.find_all(p, n, lengths, values), i
+        if count == LCR_INVALID:
+            raise ValueError(_describe(number))
+        return [(lengths[i], values[i]) for i in range(count)]
+
+    def lookup_many(self, numbers):
+        """Look up every number; int64 array with -1 where nothing matches.
+
+        ``numbers`` is a sequence of str (or bytes) or a 1-D numpy array of ``S``/``U``
+        strings. The walk runs with the GIL released. An invalid number raises ValueError
+        naming its index.
+        """
+        cdef Py_ssize_t n, i, bad = -1
+        cdef const char** ptrs = NULL
+        cdef Py_ssize_t* lens = NULL
+        cdef int64_t[::1] out
+        if isinstance(numbers, np.ndarray):
+            if numbers.ndim != 1:
+                raise ValueError(f"numbers must be a 1-D array, got {numbers.ndim} dimensions")
+            kind = numbers.dtype.kind
+            if kind == "S":
+                return self._many_fixed(numbers, 1)
+            if kind == "U":
+                return self._many_fixed(numbers, 4)
+            if kind != "O":
+                raise TypeError(f"numbers must be strings, got a {numbers.dtype} array")
+        # a private tuple: its items stay alive while the walk runs without the GIL
+        items = tuple(numbers)
+        n = len(items)
+        result = np.empty(n, dtype=np.int64)
+        out = result
+        if n == 0:
+            return result
+        ptrs = <const char**>PyMem_Malloc(n * sizeof(char*))
+        lens = <Py_ssize_t*>PyMem_Malloc(n * sizeof(Py_ssize_t))
+        try:
+            if ptrs == NULL or lens == NULL:
+                raise MemoryError()
+            for i in range(n):
+                try:
+                    ptrs[i] = _as_chars(items[i], &lens[i])
+                except TypeError:
+                    raise TypeError(f"numbers[{i}] must be str, not "
+                                    f"{type(items[i]).__name__}") from None
+            with nogil:
+                bad = self._walk_batch(ptrs, lens, n, &out[0])
+        finally:
+            PyMem_Free(ptrs)
+            PyMem_Free(lens)
+        if bad >= 0:
+            raise ValueError(f"numbers[{bad}]: {_describe(items[bad])}")
+        return result
+
+    cdef object _many_fixed(self, object array, int width):
+        # numpy S (width 1) or U (width 4, UCS4) array: fixed-size NUL-padded items
+        cdef Py_ssize_t n = array.shape[0], i, j, size, bad = -1
+        cdef Py_ssize_t chars = array.dtype.itemsize // width
+        cdef const uint8_t[:, ::1] raw
+        cdef const uint32_t[:, ::1] wide
+        cdef int64_t[::1] out
+        cdef char* buf = NULL
+        cdef const char** ptrs = NULL
+        cdef Py_ssize_t* lens = NULL
+        cdef uint32_t ch
+        result = np.empty(n, dtype=np.int64)
+        out = result
+        if n == 0:
+            return result
+        contiguous = np.ascontiguousarray(array)
+        if chars == 0:
+            raise ValueError(f"numbers[0]: {_describe('')}")
+        ptrs = <const char**>PyMem_Malloc(n * sizeof(char*))
+        lens = <Py_ssize_t*>PyMem_Malloc(n * sizeof(Py_ssize_t))
+        try:
+            if ptrs == NULL or lens == NULL:
+                raise MemoryError()
+            if width == 1:
+                raw = contiguous.view(np.uint8).reshape(n, chars)
+                with nogil:
+                    for i in range(n):
+                        size = chars
+                        while size > 0 and raw[i, size - 1] == 0:
+                            size -= 1
+                        ptrs[i] = <const char*>&raw[i, 0]
+                        lens[i] = size
+                    bad = self._walk_batch(ptrs, lens, n, &out[0])
+            else:
+                wide = contiguous.view(np.uint32).reshape(n, chars)
+                # UCS4 -> one byte per character (non-ASCII becomes 0xFF and fails validation)
+                buf = <char*>PyMem_Malloc(n * chars)
+                if buf == NULL:
+                    raise MemoryError()
+                with nogil:
+                    for i in range(n):
+                        size = chars
+                        while size > 0 and wide[i, size - 1] == 0:
+                            size -= 1
+                        for j in range(size):
+                            ch = wide[i, j]
+                            buf[i * chars + j] = <char>(ch if ch < 128 else 255)
+                        ptrs[i] = buf + i * chars
+                        lens[i] = size
+                    bad = self._walk_batch(ptrs, lens, n, &out[0])
+        finally:
+            PyMem_Free(ptrs)
+            PyMem_Free(lens)
+            PyMem_Free(buf)
+        if bad >= 0:
+            raise ValueError(f"numbers[{bad}]: {_describe(array[bad])}")
+        return result
+
+    cdef Py_ssize_t _walk_batch(self, const char** ptrs, const Py_ssize_t* lens, Py_ssize_t n,
+                                int64_t* out) noexcept nogil:
+        # BATCH walks advance in lockstep, one memory access each per round, prefetching the
+        # next one: the cache misses of a large trie overlap instead of queueing.
+        # Returns the index of the first invalid number, or -1.
+        cdef Cursor cur[BATCH]
+        cdef int live = 0, s
+        cdef Py_ssize_t nxt = 0, k, size
+        cdef const char* p = NULL
+        cdef const LcrNode* nodes = self.nodes
+        cdef const uint32_t* jump = self.jump
+        cdef int jd = self.jump_depth
+        cdef unsigned int c, m
+        cdef size_t j
+        cdef uint32_t node, e
+        while True:
+            while live < BATCH and nxt < n:
+                size = _digits(ptrs[nxt], lens[nxt], &p)
+                if size < 0:
+                    return nxt
+                if size < jd:
+                    # short numbers stay in the top levels, which are in cache
+                    out[nxt] = nodes[_descend(nodes, jump, jd, p, size)].value
+                    nxt += 1
+                    continue
+                j = 0
+                for k in range(jd):
+                    j = j * 10 + <unsigned int>(p[k] - 48)
+                PBX_PREFETCH(&jump[j])
+                cur[live].p = p
+                cur[live].n = size
+                cur[live].i = -1
+                cur[live].node = <uint32_t>j
+                cur[live].out = nxt
+                live += 1
+                nxt += 1
+            if live == 0:
+                return -1
+            s = 0
+            while s < live:
+                if cur[s].i < 0:
+                    e = jump[cur[s].node]
+                    node = e & JUMP_NODE
+                    cur[s].node = node
+                    cur[s].i = jd if e & JUMP_FULL else cur[s].n
+                    PBX_PREFETCH(&nodes[node])
+                    s += 1
+                    continue
+                node = cur[s].node
+                if cur[s].i < cur[s].n:
+                    c = <unsigned int>(cur[s].p[cur[s].i] - 48)
+                    m = nodes[node].mask
+                    if (m >> c) & 1:
+                        node = nodes[node].child + <uint32_t>pbx_popcount(m & ((1u << c) - 1))
+                        cur[s].node = node
+                        cur[s].i += 1
+                        PBX_PREFETCH(&nodes[node])
+                        s += 1
+                        continue
+                # done: the deepest node holds the answer; refill this slot from the last
+                out[cur[s].out] = nodes[node].value
+                live -= 1
+                cur[s] = cur[live]
+
+    def __len__(self):
+        """Number of distinct prefixes."""
+        return self.n_prefixes
+
+    @property
+    def nbytes(self):
+        """Bytes held by the node array and the jump table."""
+        return self.n_nodes * sizeof(LcrNode) + self.n_jump * sizeof(uint32_t)
+
+    @property
+    def node_count(self):
+        """Number of trie nodes (the root included)."""
+        return self.n_nodes
+
+    def __repr__(self):
+        return (f"<RouteTrie prefixes={self.n_prefixes} nodes={self.n_nodes} "
+                f"nbytes={self.nbytes}>")
+
+
+# ---- build helpers ----
+
+cdef void* _grow(void* ptr, size_t size) except NULL:
+    cdef void* out = PyMem_Realloc(ptr, size)
+    if out == NULL:
+        PyMem_Free(ptr)
+        raise MemoryError()
+    return out
+
+
+cdef int _parse_pair(object item, BuildKey* key, int64_t* value, Py_ssize_t seq) except -1:
+    cdef Py_ssize_t n, i
+    cdef const char* p
+    cdef uint64_t hi = 0, lo = 0, nib
+    cdef long long v
+    if type(item) is tuple and PyTuple_GET_SIZE(item) == 2:
+        prefix = <object>PyTuple_GET_ITEM(item, 0)
+        val = <object>PyTuple_GET_ITEM(item, 1)
+    else:
+        try:
+            prefix, val = item
+        except (TypeError, ValueError):
+            raise TypeError(f"route #{seq} must be a (prefix, value) pair, "
+                            f"got {item!r}") from None
+    if type(prefix) is not str and not isinstance(prefix, str):
+        raise TypeError(f"prefix #{seq} must be str, not {type(prefix).__name__}")
+    if type(val) is not int and (not isinstance(val, int) or isinstance(val, bool)):
+        raise TypeError(f"value of prefix {prefix!r} must be int, not {type(val).__name__}")
+    try:
+        v = PyLong_AsLongLong(val)
+    except OverflowError:
+        v = -1
+    if v < 0:
+        raise ValueError(f"value of prefix {prefix!r} must be in 0..2**63-1, got {val}")
+    p = PyUnicode_AsUTF8AndSize(prefix, &n)
+    if n > LCR_MAX_DIGITS:
+        raise ValueError(f"prefix {prefix!r} is longer than {LCR_MAX_DIGITS} digits")
+    for i in range(n):
+        nib = <unsigned char>(p[i] - 48)
+        if nib > 9:
+            bad = next(ch for ch in prefix if not ("0" <= ch <= "9"))
+            raise ValueError(f"prefix {prefix!r} has {bad!r}, which is not a digit")
+        nib += 1
+        if i < 16:
+            hi |= nib << (60 - 4 * i)
+        else:
+            lo |= nib << (60 - 4 * (i - 16))
+    key.hi = hi
+    key.lo = lo
+    key.seq = <uint32_t>seq
+    key.length = <uint8_t>n
+    value[0] = v
+    return 0
+
+
+cdef inline unsigned int _nibble(const BuildKey* k, int depth) noexcept nogil:
+    # 0 if the key ends before `depth`, else its digit there + 1
+    if depth < 16:
+        return <unsigned int>((k.hi >> (60 - 4 * depth)) & 15)
+    if depth < 32:
+        return <unsigned int>((k.lo >> (60 - 4 * (depth - 16))) & 15)
+    return 0
+
+
+cdef enum:
+    STACK = 10 * (LCR_MAX_DIGITS + 1) + 1   # pending siblings of one depth-first path
+
+
+cdef inline void _fill_jump(uint32_t* jump, const Py_ssize_t* span, int jump_depth, int depth,
+                            uint64_t path, unsigned int digit, uint32_t node) noexcept nogil:
+    # numbers through `node` (at `depth`, digits `path`) whose next digit has no child
+    cdef Py_ssize_t width = span[jump_depth - depth - 1], i
+    cdef Py_ssize_t start = <Py_ssize_t>(path * 10 + digit) * width
+    for i in range(start, start + width):
+        jump[i] = node
+
+
+cdef Py_ssize_t _build_dfs(BuildKey* keys, BuildKey* tmp, const int64_t* values,
+                           Py_ssize_t count, LcrNode* nodes, uint32_t* jump, int jump_depth,
+                           Py_ssize_t* prefixes) noexcept nogil:
+    # Returns the node count; `nodes` has room for one node per digit plus the root.
+    # A node's value is its own prefix's value (LCR_OWN_VALUE set) or else the value it
+    # inherits from the longest prefix above it, so a lookup reads one value at the end.
+    # Keys move between `keys` and `tmp` as they are partitioned (s_buf says where a range is).
+    cdef uint32_t s_node[STACK]
+    cdef uint32_t s_lo[STACK]
+    cdef uint32_t s_hi[STACK]
+    cdef uint8_t s_depth[STACK]
+    cdef uint8_t s_buf[STACK]
+    cdef int64_t s_inherit[STACK]
+    cdef uint64_t s_path[STACK]
+    cdef Py_ssize_t span[MAX_JUMP_DEPTH + 1]
+    cdef Py_ssize_t counts[11]
+    cdef Py_ssize_t starts[11]
+    cdef BuildKey* bufs[2]
+    cdef BuildKey* src
+    cdef BuildKey* dst
+    cdef int top = 1, d, dd, bucket, nonempty, children, c, buf
+    cdef unsigned int dg, other
+    cdef Py_ssize_t a, b, i, nxt = 1, found = 0
+    cdef uint32_t x, cur, last_seq
+    cdef int64_t inherit
+    cdef uint64_t path
+    cdef const BuildKey* k
+    bufs[0] = keys
+    bufs[1] = tmp
+    span[0] = 1
+    for i in range(1, MAX_JUMP_DEPTH + 1):
+        span[i] = span[i - 1] * 10
+    s_node[0] = 0
+    s_lo[0] = 0
+    s_hi[0] = <uint32_t>count
+    s_depth[0] = 0
+    s_buf[0] = 0
+    s_inherit[0] = -1
+    s_path[0] = 0
+    while top > 0:
+        top -= 1
+        x = s_node[top]
+        a = s_lo[top]
+        b = s_hi[top]
+        d = s_depth[top]
+        buf = s_buf[top]
+        inherit = s_inherit[top]
+        path = s_path[top]
+        src = bufs[buf]
+        nodes[x].value = inherit
+        nodes[x].child = 0
+        nodes[x].mask = 0
+        if d == jump_depth:
+            jump[path] = x | JUMP_FULL
+        if b - a <= 1:
+            # at most one key left: its remaining digits are a chain of consecutive nodes
+            cur = x
+            if b == a:   # only for the root of an empty trie
+                for other in range(10):
+                    _fill_jump(jump, span, jump_depth, 0, 0, other, 0)
+                continue
+            k = &src[a]
+            for dd in range(d, k.length):
+                dg = _nibble(k, dd) - 1
+                nodes[cur].mask = <uint16_t>(1u << dg)
+                nodes[cur].child = <uint32_t>nxt
+                if dd < jump_depth:
+                    for other in range(10):
+                        if other != dg:
+                            _fill_jump(jump, span, jump_depth, dd, path, other, cur)
+                    path = path * 10 + dg
+                cur = <uint32_t>nxt
+                nxt += 1
+                nodes[cur].value = inherit
+                nodes[cur].child = 0
+                nodes[cur].mask = 0
+                if dd + 1 == jump_depth:
+                    jump[path] = cur | JUMP_FULL
+            nodes[cur].value = values[k.seq]
+            nodes[cur].mask |= LCR_OWN_VALUE
+            found += 1
+            if k.length < jump_depth:
+                for other in range(10):
+                    _fill_jump(jump, span, jump_depth, k.length, path, other, cur)
+            continue
+        memset(counts, 0, sizeof(counts))
+        for i in range(a, b):
+            counts[_nibble(&src[i], d)] += 1
+        nonempty = 0
+        starts[0] = a
+        for bucket in range(11):
+            if bucket:
+                starts[bucket] = starts[bucket - 1] + counts[bucket - 1]
+            if counts[bucket]:
+                nonempty += 1
+        if nonempty > 1:
+            buf = 1 - buf
+            dst = bufs[buf]
+            for i in range(a, b):
+                bucket = _nibble(&src[i], d)
+                dst[starts[bucket]] = src[i]
+                starts[bucket] += 1
+            for bucket in range(11):
+                starts[bucket] -= counts[bucket]
+            src = dst
+        if counts[0]:
+            # the prefix ends here (repeated: the last pair wins)
+            last_seq = src[a].seq
+            for i in range(a + 1, a + counts[0]):
+                if src[i].seq > last_seq:
+                    last_seq = src[i].seq
+            nodes[x].value = values[last_seq]
+            nodes[x].mask = LCR_OWN_VALUE
+            found += 1
+        if d < jump_depth:
+            for bucket in range(1, 11):
+                if not counts[bucket]:
+                    _fill_jump(jump, span, jump_depth, d, path, bucket - 1, x)
+        children = nonempty - (1 if counts[0] else 0)
+        if children == 0:
+            continue
+        nodes[x].child = <uint32_t>nxt
+        c = children
+        # push in reverse digit order so that the lowest digit is visited next
+        for bucket in range(10, 0, -1):
+            if counts[bucket]:
+                c -= 1
+                nodes[x].mask |= <uint16_t>(1u << (bucket - 1))
+                s_node[top] = <uint32_t>(nxt + c)
+                s_lo[top] = <uint32_t>starts[bucket]
+                s_hi[top] = <uint32_t>(starts[bucket] + counts[bucket])
+                s_depth[top] = <uint8_t>(d + 1)
+                s_buf[top] = <uint8_t>buf
+                s_inherit[top] = nodes[x].value
+                s_path[top] = path * 10 + <uint64_t>(bucket - 1) if d < jump_depth else 0
+                top += 1
+        nxt += children
+    prefixes[0] = found
+    return nxt
+
+
+cdef void* _big_alloc(size_t size) noexcept nogil:
+    # Large arrays go on 2 MB pages where the kernel offers them: a walk touches a few
+    # random nodes, and TLB misses would cost as much as the cache misses.
+    cdef void* p = NULL
+    cdef size_t huge = 2 * 1024 * 1024
+    if size < 2 * huge:
+        return malloc(size if size else 1)
+    size = (size + huge - 1) & ~(huge - 1)
+    if posix_memalign(&p, huge, size) != 0:
+        return NULL
+    pbx_advise_huge(p, size)
+    return p
