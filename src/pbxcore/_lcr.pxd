@@ -51,3 +51,20 @@ cdef class RouteTrie:
     cdef object _many_fixed(self, object array, int width)
     cdef Py_ssize_t _walk_batch(self, const char** ptrs, const Py_ssize_t* lens, Py_ssize_t n,
                                 int64_t* out) noexcept nogil
+
+
+cdef class CandidateIndex:
+    cdef RouteTrie trie           # prefix -> group
+    cdef tuple trunks             # trunk id per entry
+    cdef uint32_t* group_starts   # entries of group g: group_starts[g]:group_starts[g + 1]
+    cdef uint32_t* tier_ends      # end of the priority tier of each entry
+    cdef double* inv_weights      # 1 / weight for weighted draws, 0: stored order
+    cdef Py_ssize_t n_groups
+    cdef bint fallthrough
+    cdef uint64_t state           # splitmix64 state for calls without a seed
+
+    cdef int _groups(self, object number, int64_t* found) except -1
+    cdef Py_ssize_t _order(self, int64_t group, uint64_t* state, uint32_t* out,
+                           double* keys) noexcept nogil
+    cdef uint64_t _seed(self, object seed) except? 0
+    cdef object _walk_groups(self, object number, object down, object seed, bint indices)

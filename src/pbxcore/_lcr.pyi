@@ -1,4 +1,4 @@
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -15,3 +15,21 @@ class RouteTrie:
     def nbytes(self) -> int: ...
     @property
     def node_count(self) -> int: ...
+
+class CandidateIndex:
+    def __init__(
+        self,
+        trie: RouteTrie,
+        trunks: tuple[str, ...],
+        group_starts: Sequence[int],
+        tier_ends: Sequence[int],
+        inv_weights: Sequence[float],
+        fallthrough: bool,
+        seed: int,
+    ) -> None: ...
+    def candidates(
+        self, number: str | bytes, down: Collection[str] = (), seed: int | None = None
+    ) -> list[str]: ...
+    def ordered(
+        self, number: str | bytes, seed: int | None = None
+    ) -> list[tuple[int, list[int]]]: ...

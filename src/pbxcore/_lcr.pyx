@@ -21,6 +21,7 @@ from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.math cimport log
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
@@ -65,6 +66,7 @@ cdef extern from *:
 cdef enum:
     MAX_JUMP_DEPTH = 6      # 10**6 entries * 4 bytes: worth it from ~1M prefixes
     BATCH = 16              # lookups walked in lockstep by lookup_many (memory parallelism)
+    SMALL_GROUP = 64        # route groups up to this size are ordered in stack buffers
 
 cdef uint32_t JUMP_FULL = 0x80000000u   # jump entry: all its digits are in the trie
 cdef uint32_t JUMP_NODE = 0x7FFFFFFFu
@@ -730,3 +732,159 @@ cdef void* _big_alloc(size_t size) noexcept nogil:
         return NULL
     pbx_advise_huge(p, size)
     return p
+
+
+# ---- trunk order for a call (the hot path of RouteTable.candidates) ----
+
+cdef inline uint64_t _splitmix64(uint64_t* state) noexcept nogil:
+    cdef uint64_t z
+    state[0] += <uint64_t>0x9E3779B97F4A7C15ULL
+    z = state[0]
+    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cdef class CandidateIndex:
+    """Trunk order per trie value: priority tiers, weighted draw, optional fallthrough.
+
+    Entries of group ``g`` are ``group_starts[g]:group_starts[g + 1]`` in priority order; the
+    tier of entry ``i`` ends at ``tier_ends[i]``. Within a tier, entries with
+    ``inv_weights[i] > 0`` are drawn by weighted random order (Efraimidis-Spirakis: by
+    ``log(u) / weight``, largest first), then the others follow in stored order. ``seed``
+    (an int) makes a call's draw reproducible; None draws from the index's own generator.
+    """
+
+    def __cinit__(self, RouteTrie trie not None, tuple trunks not None, group_starts,
+                  tier_ends, inv_weights, bint fallthrough, uint64_t seed):
+        cdef Py_ssize_t n = len(trunks), groups = len(group_starts) - 1, i
+        self.trie = trie
+        self.trunks = trunks
+        self.fallthrough = fallthrough
+        self.state = seed
+        self.n_groups = groups
+        self.group_starts = NULL
+        self.tier_ends = NULL
+        self.inv_weights = NULL
+        if groups < 0 or len(tier_ends) != n or len(inv_weights) != n:
+            raise ValueError("inconsistent candidate index arrays")
+        self.group_starts = <uint32_t*>PyMem_Malloc((groups + 1) * sizeof(uint32_t))
+        self.tier_ends = <uint32_t*>PyMem_Malloc(max(n, 1) * sizeof(uint32_t))
+        self.inv_weights = <double*>PyMem_Malloc(max(n, 1) * sizeof(double))
+        if self.group_starts == NULL or self.tier_ends == NULL or self.inv_weights == NULL:
+            raise MemoryError()
+        for i in range(groups + 1):
+            self.group_starts[i] = group_starts[i]
+            if self.group_starts[i] > n or (i and self.group_starts[i] < self.group_starts[i - 1]):
+                raise ValueError("group_starts must be ascending offsets into trunks")
+        for i in range(n):
+            self.tier_ends[i] = tier_ends[i]
+            self.inv_weights[i] = inv_weights[i]
+            if self.tier_ends[i] <= i or self.tier_ends[i] > n or self.inv_weights[i] < 0:
+                raise ValueError("tier_ends/inv_weights out of range")
+
+    def __dealloc__(self):
+        PyMem_Free(self.group_starts)
+        PyMem_Free(self.tier_ends)
+        PyMem_Free(self.inv_weights)
+
+    cdef int _groups(self, object number, int64_t* found) except -1:
+        # the groups a call uses, longest prefix first
+        cdef Py_ssize_t n
+        cdef const char* p = _as_chars(number, &n)
+        cdef int lengths[LCR_MAX_DIGITS + 1]
+        cdef int count, g
+        cdef int64_t v
+        if self.fallthrough:
+            count = self.trie.find_all(p, n, lengths, found)
+        else:
+            v = self.trie.find(p, n)
+            count = LCR_INVALID if v == LCR_INVALID else (0 if v < 0 else 1)
+            found[0] = v
+        if count == LCR_INVALID:
+            raise ValueError(_describe(number))
+        for g in range(count):
+            if found[g] >= self.n_groups:
+                raise ValueError(f"trie value {found[g]} is not a group of this index")
+        return count
+
+    cdef Py_ssize_t _order(self, int64_t group, uint64_t* state, uint32_t* out,
+                           double* keys) noexcept nogil:
+        # entry indices of one group in call order (out and keys have room for the group)
+        cdef uint32_t i = self.group_starts[group], end = self.group_starts[group + 1]
+        cdef uint32_t tier_end, j
+        cdef Py_ssize_t count = 0, first, drawn, k
+        cdef double key, u
+        while i < end:
+            tier_end = self.tier_ends[i]
+            first = count
+            drawn = 0
+            # weighted entries by descending key (insertion sort: tiers are small)
+            for j in range(i, tier_end):
+                if self.inv_weights[j] > 0:
+                    u = (<double>(_splitmix64(state) >> 11) + 1.0) * (1.0 / 9007199254740992.0)
+                    key = log(u) * self.inv_weights[j]
+                    k = drawn
+                    while k > 0 and keys[first + k - 1] < key:
+                        keys[first + k] = keys[first + k - 1]
+                        out[first + k] = out[first + k - 1]
+                        k -= 1
+                    keys[first + k] = key
+                    out[first + k] = j
+                    drawn += 1
+            count += drawn
+            for j in range(i, tier_end):
+                if not (self.inv_weights[j] > 0):
+                    out[count] = j
+                    count += 1
+            i = tier_end
+        return count
+
+    cdef uint64_t _seed(self, object seed) except? 0:
+        if seed is None:
+            return _splitmix64(&self.state)
+        return <uint64_t>(seed & 0xFFFFFFFFFFFFFFFF)
+
+    cdef object _walk_groups(self, object number, object down, object seed, bint indices):
+        cdef int64_t found[LCR_MAX_DIGITS + 1]
+        cdef int count = self._groups(number, found), g
+        cdef uint64_t state = self._seed(seed)
+        cdef Py_ssize_t n, k
+        cdef uint32_t order_buf[SMALL_GROUP]
+        cdef double key_buf[SMALL_GROUP]
+        cdef uint32_t* order
+        cdef double* keys
+        cdef list out = []
+        cdef bint check_down = not indices and len(down) > 0
+        for g in range(count):
+            n = self.group_starts[found[g] + 1] - self.group_starts[found[g]]
+            order = order_buf
+            keys = key_buf
+            if n > SMALL_GROUP:
+                order = <uint32_t*>PyMem_Malloc(n * sizeof(uint32_t))
+                keys = <double*>PyMem_Malloc(n * sizeof(double))
+            try:
+                if order == NULL or keys == NULL:
+                    raise MemoryError()
+                n = self._order(found[g], &state, order, keys)
+                if indices:
+                    out.append((found[g], [order[k] for k in range(n)]))
+                    continue
+                for k in range(n):
+                    trunk = <object>PyTuple_GET_ITEM(self.trunks, order[k])
+                    if (check_down and trunk in down) or trunk in out:
+                        continue
+                    out.append(trunk)
+            finally:
+                if order != order_buf:
+                    PyMem_Free(order)
+                    PyMem_Free(keys)
+        return out
+
+    def candidates(self, number, down=(), seed=None):
+        """Trunk ids for a call, in order, without repeats and without those in ``down``."""
+        return self._walk_groups(number, down, seed, False)
+
+    def ordered(self, number, seed=None):
+        """``[(group, entry indices in call order), ...]`` before skipping, longest first."""
+        return self._walk_groups(number, (), seed, True)
