@@ -1,4 +1,5 @@
 from collections.abc import Collection, Iterable, Sequence
+from typing import Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -33,3 +34,22 @@ class CandidateIndex:
     def ordered(
         self, number: str | bytes, seed: int | None = None
     ) -> list[tuple[int, list[int]]]: ...
+
+_R = TypeVar("_R")
+
+class DialMatcher(Generic[_R]):
+    def __init__(
+        self,
+        rules: Sequence[
+            tuple[
+                Sequence[tuple[int, int, int]],
+                Sequence[tuple[int, int]],
+                Sequence[str | int],
+                str | None,
+                str,
+            ]
+        ],
+        country_code: str | None,
+        result_type: type[_R],
+    ) -> None: ...
+    def normalize(self, dialed: object) -> _R | None: ...

@@ -888,3 +888,226 @@ cdef class CandidateIndex:
     def ordered(self, number, seed=None):
         """``[(group, entry indices in call order), ...]`` before skipping, longest first."""
         return self._walk_groups(number, (), seed, True)
+
+
+# ---- dial-plan matcher: ordered simple patterns, matched without the regex engine ----
+
+# One pattern atom: a set of ASCII characters repeated min..max times (greedy).
+cdef struct DialAtom:
+    uint64_t lo         # characters 0-63
+    uint64_t hi         # characters 64-127
+    int min
+    int max
+
+cdef enum:
+    DIAL_MAX_LEN = 64       # longer dialled strings go to the regex engine
+    DIAL_MAX_GROUPS = 16
+    DIAL_MAX_STEPS = 20000  # backtracking budget per rule before handing over to `re`
+
+cdef enum DialKind:
+    KIND_INFER = -1
+    KIND_INTERNAL = 0
+    KIND_NATIONAL = 1
+    KIND_INTERNATIONAL = 2
+    KIND_EMERGENCY = 3
+    KIND_SERVICE = 4
+    KIND_INVALID = 5
+
+_KIND_CODES = {
+    None: KIND_INFER, "internal": KIND_INTERNAL, "national": KIND_NATIONAL,
+    "international": KIND_INTERNATIONAL, "emergency": KIND_EMERGENCY,
+    "service": KIND_SERVICE, "invalid": KIND_INVALID,
+}
+
+
+cdef inline bint _in_set(const DialAtom* a, unsigned char c) noexcept nogil:
+    if c < 64:
+        return (a.lo >> c) & 1
+    return (a.hi >> (c - 64)) & 1
+
+
+cdef int _match_atoms(const DialAtom* atoms, int n_atoms, int i, const unsigned char* s,
+                      int pos, int length, int* starts, int* steps) noexcept nogil:
+    # fullmatch of atoms[i:] against s[pos:length], greedy first like `re`;
+    # 1 match, 0 no match, -1 out of budget
+    cdef int run = 0, c, r
+    cdef const DialAtom* a
+    steps[0] += 1
+    if steps[0] > DIAL_MAX_STEPS:
+        return -1
+    if i == n_atoms:
+        starts[i] = pos
+        return pos == length
+    a = &atoms[i]
+    while (a.max < 0 or run < a.max) and pos + run < length and _in_set(a, s[pos + run]):
+        run += 1
+    if run < a.min:
+        return 0
+    c = run
+    while c >= a.min:
+        r = _match_atoms(atoms, n_atoms, i + 1, s, pos + c, length, starts, steps)
+        if r != 0:
+            starts[i] = pos
+            return r
+        c -= 1
+    return 0
+
+
+cdef class DialMatcher:
+    """Native first pass of a dial plan whose rules are all simple patterns.
+
+    ``rules`` is a list of ``(atoms, groups, parts, kind, description)``: ``atoms`` a list
+    of ``(charset_mask, min, max)`` (max -1: unbounded), ``groups`` the ``(first_atom,
+    end_atom)`` of each capturing group, ``parts`` the replacement as literal strs and group
+    numbers. ``normalize()`` returns a ``result_type`` (e164, kind, rule, reason) or None
+    when the regex engine must decide (characters other than digits, ``+*#`` and the
+    separators, no rule matching, a pathological pattern).
+    """
+
+    cdef DialAtom* atoms
+    cdef int* rule_first          # first atom of each rule, plus the end
+    cdef list groups              # per rule: tuple of (first_atom, end_atom)
+    cdef list parts
+    cdef list kinds
+    cdef list descriptions
+    cdef int n_rules
+    cdef str country
+    cdef object result_type
+    cdef uint64_t strip_lo        # separators dropped before matching
+    cdef uint64_t dial_lo         # characters a rule may see (digits + * #)
+
+    def __cinit__(self, list rules not None, country_code, result_type):
+        cdef Py_ssize_t total = 0, k = 0
+        cdef int r
+        self.atoms = NULL
+        self.rule_first = NULL
+        self.n_rules = len(rules)
+        self.country = country_code
+        self.result_type = result_type
+        self.groups = []
+        self.parts = []
+        self.kinds = []
+        self.descriptions = []
+        for atoms, groups, parts, kind, description in rules:
+            total += len(atoms)
+            if len(groups) > DIAL_MAX_GROUPS:
+                raise ValueError("too many groups in a dial-plan rule")
+            for part in parts:
+                if not isinstance(part, str) and not 0 <= part <= len(groups):
+                    raise ValueError(f"replacement refers to missing group {part}")
+            self.groups.append(tuple(groups))
+            self.parts.append(tuple(parts))
+            self.kinds.append((_KIND_CODES[kind], kind))
+            self.descriptions.append(description)
+        self.atoms = <DialAtom*>PyMem_Malloc(max(total, 1) * sizeof(DialAtom))
+        self.rule_first = <int*>PyMem_Malloc((self.n_rules + 1) * sizeof(int))
+        if self.atoms == NULL or self.rule_first == NULL:
+            raise MemoryError()
+        for r in range(self.n_rules):
+            self.rule_first[r] = <int>k
+            for mask, lo, hi in rules[r][0]:
+                self.atoms[k].lo = <uint64_t>(mask & 0xFFFFFFFFFFFFFFFF)
+                self.atoms[k].hi = <uint64_t>((mask >> 64) & 0xFFFFFFFFFFFFFFFF)
+                self.atoms[k].min = lo
+                self.atoms[k].max = hi
+                k += 1
+            if len(rules[r][0]) > DIAL_MAX_LEN:
+                raise ValueError("too many atoms in a dial-plan rule")
+            for first, end in self.groups[r]:
+                if not 0 <= first <= end <= len(rules[r][0]):
+                    raise ValueError("group outside its rule")
+        self.rule_first[self.n_rules] = <int>k
+        self.strip_lo = 0
+        for ch in (32, 45, 46, 40, 41, 9):   # " -.()" and tab
+            self.strip_lo |= (<uint64_t>1) << <int>ch
+        self.dial_lo = (<uint64_t>1) << 43 | (<uint64_t>1) << 42 | (<uint64_t>1) << 35
+        for ch in range(48, 58):
+            self.dial_lo |= (<uint64_t>1) << <int>ch
+
+    def __dealloc__(self):
+        PyMem_Free(self.atoms)
+        PyMem_Free(self.rule_first)
+
+    def normalize(self, dialed):
+        """The first matching rule's result, or None to let the regex engine decide."""
+        cdef Py_ssize_t n, i
+        cdef const char* raw
+        cdef unsigned char buf[DIAL_MAX_LEN]
+        cdef unsigned char out[2 * DIAL_MAX_LEN + 64]
+        cdef int length = 0, r, first, n_atoms, steps, m, g, kind_code, olen, a, b
+        cdef int starts[DIAL_MAX_LEN + 1]
+        cdef unsigned char c
+        cdef bytes lit
+        if type(dialed) is not str:
+            return None
+        raw = PyUnicode_AsUTF8AndSize(dialed, &n)
+        for i in range(n):
+            c = <unsigned char>raw[i]
+            if c < 64 and (self.strip_lo >> c) & 1:
+                continue
+            if c >= 64 or not ((self.dial_lo >> c) & 1) or length == DIAL_MAX_LEN:
+                return None
+            buf[length] = c
+            length += 1
+        if length == 0:
+            return None
+        for r in range(self.n_rules):
+            first = self.rule_first[r]
+            n_atoms = self.rule_first[r + 1] - first
+            steps = 0
+            m = _match_atoms(&self.atoms[first], n_atoms, 0, buf, 0, length, starts, &steps)
+            if m < 0:
+                return None
+            if m == 0:
+                continue
+            kind_code, kind = self.kinds[r]
+            description = self.descriptions[r]
+            if kind_code == KIND_INVALID:
+                return tuple.__new__(self.result_type, (None, "invalid", description,
+                                                        description))
+            groups = <tuple>self.groups[r]
+            olen = 0
+            for part in <tuple>self.parts[r]:
+                if isinstance(part, str):
+                    lit = (<str>part).encode("ascii", "replace")
+                    if olen + len(lit) > sizeof(out):
+                        return None
+                    memcpy(&out[olen], <const char*>lit, len(lit))
+                    olen += <int>len(lit)
+                else:
+                    g = part
+                    if g == 0:
+                        a = 0
+                        b = length
+                    else:
+                        span = <tuple>groups[g - 1]
+                        a = starts[<int>span[0]]
+                        b = starts[<int>span[1]]
+                    if olen + (b - a) > sizeof(out):
+                        return None
+                    memcpy(&out[olen], &buf[a], b - a)
+                    olen += b - a
+            result = (<bytes>out[:olen]).decode("ascii")
+            if kind_code == KIND_INFER:
+                if olen == 0 or out[0] != 43:
+                    kind = "internal"
+                elif self.country is not None and result.startswith(self.country, 1):
+                    kind = "national"
+                else:
+                    kind = "international"
+            if (kind == "national" or kind == "international") and not _is_e164(out, olen):
+                return tuple.__new__(self.result_type, (
+                    None, "invalid", description,
+                    f"{result!r} is not an E.164 number ('+' and 7-15 digits)"))
+            return tuple.__new__(self.result_type, (result, kind, description, None))
+        return None
+
+
+cdef inline bint _is_e164(const unsigned char* s, int n) noexcept nogil:
+    cdef int i
+    if n < 8 or n > 16 or s[0] != 43 or s[1] == 48:
+        return False
+    for i in range(1, n):
+        if <unsigned char>(s[i] - 48) > 9:
+            return False
+    return True
