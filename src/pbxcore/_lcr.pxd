@@ -31,7 +31,11 @@ cdef struct BuildKey:
 
 cdef class RouteTrie:
     cdef LcrNode* nodes
-    cdef uint32_t* jump     # node reached by the first jump_depth digits (+ JUMP_FULL bit)
+    # per first jump_depth digits: a copy of the node they reach (childless if the number
+    # leaves the trie before that depth)
+    cdef LcrNode* jump
+    cdef size_t nodes_size  # bytes reserved for nodes / jump
+    cdef size_t jump_size
     cdef Py_ssize_t n_nodes
     cdef Py_ssize_t n_prefixes
     cdef Py_ssize_t n_jump

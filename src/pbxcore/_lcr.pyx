@@ -5,7 +5,7 @@
 Layout: 16-byte nodes (value, first child, 10-bit child mask); the children of a node are one
 contiguous block, so a step is one load and a popcount. Blocks are laid out depth-first, so
 the single-child chains that make up the tails of long prefixes sit in consecutive nodes.
-A jump table over the first few digits (10**k entries, k chosen from the table size) replaces
+A jump table over the first few digits (10**k node copies, k chosen from the table size) replaces
 the top of the walk with one load. Nothing is a Python object per node, and the trie never
 changes after it is built: readers need no lock, an update builds a new trie and swaps a
 reference.
@@ -18,11 +18,11 @@ fused with the build), with no comparison sort.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.long cimport PyLong_AsLongLong
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.math cimport log
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
 import numpy as np
@@ -54,6 +54,11 @@ cdef extern from *:
     """
     #include <stdlib.h>
     #include <sys/mman.h>
+    static inline void* pbx_map(size_t n) {
+        void* p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        return p == MAP_FAILED ? NULL : p;
+    }
+    static inline void pbx_unmap(void* p, size_t n) { munmap(p, n); }
     static inline void pbx_advise_huge(void* p, size_t n) {
     #ifdef MADV_HUGEPAGE
         madvise(p, n, MADV_HUGEPAGE);
@@ -61,15 +66,15 @@ cdef extern from *:
     }
     """
     void pbx_advise_huge(void* p, size_t n) noexcept nogil
-    int posix_memalign(void** p, size_t alignment, size_t size) noexcept nogil
+    void* pbx_map(size_t n) noexcept nogil
+    void pbx_unmap(void* p, size_t n) noexcept nogil
 
 cdef enum:
-    MAX_JUMP_DEPTH = 6      # 10**6 entries * 4 bytes: worth it from ~1M prefixes
+    MAX_JUMP_DEPTH = 6      # 10**6 entries * 16 bytes: worth it from ~1M prefixes
+    MAX_NODES = 0x7FFFFFFF
+    MAP_THRESHOLD = 1 << 20  # larger blocks are mapped: given back to the system when freed
     BATCH = 16              # lookups walked in lockstep by lookup_many (memory parallelism)
     SMALL_GROUP = 64        # route groups up to this size are ordered in stack buffers
-
-cdef uint32_t JUMP_FULL = 0x80000000u   # jump entry: all its digits are in the trie
-cdef uint32_t JUMP_NODE = 0x7FFFFFFFu
 
 
 # ---- number validation (shared by every entry point) ----
@@ -118,27 +123,27 @@ cdef inline const char* _as_chars(object number, Py_ssize_t* n) except NULL:
 
 # ---- walks ----
 
-cdef inline uint32_t _descend(const LcrNode* nodes, const uint32_t* jump, int jump_depth,
-                              const char* p, Py_ssize_t n) noexcept nogil:
-    # the deepest node on the path of p[0:n] (digits only)
-    cdef uint32_t node = 0, e
+cdef inline const LcrNode* _descend(const LcrNode* nodes, const LcrNode* jump,
+                                    int jump_depth, const char* p,
+                                    Py_ssize_t n) noexcept nogil:
+    # the deepest node on the path of p[0:n] (digits only); its value is the answer
+    cdef const LcrNode* node
     cdef Py_ssize_t i = 0
     cdef unsigned int c, m
     cdef size_t j = 0
     if n >= jump_depth:
         for i in range(jump_depth):
             j = j * 10 + <unsigned int>(p[i] - 48)
-        e = jump[j]
-        node = e & JUMP_NODE
-        if not (e & JUMP_FULL):
-            return node
+        node = &jump[j]
         i = jump_depth
+    else:
+        node = nodes
     while i < n:
         c = <unsigned int>(p[i] - 48)
-        m = nodes[node].mask
+        m = node.mask
         if not ((m >> c) & 1):
             break
-        node = nodes[node].child + <uint32_t>pbx_popcount(m & ((1u << c) - 1))
+        node = &nodes[node.child + <uint32_t>pbx_popcount(m & ((1u << c) - 1))]
         i += 1
     return node
 
@@ -147,8 +152,8 @@ cdef inline uint32_t _descend(const LcrNode* nodes, const uint32_t* jump, int ju
 cdef struct Cursor:
     const char* p
     Py_ssize_t n
-    Py_ssize_t i        # next digit; -1 while the jump-table entry is being fetched
-    uint32_t node       # the node (or, while i == -1, the jump-table index)
+    Py_ssize_t i            # next digit
+    const LcrNode* node     # prefetched: read in the next round
     Py_ssize_t out
 
 
@@ -171,11 +176,13 @@ cdef class RouteTrie:
         cdef Py_ssize_t count = 0, cap = 0, digits = 0
         self.nodes = NULL
         self.jump = NULL
+        self.nodes_size = 0
+        self.jump_size = 0
         try:
             cap = len(pairs) if hasattr(pairs, "__len__") else 1024
             cap = max(cap, 16)
-            keys = <BuildKey*>PyMem_Malloc(cap * sizeof(BuildKey))
-            values = <int64_t*>PyMem_Malloc(cap * sizeof(int64_t))
+            keys = <BuildKey*>_acquire(cap * sizeof(BuildKey))
+            values = <int64_t*>_acquire(cap * sizeof(int64_t))
             if keys == NULL or values == NULL:
                 raise MemoryError()
             if type(pairs) is list:
@@ -185,33 +192,27 @@ cdef class RouteTrie:
                 while count < len(lst):
                     pbx_prefetch_pair(lst, count + 4, count + 8)
                     if count == cap:
-                        cap *= 2
-                        keys = <BuildKey*>_grow(keys, cap * sizeof(BuildKey))
-                        values = <int64_t*>_grow(values, cap * sizeof(int64_t))
-                    if count >= <Py_ssize_t>JUMP_NODE:
-                        raise ValueError("too many prefixes for one trie")
+                        _grow_keys(&keys, &values, &cap)
                     _parse_pair(lst[count], &keys[count], &values[count], count)
                     digits += keys[count].length
                     count += 1
             else:
                 for item in pairs:
                     if count == cap:
-                        cap *= 2
-                        keys = <BuildKey*>_grow(keys, cap * sizeof(BuildKey))
-                        values = <int64_t*>_grow(values, cap * sizeof(int64_t))
-                    if count >= <Py_ssize_t>JUMP_NODE:
-                        raise ValueError("too many prefixes for one trie")
+                        _grow_keys(&keys, &values, &cap)
                     _parse_pair(item, &keys[count], &values[count], count)
                     digits += keys[count].length
                     count += 1
-            tmp = <BuildKey*>PyMem_Malloc(max(count, 1) * sizeof(BuildKey))
+            if count >= <Py_ssize_t>MAX_NODES:
+                raise ValueError("too many prefixes for one trie")
+            tmp = <BuildKey*>_acquire(max(count, 1) * sizeof(BuildKey))
             if tmp == NULL:
                 raise MemoryError()
             self._build(keys, tmp, values, count, digits)
         finally:
-            PyMem_Free(keys)
-            PyMem_Free(tmp)
-            PyMem_Free(values)
+            _release(keys, cap * sizeof(BuildKey))
+            _release(values, cap * sizeof(int64_t))
+            _release(tmp, max(count, 1) * sizeof(BuildKey))
 
     cdef int _build(self, BuildKey* keys, BuildKey* tmp, const int64_t* values,
                     Py_ssize_t count, Py_ssize_t digits) except -1:
@@ -221,36 +222,35 @@ cdef class RouteTrie:
         cdef Py_ssize_t bound = digits + 1, n_nodes
         cdef Py_ssize_t prefixes = 0, size = 10
         cdef int depth = 1
-        cdef LcrNode* work
-        if bound >= <Py_ssize_t>JUMP_NODE:
+        if bound >= <Py_ssize_t>MAX_NODES:
             raise ValueError("too many trie nodes")
         # jump table over k digits with 10**k close to the prefix count
         while depth < MAX_JUMP_DEPTH and size * 10 <= count:
             depth += 1
             size *= 10
-        self.jump = <uint32_t*>_big_alloc(size * sizeof(uint32_t))
+        self.jump_size = size * sizeof(LcrNode)
+        self.jump = <LcrNode*>_acquire(self.jump_size)
         if self.jump == NULL:
             raise MemoryError()
         self.jump_depth = depth
         self.n_jump = size
-        work = <LcrNode*>malloc(bound * sizeof(LcrNode))
-        if work == NULL:
+        # room for the worst case (no shared digits); the unused tail is given back below
+        self.nodes_size = bound * sizeof(LcrNode)
+        self.nodes = <LcrNode*>_acquire(self.nodes_size)
+        if self.nodes == NULL:
             raise MemoryError()
         with nogil:
-            n_nodes = _build_dfs(keys, tmp, values, count, work, self.jump, depth, &prefixes)
-        self.nodes = <LcrNode*>_big_alloc(n_nodes * sizeof(LcrNode))
-        if self.nodes == NULL:
-            free(work)
-            raise MemoryError()
-        memcpy(self.nodes, work, n_nodes * sizeof(LcrNode))
-        free(work)
+            n_nodes = _build_dfs(keys, tmp, values, count, self.nodes, self.jump, depth,
+                                 &prefixes)
+            self.nodes = <LcrNode*>_shrink(self.nodes, &self.nodes_size,
+                                           n_nodes * sizeof(LcrNode))
         self.n_nodes = n_nodes
         self.n_prefixes = prefixes
         return 0
 
     def __dealloc__(self):
-        free(self.nodes)
-        free(self.jump)
+        _release(self.nodes, self.nodes_size)
+        _release(self.jump, self.jump_size)
 
     # ---- C-level API (see _lcr.pxd) ----
 
@@ -259,7 +259,7 @@ cdef class RouteTrie:
         n = _digits(number, n, &p)
         if n < 0:
             return LCR_INVALID
-        return self.nodes[_descend(self.nodes, self.jump, self.jump_depth, p, n)].value
+        return _descend(self.nodes, self.jump, self.jump_depth, p, n).value
 
     cdef int find_all(self, const char* number, Py_ssize_t n,
                       int* lengths, int64_t* values) noexcept nogil:
@@ -429,11 +429,11 @@ cdef class RouteTrie:
         cdef Py_ssize_t nxt = 0, k, size
         cdef const char* p = NULL
         cdef const LcrNode* nodes = self.nodes
-        cdef const uint32_t* jump = self.jump
+        cdef const LcrNode* jump = self.jump
+        cdef const LcrNode* node
         cdef int jd = self.jump_depth
         cdef unsigned int c, m
         cdef size_t j
-        cdef uint32_t node, e
         while True:
             while live < BATCH and nxt < n:
                 size = _digits(ptrs[nxt], lens[nxt], &p)
@@ -441,7 +441,7 @@ cdef class RouteTrie:
                     return nxt
                 if size < jd:
                     # short numbers stay in the top levels, which are in cache
-                    out[nxt] = nodes[_descend(nodes, jump, jd, p, size)].value
+                    out[nxt] = _descend(nodes, jump, jd, p, size).value
                     nxt += 1
                     continue
                 j = 0
@@ -450,8 +450,8 @@ cdef class RouteTrie:
                 PBX_PREFETCH(&jump[j])
                 cur[live].p = p
                 cur[live].n = size
-                cur[live].i = -1
-                cur[live].node = <uint32_t>j
+                cur[live].i = jd
+                cur[live].node = &jump[j]
                 cur[live].out = nxt
                 live += 1
                 nxt += 1
@@ -459,27 +459,19 @@ cdef class RouteTrie:
                 return -1
             s = 0
             while s < live:
-                if cur[s].i < 0:
-                    e = jump[cur[s].node]
-                    node = e & JUMP_NODE
-                    cur[s].node = node
-                    cur[s].i = jd if e & JUMP_FULL else cur[s].n
-                    PBX_PREFETCH(&nodes[node])
-                    s += 1
-                    continue
                 node = cur[s].node
                 if cur[s].i < cur[s].n:
                     c = <unsigned int>(cur[s].p[cur[s].i] - 48)
-                    m = nodes[node].mask
+                    m = node.mask
                     if (m >> c) & 1:
-                        node = nodes[node].child + <uint32_t>pbx_popcount(m & ((1u << c) - 1))
+                        node = &nodes[node.child + <uint32_t>pbx_popcount(m & ((1u << c) - 1))]
                         cur[s].node = node
                         cur[s].i += 1
-                        PBX_PREFETCH(&nodes[node])
+                        PBX_PREFETCH(node)
                         s += 1
                         continue
                 # done: the deepest node holds the answer; refill this slot from the last
-                out[cur[s].out] = nodes[node].value
+                out[cur[s].out] = node.value
                 live -= 1
                 cur[s] = cur[live]
 
@@ -490,7 +482,7 @@ cdef class RouteTrie:
     @property
     def nbytes(self):
         """Bytes held by the node array and the jump table."""
-        return self.n_nodes * sizeof(LcrNode) + self.n_jump * sizeof(uint32_t)
+        return (self.n_nodes + self.n_jump) * sizeof(LcrNode)
 
     @property
     def node_count(self):
@@ -503,14 +495,6 @@ cdef class RouteTrie:
 
 
 # ---- build helpers ----
-
-cdef void* _grow(void* ptr, size_t size) except NULL:
-    cdef void* out = PyMem_Realloc(ptr, size)
-    if out == NULL:
-        PyMem_Free(ptr)
-        raise MemoryError()
-    return out
-
 
 cdef int _parse_pair(object item, BuildKey* key, int64_t* value, Py_ssize_t seq) except -1:
     cdef Py_ssize_t n, i
@@ -570,17 +554,20 @@ cdef enum:
     STACK = 10 * (LCR_MAX_DIGITS + 1) + 1   # pending siblings of one depth-first path
 
 
-cdef inline void _fill_jump(uint32_t* jump, const Py_ssize_t* span, int jump_depth, int depth,
-                            uint64_t path, unsigned int digit, uint32_t node) noexcept nogil:
-    # numbers through `node` (at `depth`, digits `path`) whose next digit has no child
+cdef inline void _fill_jump(LcrNode* jump, const Py_ssize_t* span, int jump_depth, int depth,
+                            uint64_t path, unsigned int digit, int64_t value) noexcept nogil:
+    # numbers through a node (at `depth`, digits `path`) whose next digit has no child: a
+    # childless copy of the node, so a walk that starts there stops with its value
     cdef Py_ssize_t width = span[jump_depth - depth - 1], i
     cdef Py_ssize_t start = <Py_ssize_t>(path * 10 + digit) * width
     for i in range(start, start + width):
-        jump[i] = node
+        jump[i].value = value
+        jump[i].child = 0
+        jump[i].mask = 0
 
 
 cdef Py_ssize_t _build_dfs(BuildKey* keys, BuildKey* tmp, const int64_t* values,
-                           Py_ssize_t count, LcrNode* nodes, uint32_t* jump, int jump_depth,
+                           Py_ssize_t count, LcrNode* nodes, LcrNode* jump, int jump_depth,
                            Py_ssize_t* prefixes) noexcept nogil:
     # Returns the node count; `nodes` has room for one node per digit plus the root.
     # A node's value is its own prefix's value (LCR_OWN_VALUE set) or else the value it
@@ -631,38 +618,38 @@ cdef Py_ssize_t _build_dfs(BuildKey* keys, BuildKey* tmp, const int64_t* values,
         nodes[x].value = inherit
         nodes[x].child = 0
         nodes[x].mask = 0
-        if d == jump_depth:
-            jump[path] = x | JUMP_FULL
         if b - a <= 1:
             # at most one key left: its remaining digits are a chain of consecutive nodes
-            cur = x
             if b == a:   # only for the root of an empty trie
                 for other in range(10):
-                    _fill_jump(jump, span, jump_depth, 0, 0, other, 0)
+                    _fill_jump(jump, span, jump_depth, 0, 0, other, -1)
                 continue
             k = &src[a]
+            cur = x
             for dd in range(d, k.length):
                 dg = _nibble(k, dd) - 1
                 nodes[cur].mask = <uint16_t>(1u << dg)
                 nodes[cur].child = <uint32_t>nxt
-                if dd < jump_depth:
+                if dd == jump_depth:
+                    jump[path] = nodes[cur]
+                elif dd < jump_depth:
                     for other in range(10):
                         if other != dg:
-                            _fill_jump(jump, span, jump_depth, dd, path, other, cur)
+                            _fill_jump(jump, span, jump_depth, dd, path, other, inherit)
                     path = path * 10 + dg
                 cur = <uint32_t>nxt
                 nxt += 1
                 nodes[cur].value = inherit
                 nodes[cur].child = 0
                 nodes[cur].mask = 0
-                if dd + 1 == jump_depth:
-                    jump[path] = cur | JUMP_FULL
             nodes[cur].value = values[k.seq]
             nodes[cur].mask |= LCR_OWN_VALUE
             found += 1
-            if k.length < jump_depth:
+            if k.length == jump_depth:
+                jump[path] = nodes[cur]
+            elif k.length < jump_depth:
                 for other in range(10):
-                    _fill_jump(jump, span, jump_depth, k.length, path, other, cur)
+                    _fill_jump(jump, span, jump_depth, k.length, path, other, nodes[cur].value)
             continue
         memset(counts, 0, sizeof(counts))
         for i in range(a, b):
@@ -696,42 +683,89 @@ cdef Py_ssize_t _build_dfs(BuildKey* keys, BuildKey* tmp, const int64_t* values,
         if d < jump_depth:
             for bucket in range(1, 11):
                 if not counts[bucket]:
-                    _fill_jump(jump, span, jump_depth, d, path, bucket - 1, x)
+                    _fill_jump(jump, span, jump_depth, d, path, bucket - 1, nodes[x].value)
         children = nonempty - (1 if counts[0] else 0)
-        if children == 0:
-            continue
-        nodes[x].child = <uint32_t>nxt
-        c = children
-        # push in reverse digit order so that the lowest digit is visited next
-        for bucket in range(10, 0, -1):
-            if counts[bucket]:
-                c -= 1
-                nodes[x].mask |= <uint16_t>(1u << (bucket - 1))
-                s_node[top] = <uint32_t>(nxt + c)
-                s_lo[top] = <uint32_t>starts[bucket]
-                s_hi[top] = <uint32_t>(starts[bucket] + counts[bucket])
-                s_depth[top] = <uint8_t>(d + 1)
-                s_buf[top] = <uint8_t>buf
-                s_inherit[top] = nodes[x].value
-                s_path[top] = path * 10 + <uint64_t>(bucket - 1) if d < jump_depth else 0
-                top += 1
-        nxt += children
+        if children:
+            nodes[x].child = <uint32_t>nxt
+            c = children
+            # push in reverse digit order so that the lowest digit is visited next
+            for bucket in range(10, 0, -1):
+                if counts[bucket]:
+                    c -= 1
+                    nodes[x].mask |= <uint16_t>(1u << (bucket - 1))
+                    s_node[top] = <uint32_t>(nxt + c)
+                    s_lo[top] = <uint32_t>starts[bucket]
+                    s_hi[top] = <uint32_t>(starts[bucket] + counts[bucket])
+                    s_depth[top] = <uint8_t>(d + 1)
+                    s_buf[top] = <uint8_t>buf
+                    s_inherit[top] = nodes[x].value
+                    s_path[top] = path * 10 + <uint64_t>(bucket - 1) if d < jump_depth else 0
+                    top += 1
+            nxt += children
+        if d == jump_depth:
+            jump[path] = nodes[x]
     prefixes[0] = found
     return nxt
 
 
-cdef void* _big_alloc(size_t size) noexcept nogil:
-    # Large arrays go on 2 MB pages where the kernel offers them: a walk touches a few
-    # random nodes, and TLB misses would cost as much as the cache misses.
-    cdef void* p = NULL
-    cdef size_t huge = 2 * 1024 * 1024
-    if size < 2 * huge:
+cdef void* _acquire(size_t size) noexcept nogil:
+    # Large blocks are mapped on their own (on 2 MB pages where the kernel offers them: a
+    # walk touches a few random nodes, and TLB misses would cost as much as cache misses),
+    # so that freeing them gives the memory back instead of leaving it in malloc's heap.
+    cdef void* p
+    if size < MAP_THRESHOLD:
         return malloc(size if size else 1)
-    size = (size + huge - 1) & ~(huge - 1)
-    if posix_memalign(&p, huge, size) != 0:
-        return NULL
-    pbx_advise_huge(p, size)
+    p = pbx_map(size)
+    if p != NULL:
+        pbx_advise_huge(p, size)
     return p
+
+
+cdef void _release(void* p, size_t size) noexcept nogil:
+    if p == NULL:
+        return
+    if size < MAP_THRESHOLD:
+        free(p)
+    else:
+        pbx_unmap(p, size)
+
+
+cdef void* _shrink(void* p, size_t* size, size_t used) noexcept nogil:
+    # give back the tail of a block past `used` bytes; returns the (same or moved) block
+    cdef size_t page = 4096, keep
+    cdef void* q
+    if size[0] < MAP_THRESHOLD:
+        q = realloc(p, used if used else 1)
+        if q != NULL:
+            size[0] = used if used else 1
+            return q
+        return p
+    keep = (used + page - 1) & ~(page - 1)
+    if keep < MAP_THRESHOLD:
+        keep = MAP_THRESHOLD   # still a mapped block for _release
+    if keep < size[0]:
+        pbx_unmap(<char*>p + keep, size[0] - keep)
+        size[0] = keep
+    return p
+
+
+cdef int _grow_keys(BuildKey** keys, int64_t** values, Py_ssize_t* cap) except -1:
+    # double the build arrays (an iterable without a length)
+    cdef Py_ssize_t old = cap[0], new = old * 2
+    cdef BuildKey* k = <BuildKey*>_acquire(new * sizeof(BuildKey))
+    cdef int64_t* v = <int64_t*>_acquire(new * sizeof(int64_t))
+    if k == NULL or v == NULL:
+        _release(k, new * sizeof(BuildKey))
+        _release(v, new * sizeof(int64_t))
+        raise MemoryError()
+    memcpy(k, keys[0], old * sizeof(BuildKey))
+    memcpy(v, values[0], old * sizeof(int64_t))
+    _release(keys[0], old * sizeof(BuildKey))
+    _release(values[0], old * sizeof(int64_t))
+    keys[0] = k
+    values[0] = v
+    cap[0] = new
+    return 0
 
 
 # ---- trunk order for a call (the hot path of RouteTable.candidates) ----
