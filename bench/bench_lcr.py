@@ -85,38 +85,40 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def rss_delta(build: Callable[[], Any], touch: Callable[[], Any]) -> int:
-    """Resident memory a build adds, measured in a forked child.
+def rss_delta(structure: str, random_prefixes: int) -> int:
+    """Resident memory one build adds, measured in a fresh process (so that no memory freed
+    by earlier builds is reused): the child makes the same table, touches it, reads its RSS,
+    builds, reads it again."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--rss-child", structure, "--prefixes", str(random_prefixes)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout.split()[-1])
 
-    The child first touches the input (refcount writes copy its pages) so that only the
-    structure itself is counted; gc is frozen so that it does not copy pages either.
-    """
+
+def rss_child(structure: str, random_prefixes: int) -> None:
+    keys = make_table(random_prefixes, seed=1, quiet=True)
+    pairs = [(key, i) for i, key in enumerate(keys)]
     gc.collect()
-    gc.freeze()
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(r)
-        gc.disable()
-        touch()
-        before = rss_bytes()
-        obj = build()
-        after = rss_bytes()
-        os.write(w, str(after - before).encode())
-        del obj
-        os._exit(0)
-    os.close(w)
-    data = os.read(r, 64)
-    os.close(r)
-    os.waitpid(pid, 0)
-    gc.unfreeze()
-    return int(data)
+    gc.disable()
+    before = rss_bytes()
+    if structure == "trie":
+        built: Any = RouteTrie(pairs)
+    elif structure == "marisa":
+        built = marisa_trie.Trie(keys)
+    else:
+        built = dict(pairs)
+    after = rss_bytes()
+    assert len(built) > 0
+    print(after - before)
 
 
 # ---- data ----
 
 
-def make_table(random_prefixes: int, seed: int) -> list[str]:
+def make_table(random_prefixes: int, seed: int, quiet: bool = False) -> list[str]:
     rng = random.Random(seed)
     keys = set(GEOCODE_DATA) | set(CARRIER_DATA)
     library = len(keys)
@@ -125,7 +127,10 @@ def make_table(random_prefixes: int, seed: int) -> list[str]:
         keys.add("".join(rng.choices(DIGITS, k=rng.randint(1, 12))))
     out = list(keys)
     rng.shuffle(out)
-    print(f"table: {len(out):,} prefixes ({library:,} from phonenumbers geocoder + carrier data)")
+    if not quiet:
+        print(
+            f"table: {len(out):,} prefixes ({library:,} from phonenumbers geocoder + carrier data)"
+        )
     return out
 
 
@@ -192,13 +197,10 @@ def bench_trie(args: argparse.Namespace, rows: list[tuple[str, str, str, str]]) 
     marisa = MarisaLPM(keys)
     probe = DictProbe(pairs)
 
-    def touch_pairs() -> None:
-        for _key, _value in pairs:
-            pass
-
-    rss_ours = rss_delta(lambda: RouteTrie(pairs), touch_pairs)
-    rss_marisa = rss_delta(lambda: marisa_trie.Trie(keys), touch_pairs)
-    rss_dict = rss_delta(lambda: dict(pairs), touch_pairs)
+    rss_ours = rss_delta("trie", args.random_prefixes)
+    rss_marisa = rss_delta("marisa", args.random_prefixes)
+    rss_dict = rss_delta("dict", args.random_prefixes)
+    dict_bytes = sys.getsizeof(probe.table)
     marisa_bytes = len(marisa.trie.tobytes())
 
     # every implementation must give the same answers (marisa answers with its own key ids)
@@ -227,7 +229,9 @@ def bench_trie(args: argparse.Namespace, rows: list[tuple[str, str, str, str]]) 
 
     print(f"{'':28}{'RouteTrie':>14}{'marisa-trie':>14}{'dict probe':>14}")
     print(f"{'build (s)':28}{build_ours:14.3f}{build_marisa:14.3f}{build_dict:14.3f}")
-    print(f"{'nbytes (MB)':28}{trie.nbytes / 1e6:14.1f}{marisa_bytes / 1e6:14.1f}{'':>14}")
+    print(
+        f"{'nbytes (MB)':28}{trie.nbytes / 1e6:14.1f}{marisa_bytes / 1e6:14.1f}{dict_bytes / 1e6:14.1f}"
+    )
     print(
         f"{'RSS delta (MB)':28}{rss_ours / 1e6:14.1f}{rss_marisa / 1e6:14.1f}{rss_dict / 1e6:14.1f}"
     )
@@ -250,7 +254,7 @@ def bench_trie(args: argparse.Namespace, rows: list[tuple[str, str, str, str]]) 
         (
             "memory (nbytes / RSS delta)",
             f"{trie.nbytes / 1e6:.0f} MB / {rss_ours / 1e6:.0f} MB",
-            f"marisa {marisa_bytes / 1e6:.0f} MB / {rss_marisa / 1e6:.0f} MB; dict RSS {rss_dict / 1e6:.0f} MB",
+            f"marisa {marisa_bytes / 1e6:.0f} MB / {rss_marisa / 1e6:.0f} MB; dict {dict_bytes / 1e6:.0f} MB / {rss_dict / 1e6:.0f} MB",
             "target <= 150 MB",
         ),
         (
@@ -428,7 +432,12 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="100k random prefixes, fewer queries")
     parser.add_argument("--markdown", action="store_true", help="print a table for RESULTS.md")
+    parser.add_argument("--rss-child", choices=["trie", "marisa", "dict"], help=argparse.SUPPRESS)
+    parser.add_argument("--prefixes", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rss_child:
+        rss_child(args.rss_child, args.prefixes)
+        return
     args.random_prefixes = 100_000 if args.quick else 1_000_000
     args.queries = 50_000 if args.quick else 300_000
     args.route_prefixes = 5_000 if args.quick else 50_000

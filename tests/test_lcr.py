@@ -83,6 +83,15 @@ class TestRouteTrie:
         assert trie.lookup("13") == 0
         assert trie.lookup_many(["123", "13"]).tolist() == [2**63 - 1, 0]
 
+    @pytest.mark.parametrize("top", [2**26 - 2, 2**26 - 1, 2**26, 2**32, 2**63 - 1])
+    def test_values_around_the_node_field(self, Trie: Any, top: int) -> None:
+        # small values live in the node, others in a side array: both must read back
+        pairs = [("", 7), ("1", top), ("12", 0), ("123", top - 1), ("2", 1)]
+        trie = Trie(pairs)
+        assert [trie.lookup(n) for n in ("9", "15", "129", "1234", "2")] == [7, top, 0, top - 1, 1]
+        assert trie.matches("1234") == [(3, top - 1), (2, 0), (1, top), (0, 7)]
+        assert trie.lookup_many(["9", "15", "1234"]).tolist() == [7, top, top - 1]
+
     def test_longest_numbers_and_prefixes(self, Trie: Any) -> None:
         prefix = "1234567890" * 3 + "12"  # 32 digits
         trie = Trie([(prefix, 7), (prefix[:31], 6), (prefix[:17], 5), (prefix[:16], 4)])

@@ -9,15 +9,10 @@ cdef enum:
     LCR_INVALID = -2       # find(): not a number (empty, too long, not digits)
 
 
-# One trie node. Children of a node are stored contiguously in digit order, so the child for
-# digit d is at child + popcount(mask & ((1 << d) - 1)).
-cdef struct LcrNode:
-    int64_t value      # value of the longest prefix ending here or above (-1: none)
-    uint32_t child     # index of the first child
-    uint16_t mask      # bit d (0-9): a child for digit d; LCR_OWN_VALUE: a prefix ends here
-
-cdef enum:
-    LCR_OWN_VALUE = 0x8000
+# One trie node in 64 bits: first child (27), value field (26), own-value flag, child mask
+# (10; bit d: a child for digit d). Children of a node are contiguous in digit order, so the
+# child for digit d is at child + popcount(mask & ((1 << d) - 1)).
+ctypedef uint64_t LcrNode
 
 
 # Sort record of the build: the packed digits (a nibble per digit, digit + 1, most significant
@@ -34,8 +29,11 @@ cdef class RouteTrie:
     # per first jump_depth digits: a copy of the node they reach (childless if the number
     # leaves the trie before that depth)
     cdef LcrNode* jump
-    cdef size_t nodes_size  # bytes reserved for nodes / jump
+    cdef int64_t* slots     # values by slot when they do not fit the node (not direct)
+    cdef size_t nodes_size  # bytes reserved for nodes / jump / slots
     cdef size_t jump_size
+    cdef size_t slots_size
+    cdef bint direct        # node value fields hold the values themselves
     cdef Py_ssize_t n_nodes
     cdef Py_ssize_t n_prefixes
     cdef Py_ssize_t n_jump
@@ -52,6 +50,7 @@ cdef class RouteTrie:
     # build and batch internals
     cdef int _build(self, BuildKey* keys, BuildKey* tmp, const int64_t* values,
                     Py_ssize_t count, Py_ssize_t digits) except -1
+    cdef int64_t _value(self, LcrNode w) noexcept nogil
     cdef object _many_fixed(self, object array, int width)
     cdef Py_ssize_t _walk_batch(self, const char** ptrs, const Py_ssize_t* lens, Py_ssize_t n,
                                 int64_t* out) noexcept nogil

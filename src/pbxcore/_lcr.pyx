@@ -2,9 +2,11 @@
 # cython: initializedcheck=False
 """Digit trie for least-cost routing: longest-prefix match over flat arrays.
 
-Layout: 16-byte nodes (value, first child, 10-bit child mask); the children of a node are one
+Layout: 8-byte nodes (first child, 10-bit child mask, value); the children of a node are one
 contiguous block, so a step is one load and a popcount. Blocks are laid out depth-first, so
 the single-child chains that make up the tails of long prefixes sit in consecutive nodes.
+A node's value is that of the longest prefix ending at it or above it, so a lookup reads one
+value, at the end; values that do not fit the node's 26-bit field live in a side array.
 A jump table over the first few digits (10**k node copies, k chosen from the table size) replaces
 the top of the walk with one load. Nothing is a Python object per node, and the trie never
 changes after it is built: readers need no lock, an update builds a new trie and swaps a
@@ -20,7 +22,7 @@ from cpython.long cimport PyLong_AsLongLong
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.math cimport log
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
@@ -70,11 +72,35 @@ cdef extern from *:
     void pbx_unmap(void* p, size_t n) noexcept nogil
 
 cdef enum:
-    MAX_JUMP_DEPTH = 6      # 10**6 entries * 16 bytes: worth it from ~1M prefixes
-    MAX_NODES = 0x7FFFFFFF
+    MAX_JUMP_DEPTH = 6      # 10**6 entries * 8 bytes: worth it from ~1M prefixes
     MAP_THRESHOLD = 1 << 20  # larger blocks are mapped: given back to the system when freed
     BATCH = 16              # lookups walked in lockstep by lookup_many (memory parallelism)
     SMALL_GROUP = 64        # route groups up to this size are ordered in stack buffers
+
+
+# Node word: child index (27 bits) | value field (26 bits) | own-value flag | child mask (10).
+cdef enum:
+    N_OWN_SHIFT = 10
+    N_VALUE_SHIFT = 11
+    N_CHILD_SHIFT = 37
+    N_NONE = 0x3FFFFFF          # value field: no prefix
+    MAX_NODES = 1 << 27
+
+cdef inline LcrNode _node(uint64_t child, uint64_t mask, uint64_t own,
+                          uint64_t value) noexcept nogil:
+    return ((child << N_CHILD_SHIFT) | (value << N_VALUE_SHIFT) | (own << N_OWN_SHIFT) | mask)
+
+
+cdef inline unsigned int _mask(LcrNode w) noexcept nogil:
+    return <unsigned int>(w & 0x3FF)
+
+
+cdef inline uint32_t _child(LcrNode w) noexcept nogil:
+    return <uint32_t>(w >> N_CHILD_SHIFT)
+
+
+cdef inline uint32_t _field(LcrNode w) noexcept nogil:
+    return <uint32_t>((w >> N_VALUE_SHIFT) & N_NONE)
 
 
 # ---- number validation (shared by every entry point) ----
@@ -140,10 +166,10 @@ cdef inline const LcrNode* _descend(const LcrNode* nodes, const LcrNode* jump,
         node = nodes
     while i < n:
         c = <unsigned int>(p[i] - 48)
-        m = node.mask
+        m = _mask(node[0])
         if not ((m >> c) & 1):
             break
-        node = &nodes[node.child + <uint32_t>pbx_popcount(m & ((1u << c) - 1))]
+        node = &nodes[_child(node[0]) + <uint32_t>pbx_popcount(m & ((1u << c) - 1))]
         i += 1
     return node
 
@@ -174,8 +200,11 @@ cdef class RouteTrie:
         cdef BuildKey* tmp = NULL
         cdef int64_t* values = NULL
         cdef Py_ssize_t count = 0, cap = 0, digits = 0
+        cdef int64_t largest = -1
         self.nodes = NULL
         self.jump = NULL
+        self.slots = NULL
+        self.slots_size = 0
         self.nodes_size = 0
         self.jump_size = 0
         try:
@@ -195,6 +224,8 @@ cdef class RouteTrie:
                         _grow_keys(&keys, &values, &cap)
                     _parse_pair(lst[count], &keys[count], &values[count], count)
                     digits += keys[count].length
+                    if values[count] > largest:
+                        largest = values[count]
                     count += 1
             else:
                 for item in pairs:
@@ -202,12 +233,15 @@ cdef class RouteTrie:
                         _grow_keys(&keys, &values, &cap)
                     _parse_pair(item, &keys[count], &values[count], count)
                     digits += keys[count].length
+                    if values[count] > largest:
+                        largest = values[count]
                     count += 1
             if count >= <Py_ssize_t>MAX_NODES:
                 raise ValueError("too many prefixes for one trie")
             tmp = <BuildKey*>_acquire(max(count, 1) * sizeof(BuildKey))
             if tmp == NULL:
                 raise MemoryError()
+            self.direct = largest < N_NONE
             self._build(keys, tmp, values, count, digits)
         finally:
             _release(keys, cap * sizeof(BuildKey))
@@ -222,8 +256,9 @@ cdef class RouteTrie:
         cdef Py_ssize_t bound = digits + 1, n_nodes
         cdef Py_ssize_t prefixes = 0, size = 10
         cdef int depth = 1
-        if bound >= <Py_ssize_t>MAX_NODES:
-            raise ValueError("too many trie nodes")
+        if bound >= <Py_ssize_t>MAX_NODES or count >= <Py_ssize_t>N_NONE:
+            raise ValueError(f"table too large: at most {MAX_NODES - 1} digits and "
+                             f"{N_NONE - 1} prefixes")
         # jump table over k digits with 10**k close to the prefix count
         while depth < MAX_JUMP_DEPTH and size * 10 <= count:
             depth += 1
@@ -234,6 +269,11 @@ cdef class RouteTrie:
             raise MemoryError()
         self.jump_depth = depth
         self.n_jump = size
+        if not self.direct:
+            self.slots_size = max(count, 1) * sizeof(int64_t)
+            self.slots = <int64_t*>_acquire(self.slots_size)
+            if self.slots == NULL:
+                raise MemoryError()
         # room for the worst case (no shared digits); the unused tail is given back below
         self.nodes_size = bound * sizeof(LcrNode)
         self.nodes = <LcrNode*>_acquire(self.nodes_size)
@@ -241,9 +281,12 @@ cdef class RouteTrie:
             raise MemoryError()
         with nogil:
             n_nodes = _build_dfs(keys, tmp, values, count, self.nodes, self.jump, depth,
-                                 &prefixes)
+                                 self.slots, &prefixes)
             self.nodes = <LcrNode*>_shrink(self.nodes, &self.nodes_size,
                                            n_nodes * sizeof(LcrNode))
+            if self.slots != NULL:
+                self.slots = <int64_t*>_shrink(self.slots, &self.slots_size,
+                                               max(prefixes, 1) * sizeof(int64_t))
         self.n_nodes = n_nodes
         self.n_prefixes = prefixes
         return 0
@@ -251,6 +294,13 @@ cdef class RouteTrie:
     def __dealloc__(self):
         _release(self.nodes, self.nodes_size)
         _release(self.jump, self.jump_size)
+        _release(self.slots, self.slots_size)
+
+    cdef inline int64_t _value(self, LcrNode w) noexcept nogil:
+        cdef uint32_t v = _field(w)
+        if v == N_NONE:
+            return -1
+        return v if self.direct else self.slots[v]
 
     # ---- C-level API (see _lcr.pxd) ----
 
@@ -259,33 +309,34 @@ cdef class RouteTrie:
         n = _digits(number, n, &p)
         if n < 0:
             return LCR_INVALID
-        return _descend(self.nodes, self.jump, self.jump_depth, p, n).value
+        return self._value(_descend(self.nodes, self.jump, self.jump_depth, p, n)[0])
 
     cdef int find_all(self, const char* number, Py_ssize_t n,
                       int* lengths, int64_t* values) noexcept nogil:
         cdef const char* p = NULL
         cdef int count = 0, depth = 0, k
-        cdef uint32_t node = 0
-        cdef uint32_t path[LCR_MAX_DIGITS + 1]
+        cdef LcrNode path[LCR_MAX_DIGITS + 1]
+        cdef LcrNode w
         cdef Py_ssize_t i
         cdef unsigned int c, m
         n = _digits(number, n, &p)
         if n < 0:
             return LCR_INVALID
-        path[0] = 0
+        w = self.nodes[0]
+        path[0] = w
         for i in range(n):
             c = <unsigned int>(p[i] - 48)
-            m = self.nodes[node].mask
+            m = _mask(w)
             if not ((m >> c) & 1):
                 break
-            node = self.nodes[node].child + <uint32_t>pbx_popcount(m & ((1u << c) - 1))
+            w = self.nodes[_child(w) + <uint32_t>pbx_popcount(m & ((1u << c) - 1))]
             depth += 1
-            path[depth] = node
+            path[depth] = w
         # longest first
         for k in range(depth, -1, -1):
-            if self.nodes[path[k]].mask & LCR_OWN_VALUE:
+            if (path[k] >> N_OWN_SHIFT) & 1:
                 lengths[count] = k
-                values[count] = self.nodes[path[k]].value
+                values[count] = self._value(path[k])
                 count += 1
         return count
 
@@ -441,7 +492,7 @@ cdef class RouteTrie:
                     return nxt
                 if size < jd:
                     # short numbers stay in the top levels, which are in cache
-                    out[nxt] = _descend(nodes, jump, jd, p, size).value
+                    out[nxt] = self._value(_descend(nodes, jump, jd, p, size)[0])
                     nxt += 1
                     continue
                 j = 0
@@ -462,16 +513,17 @@ cdef class RouteTrie:
                 node = cur[s].node
                 if cur[s].i < cur[s].n:
                     c = <unsigned int>(cur[s].p[cur[s].i] - 48)
-                    m = node.mask
+                    m = _mask(node[0])
                     if (m >> c) & 1:
-                        node = &nodes[node.child + <uint32_t>pbx_popcount(m & ((1u << c) - 1))]
+                        node = &nodes[_child(node[0]) + <uint32_t>pbx_popcount(
+                            m & ((1u << c) - 1))]
                         cur[s].node = node
                         cur[s].i += 1
                         PBX_PREFETCH(node)
                         s += 1
                         continue
                 # done: the deepest node holds the answer; refill this slot from the last
-                out[cur[s].out] = node.value
+                out[cur[s].out] = self._value(node[0])
                 live -= 1
                 cur[s] = cur[live]
 
@@ -481,8 +533,9 @@ cdef class RouteTrie:
 
     @property
     def nbytes(self):
-        """Bytes held by the node array and the jump table."""
-        return (self.n_nodes + self.n_jump) * sizeof(LcrNode)
+        """Bytes held by the node array, the jump table and the side array of values."""
+        return ((self.n_nodes + self.n_jump) * sizeof(LcrNode)
+                + (self.n_prefixes * sizeof(int64_t) if not self.direct else 0))
 
     @property
     def node_count(self):
@@ -555,30 +608,29 @@ cdef enum:
 
 
 cdef inline void _fill_jump(LcrNode* jump, const Py_ssize_t* span, int jump_depth, int depth,
-                            uint64_t path, unsigned int digit, int64_t value) noexcept nogil:
+                            uint64_t path, unsigned int digit, uint32_t value) noexcept nogil:
     # numbers through a node (at `depth`, digits `path`) whose next digit has no child: a
     # childless copy of the node, so a walk that starts there stops with its value
     cdef Py_ssize_t width = span[jump_depth - depth - 1], i
     cdef Py_ssize_t start = <Py_ssize_t>(path * 10 + digit) * width
+    cdef LcrNode w = _node(0, 0, 0, value)
     for i in range(start, start + width):
-        jump[i].value = value
-        jump[i].child = 0
-        jump[i].mask = 0
+        jump[i] = w
 
 
 cdef Py_ssize_t _build_dfs(BuildKey* keys, BuildKey* tmp, const int64_t* values,
                            Py_ssize_t count, LcrNode* nodes, LcrNode* jump, int jump_depth,
-                           Py_ssize_t* prefixes) noexcept nogil:
+                           int64_t* slots, Py_ssize_t* prefixes) noexcept nogil:
     # Returns the node count; `nodes` has room for one node per digit plus the root.
-    # A node's value is its own prefix's value (LCR_OWN_VALUE set) or else the value it
-    # inherits from the longest prefix above it, so a lookup reads one value at the end.
+    # A node's value field is its own prefix's (own flag set) or else the one it inherits
+    # from the longest prefix above it; with `slots`, value fields index slots[].
     # Keys move between `keys` and `tmp` as they are partitioned (s_buf says where a range is).
     cdef uint32_t s_node[STACK]
     cdef uint32_t s_lo[STACK]
     cdef uint32_t s_hi[STACK]
     cdef uint8_t s_depth[STACK]
     cdef uint8_t s_buf[STACK]
-    cdef int64_t s_inherit[STACK]
+    cdef uint32_t s_inherit[STACK]
     cdef uint64_t s_path[STACK]
     cdef Py_ssize_t span[MAX_JUMP_DEPTH + 1]
     cdef Py_ssize_t counts[11]
@@ -589,9 +641,8 @@ cdef Py_ssize_t _build_dfs(BuildKey* keys, BuildKey* tmp, const int64_t* values,
     cdef int top = 1, d, dd, bucket, nonempty, children, c, buf
     cdef unsigned int dg, other
     cdef Py_ssize_t a, b, i, nxt = 1, found = 0
-    cdef uint32_t x, cur, last_seq
-    cdef int64_t inherit
-    cdef uint64_t path
+    cdef uint32_t x, cur, last_seq, inherit, field
+    cdef uint64_t path, mask, own
     cdef const BuildKey* k
     bufs[0] = keys
     bufs[1] = tmp
@@ -603,7 +654,7 @@ cdef Py_ssize_t _build_dfs(BuildKey* keys, BuildKey* tmp, const int64_t* values,
     s_hi[0] = <uint32_t>count
     s_depth[0] = 0
     s_buf[0] = 0
-    s_inherit[0] = -1
+    s_inherit[0] = N_NONE
     s_path[0] = 0
     while top > 0:
         top -= 1
@@ -615,21 +666,18 @@ cdef Py_ssize_t _build_dfs(BuildKey* keys, BuildKey* tmp, const int64_t* values,
         inherit = s_inherit[top]
         path = s_path[top]
         src = bufs[buf]
-        nodes[x].value = inherit
-        nodes[x].child = 0
-        nodes[x].mask = 0
         if b - a <= 1:
             # at most one key left: its remaining digits are a chain of consecutive nodes
             if b == a:   # only for the root of an empty trie
+                nodes[x] = _node(0, 0, 0, N_NONE)
                 for other in range(10):
-                    _fill_jump(jump, span, jump_depth, 0, 0, other, -1)
+                    _fill_jump(jump, span, jump_depth, 0, 0, other, N_NONE)
                 continue
             k = &src[a]
             cur = x
             for dd in range(d, k.length):
                 dg = _nibble(k, dd) - 1
-                nodes[cur].mask = <uint16_t>(1u << dg)
-                nodes[cur].child = <uint32_t>nxt
+                nodes[cur] = _node(<uint64_t>nxt, 1u << dg, 0, inherit)
                 if dd == jump_depth:
                     jump[path] = nodes[cur]
                 elif dd < jump_depth:
@@ -639,17 +687,14 @@ cdef Py_ssize_t _build_dfs(BuildKey* keys, BuildKey* tmp, const int64_t* values,
                     path = path * 10 + dg
                 cur = <uint32_t>nxt
                 nxt += 1
-                nodes[cur].value = inherit
-                nodes[cur].child = 0
-                nodes[cur].mask = 0
-            nodes[cur].value = values[k.seq]
-            nodes[cur].mask |= LCR_OWN_VALUE
+            field = _own_field(values, k.seq, slots, found)
+            nodes[cur] = _node(0, 0, 1, field)
             found += 1
             if k.length == jump_depth:
                 jump[path] = nodes[cur]
             elif k.length < jump_depth:
                 for other in range(10):
-                    _fill_jump(jump, span, jump_depth, k.length, path, other, nodes[cur].value)
+                    _fill_jump(jump, span, jump_depth, k.length, path, other, field)
             continue
         memset(counts, 0, sizeof(counts))
         for i in range(a, b):
@@ -671,41 +716,53 @@ cdef Py_ssize_t _build_dfs(BuildKey* keys, BuildKey* tmp, const int64_t* values,
             for bucket in range(11):
                 starts[bucket] -= counts[bucket]
             src = dst
+        field = inherit
+        own = 0
         if counts[0]:
             # the prefix ends here (repeated: the last pair wins)
             last_seq = src[a].seq
             for i in range(a + 1, a + counts[0]):
                 if src[i].seq > last_seq:
                     last_seq = src[i].seq
-            nodes[x].value = values[last_seq]
-            nodes[x].mask = LCR_OWN_VALUE
+            field = _own_field(values, last_seq, slots, found)
+            own = 1
             found += 1
         if d < jump_depth:
             for bucket in range(1, 11):
                 if not counts[bucket]:
-                    _fill_jump(jump, span, jump_depth, d, path, bucket - 1, nodes[x].value)
+                    _fill_jump(jump, span, jump_depth, d, path, bucket - 1, field)
         children = nonempty - (1 if counts[0] else 0)
+        mask = 0
         if children:
-            nodes[x].child = <uint32_t>nxt
             c = children
             # push in reverse digit order so that the lowest digit is visited next
             for bucket in range(10, 0, -1):
                 if counts[bucket]:
                     c -= 1
-                    nodes[x].mask |= <uint16_t>(1u << (bucket - 1))
+                    mask |= 1u << (bucket - 1)
                     s_node[top] = <uint32_t>(nxt + c)
                     s_lo[top] = <uint32_t>starts[bucket]
                     s_hi[top] = <uint32_t>(starts[bucket] + counts[bucket])
                     s_depth[top] = <uint8_t>(d + 1)
                     s_buf[top] = <uint8_t>buf
-                    s_inherit[top] = nodes[x].value
+                    s_inherit[top] = field
                     s_path[top] = path * 10 + <uint64_t>(bucket - 1) if d < jump_depth else 0
                     top += 1
-            nxt += children
+        nodes[x] = _node(<uint64_t>nxt if children else 0, mask, own, field)
+        nxt += children
         if d == jump_depth:
             jump[path] = nodes[x]
     prefixes[0] = found
     return nxt
+
+
+cdef inline uint32_t _own_field(const int64_t* values, uint32_t seq, int64_t* slots,
+                                Py_ssize_t slot) noexcept nogil:
+    # the value field of a prefix: the value itself, or its slot in the side array
+    if slots == NULL:
+        return <uint32_t>values[seq]
+    slots[slot] = values[seq]
+    return <uint32_t>slot
 
 
 cdef void* _acquire(size_t size) noexcept nogil:
