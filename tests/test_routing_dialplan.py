@@ -21,11 +21,12 @@ RU = DialPlan.russia()
 
 def regex_only(plan: DialPlan) -> DialPlan:
     """The same plan with the native matcher switched off (the regex engine decides)."""
-    twin = DialPlan(
-        plan.rules, country_code=plan.country_code, extension_digits=plan.extension_digits
+    return DialPlan(
+        plan.rules,
+        country_code=plan.country_code,
+        extension_digits=plan.extension_digits,
+        native=False,
     )
-    twin._native = None
-    return twin
 
 
 RU_REGEX = regex_only(RU)
@@ -157,8 +158,13 @@ class TestRussianPlan:
             RU.normalize(84951234567)  # type: ignore[arg-type]
 
     def test_built_in_plans_run_natively(self) -> None:
-        assert RU._native is not None
-        assert DialPlan.generic("49", 3)._native is not None
+        assert RU.native
+        assert DialPlan.generic("49", 3).native
+        assert not RU_REGEX.native
+
+    def test_immutable(self) -> None:
+        with pytest.raises(AttributeError, match="immutable"):
+            RU.country_code = "49"  # type: ignore[misc]
 
 
 class TestGenericPlan:
@@ -248,7 +254,7 @@ class TestCustomRules:
                 {"match": r"(\d)\1", "replace": r"\g<0>"},
             ]
         )
-        assert plan._native is None
+        assert not plan.native
         assert plan.normalize("512").e164 == "12"
         assert plan.normalize("79").e164 == "9"
         assert plan.normalize("33").e164 == "33"

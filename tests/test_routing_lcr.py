@@ -18,7 +18,7 @@ from pbxcore.routing import RouteEntry, RouteTable
 def E(
     prefix: str, trunk: str, priority: int = 0, weight: int = 1, cost: Any = 0, **kw: Any
 ) -> RouteEntry:
-    return RouteEntry(prefix, trunk, priority, weight, cost, **kw)
+    return RouteEntry(prefix, trunk, priority=priority, weight=weight, cost_per_minute=cost, **kw)
 
 
 BASIC = [
@@ -159,6 +159,11 @@ class TestCandidates:
         with pytest.raises(ValueError):
             table.rate(number)
 
+    def test_immutable(self) -> None:
+        table = RouteTable(BASIC)
+        with pytest.raises(AttributeError, match="immutable"):
+            table.fallthrough = True  # type: ignore[misc]
+
     def test_bad_tie_break(self) -> None:
         with pytest.raises(ValueError, match="tie_break"):
             RouteTable(BASIC, tie_break="random")  # type: ignore[arg-type]
@@ -198,7 +203,9 @@ class TestRouteEntry:
             RouteEntry.from_mapping({"prefix": "7"})
 
     def test_to_json_round_trip(self) -> None:
-        entry = RouteEntry("7", "a", 3, 4, Decimal("0.25"), False)
+        entry = RouteEntry(
+            "7", "a", priority=3, weight=4, cost_per_minute=Decimal("0.25"), enabled=False
+        )
         data = json.loads(json.dumps(entry.to_json()))
         assert RouteEntry.from_mapping(data) == entry
 

@@ -274,10 +274,19 @@ class DialPlan:
 
     ``country_code`` (e.g. ``"7"``) tells national from international results;
     ``extension_digits`` is the length of internal numbers (informational here: the rules
-    decide).
+    decide). ``native=False`` leaves every match to the regex engine (for checking the
+    native matcher). A plan is immutable.
     """
 
-    __slots__ = ("_combined", "_native", "_rules", "country_code", "extension_digits", "name")
+    __slots__ = (
+        "_combined",
+        "_frozen",
+        "_native",
+        "_rules",
+        "country_code",
+        "extension_digits",
+        "name",
+    )
 
     def __init__(
         self,
@@ -286,6 +295,7 @@ class DialPlan:
         country_code: str | None = None,
         extension_digits: int | None = None,
         name: str = "",
+        native: bool = True,
     ) -> None:
         compiled = [
             _Compiled(r if isinstance(r, DialRule) else DialRule.from_mapping(r)) for r in rules
@@ -297,7 +307,18 @@ class DialPlan:
         self.name = name
         self._rules: tuple[_Compiled, ...] = tuple(compiled)
         self._combined = self._combine(compiled)
-        self._native = self._native_matcher(compiled, country_code)
+        self._native = self._native_matcher(compiled, country_code) if native else None
+        self._frozen = True
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if getattr(self, "_frozen", False):
+            raise AttributeError(f"DialPlan is immutable: cannot set {name!r}")
+        object.__setattr__(self, name, value)
+
+    @property
+    def native(self) -> bool:
+        """Whether the native matcher runs this plan (every rule is a simple pattern)."""
+        return self._native is not None
 
     @staticmethod
     def _native_matcher(

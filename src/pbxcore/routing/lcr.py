@@ -53,40 +53,53 @@ def _to_cost(value: object) -> Decimal:
     return cost
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class RouteEntry:
     """One route of a route table: calls to ``prefix`` may go out through ``trunk_id``.
 
     ``prefix`` is E.164 digits without ``+`` (``""`` is the default route), ``priority``
     orders entries (lower first), ``weight`` is the share among equal priorities (0: only
-    after the weighted ones), ``cost_per_minute`` is what the trunk charges (a Decimal).
+    after the weighted ones), ``cost_per_minute`` is what the trunk charges (stored as a
+    Decimal; given as a Decimal, int, str or float).
     """
 
     prefix: str
     trunk_id: str
-    priority: int = 0
-    weight: int = 1
-    cost_per_minute: Decimal = Decimal(0)
-    enabled: bool = True
+    priority: int
+    weight: int
+    cost_per_minute: Decimal
+    enabled: bool
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.prefix, str):
-            raise TypeError(f"prefix must be str, not {type(self.prefix).__name__}")
-        if len(self.prefix) > _MAX_PREFIX or not _DIGITS.issuperset(self.prefix):
-            raise ValueError(
-                f"prefix {self.prefix!r} must be at most {_MAX_PREFIX} digits 0-9 (no '+')"
-            )
-        if not isinstance(self.trunk_id, str) or not self.trunk_id:
-            raise ValueError(f"trunk_id must be a non-empty str, got {self.trunk_id!r}")
-        for name in ("priority", "weight"):
-            value = getattr(self, name)
+    def __init__(
+        self,
+        prefix: str,
+        trunk_id: str,
+        *,
+        priority: int = 0,
+        weight: int = 1,
+        cost_per_minute: Decimal | int | float | str = 0,
+        enabled: bool = True,
+    ) -> None:
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be str, not {type(prefix).__name__}")
+        if len(prefix) > _MAX_PREFIX or not _DIGITS.issuperset(prefix):
+            raise ValueError(f"prefix {prefix!r} must be at most {_MAX_PREFIX} digits 0-9 (no '+')")
+        if not isinstance(trunk_id, str) or not trunk_id:
+            raise ValueError(f"trunk_id must be a non-empty str, got {trunk_id!r}")
+        for name, value in (("priority", priority), ("weight", weight)):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{name} must be int, not {type(value).__name__}")
-        if self.weight < 0:
-            raise ValueError(f"weight must be >= 0, got {self.weight}")
-        if not isinstance(self.enabled, bool):
-            raise TypeError(f"enabled must be bool, not {type(self.enabled).__name__}")
-        object.__setattr__(self, "cost_per_minute", _to_cost(self.cost_per_minute))
+        if weight < 0:
+            raise ValueError(f"weight must be >= 0, got {weight}")
+        if not isinstance(enabled, bool):
+            raise TypeError(f"enabled must be bool, not {type(enabled).__name__}")
+        set_field = object.__setattr__
+        set_field(self, "prefix", prefix)
+        set_field(self, "trunk_id", trunk_id)
+        set_field(self, "priority", priority)
+        set_field(self, "weight", weight)
+        set_field(self, "cost_per_minute", _to_cost(cost_per_minute))
+        set_field(self, "enabled", enabled)
 
     @classmethod
     def from_mapping(cls, row: Mapping[str, Any]) -> RouteEntry:
@@ -151,7 +164,8 @@ class RouteTable:
     """An immutable, compiled route table (see the module docstring for the decision).
 
     ``entries`` are :class:`RouteEntry` objects or mappings with the API's fields. ``seed``
-    seeds the RNG of weighted ordering; a call may pass its own ``rng`` instead.
+    seeds the RNG of weighted ordering; a call may pass its own ``rng`` instead. The table
+    may be read from any thread.
     """
 
     __slots__ = (
@@ -159,6 +173,7 @@ class RouteTable:
         "_all_trie",
         "_fallthrough",
         "_flat",
+        "_frozen",
         "_groups",
         "_index",
         "_live",
@@ -216,6 +231,12 @@ class RouteTable:
             fallthrough,
             random.Random(seed).getrandbits(64),
         )
+        self._frozen = True
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if getattr(self, "_frozen", False):
+            raise AttributeError(f"RouteTable is immutable: cannot set {name!r}")
+        object.__setattr__(self, name, value)
 
     @property
     def fallthrough(self) -> bool:
