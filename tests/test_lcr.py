@@ -203,6 +203,10 @@ class TestRouteTrie:
             trie.lookup_many(np.array(["7", "8", "7x"], dtype="S4"))
         with pytest.raises(ValueError, match=r"numbers\[0\]: empty"):
             trie.lookup_many(np.array(["", "8"]))
+        with pytest.raises(ValueError, match=r"numbers\[1\]: .*not a digit"):
+            trie.lookup_many(np.array(["7", "7٣"]))
+        with pytest.raises(ValueError, match=r"numbers\[1\]: .*33 digits"):
+            trie.lookup_many(np.array(["7", "1" * 33]))
 
     def test_len_and_sizes(self, Trie: Any) -> None:
         trie = Trie([("", 0), ("7", 1), ("7495", 2)])
@@ -290,6 +294,35 @@ def test_native_agrees_with_reference(pairs: list[tuple[str, int]], numbers: lis
         assert native.lookup(number) == reference.lookup(number)
         assert native.matches(number) == reference.matches(number)
     assert native.lookup_many(numbers).tolist() == reference.lookup_many(numbers).tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    size=st.sampled_from([100, 1_000, 5_000]),
+    alphabet=st.sampled_from(["01", "0123", "0123456789"]),
+    longest=st.integers(1, 32),
+)
+def test_native_agrees_with_reference_on_larger_tables(
+    seed: int, size: int, alphabet: str, longest: int
+) -> None:
+    # deeper jump tables (up to 10**3 entries), long chains and dense subtrees
+    rng = random.Random(seed)
+    pairs = [
+        ("".join(rng.choices(alphabet, k=rng.randint(0, longest))), rng.randint(0, 2**40))
+        for _ in range(size)
+    ]
+    native = _lcr.RouteTrie(pairs)
+    reference = _lcr_ref.RouteTrie(pairs)
+    assert len(native) == len(reference)
+    keys = [p for p, _ in pairs if p]
+    numbers = ["".join(rng.choices(alphabet, k=rng.randint(1, 32))) for _ in range(200)]
+    numbers += [k + "".join(rng.choices(alphabet, k=rng.randint(0, 5))) for k in keys[:200]]
+    numbers = [n[:32] for n in numbers]
+    for number in numbers[::7]:
+        assert native.matches(number) == reference.matches(number)
+    assert native.lookup_many(numbers).tolist() == reference.lookup_many(numbers).tolist()
+    assert [native.lookup(n) for n in numbers] == [reference.lookup(n) for n in numbers]
 
 
 @settings(max_examples=300, deadline=None)
