@@ -1,7 +1,7 @@
 # cython: language_level=3
 # C-level interface of the LCR prefix trie. Call-routing and CDR-rating code cimports RouteTrie
 # and calls find() / find_all() on ASCII digit strings with no Python in between.
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 cdef enum:
     LCR_MAX_DIGITS = 32    # longest number (and prefix) accepted, '+' not counted

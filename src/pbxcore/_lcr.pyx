@@ -7,10 +7,10 @@ contiguous block, so a step is one load and a popcount. Blocks are laid out dept
 the single-child chains that make up the tails of long prefixes sit in consecutive nodes.
 A node's value is that of the longest prefix ending at it or above it, so a lookup reads one
 value, at the end; values that do not fit the node's 26-bit field live in a side array.
-A jump table over the first few digits (10**k node copies, k chosen from the table size) replaces
-the top of the walk with one load. Nothing is a Python object per node, and the trie never
-changes after it is built: readers need no lock, an update builds a new trie and swaps a
-reference.
+A jump table over the first few digits (10**k node copies, k chosen from the table size)
+replaces the top of the walk with one load. Nothing is a Python object per node, and the trie
+never changes after it is built: readers need no lock, an update builds a new trie and swaps
+a reference.
 
 Build: prefixes are packed into 128-bit keys (a nibble per digit, digit + 1, 0 = end); the
 depth-first build partitions the keys by their next digit on the way down (an MSD radix sort
