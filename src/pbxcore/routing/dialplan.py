@@ -315,6 +315,12 @@ class DialPlan:
             raise AttributeError(f"DialPlan is immutable: cannot set {name!r}")
         object.__setattr__(self, name, value)
 
+    def __repr__(self) -> str:
+        return (
+            f"<DialPlan {self.name!r} rules={len(self._rules)} "
+            f"country_code={self.country_code!r} native={self.native}>"
+        )
+
     @property
     def native(self) -> bool:
         """Whether the native matcher runs this plan (every rule is a simple pattern)."""

@@ -256,6 +256,12 @@ class RouteTable:
     def __len__(self) -> int:
         return sum(len(group) for _, group in self._all)
 
+    def __repr__(self) -> str:
+        return (
+            f"<RouteTable entries={len(self)} prefixes={len(self._all)} "
+            f"tie_break={self._tie_break!r} fallthrough={self._fallthrough}>"
+        )
+
     def candidates(
         self,
         e164: str,
