@@ -69,6 +69,18 @@ def best_rate(fn: Callable[[], Any], items: int, repeat: int = 3) -> float:
     return items / best
 
 
+def interleaved(*runs: tuple[Callable[[], Any], int], repeat: int = 3) -> list[float]:
+    """Best items/s of each run, alternating them so that a change in the machine's load
+    hits pbxcore and its baseline alike."""
+    best = [float("inf")] * len(runs)
+    for _ in range(repeat):
+        for i, (fn, _) in enumerate(runs):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return [items / t for (_, items), t in zip(runs, best, strict=True)]
+
+
 def best_time(fn: Callable[[], Any], repeat: int = 3) -> float:
     best = float("inf")
     for _ in range(repeat):
@@ -220,9 +232,9 @@ def bench_trie(args: argparse.Namespace, rows: list[tuple[str, str, str, str]]) 
 
         return run
 
-    single_ours = best_rate(loop(trie.lookup), n)
-    single_marisa = best_rate(loop(marisa.lookup), n)
-    single_dict = best_rate(loop(probe.lookup), n)
+    single_ours, single_marisa, single_dict = interleaved(
+        (loop(trie.lookup), n), (loop(marisa.lookup), n), (loop(probe.lookup), n)
+    )
     many_list = best_rate(lambda: trie.lookup_many(queries), n, repeat=5)
     array = np.array(queries, dtype="S13")
     many_array = best_rate(lambda: trie.lookup_many(array), n, repeat=5)
@@ -345,16 +357,17 @@ def bench_candidates(args: argparse.Namespace, rows: list[tuple[str, str, str, s
 
         return run
 
-    ours = best_rate(loop(table.candidates), n)
+    baseline = python_candidates_table(entries)
+    brng = random.Random(1)
+    ours, base = interleaved(
+        (loop(table.candidates), n), (loop(lambda x: baseline(x, brng)), n), repeat=5
+    )
     by_cost = RouteTable(entries, tie_break="cost")
     ours_cost = best_rate(loop(by_cost.candidates), n)
     with_fallthrough = RouteTable(entries, fallthrough=True, seed=1)
     ours_fall = best_rate(loop(with_fallthrough.candidates), n)
     down = {"trunk-1-0", "trunk-2-1", "trunk-3-2"}
     ours_down = best_rate(loop(lambda x: table.candidates(x, down=down)), n)
-    baseline = python_candidates_table(entries)
-    brng = random.Random(1)
-    base = best_rate(loop(lambda x: baseline(x, brng)), n)
     print(
         f"candidates/s: weighted {ours:,.0f}, by cost {ours_cost:,.0f}, with 3 trunks down {ours_down:,.0f}, fallthrough {ours_fall:,.0f}"
     )
@@ -411,8 +424,7 @@ def bench_normalize(args: argparse.Namespace, rows: list[tuple[str, str, str, st
         for number in sample:
             format_number(parse(number, "RU"), fmt)
 
-    rate = best_rate(ours, len(dialed))
-    base = best_rate(theirs, len(sample))
+    rate, base = interleaved((ours, len(dialed)), (theirs, len(sample)), repeat=5)
     print(
         f"normalize: {rate:,.0f}/s; phonenumbers parse+format {base:,.0f}/s: {rate / base:.0f}x\n"
     )

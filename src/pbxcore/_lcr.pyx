@@ -22,6 +22,11 @@ from cpython.long cimport PyLong_AsLongLong
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    void* PyUnicode_DATA(object o)
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.math cimport log
 from libc.stdlib cimport free, malloc, realloc
@@ -74,7 +79,7 @@ cdef extern from *:
 cdef enum:
     MAX_JUMP_DEPTH = 6      # 10**6 entries * 8 bytes: worth it from ~1M prefixes
     MAP_THRESHOLD = 1 << 20  # larger blocks are mapped: given back to the system when freed
-    BATCH = 16              # lookups walked in lockstep by lookup_many (memory parallelism)
+    BATCH = 32              # lookups walked in lockstep by lookup_many (memory parallelism)
     SMALL_GROUP = 64        # route groups up to this size are ordered in stack buffers
 
 
@@ -138,6 +143,10 @@ cdef str _describe(object number):
 
 cdef inline const char* _as_chars(object number, Py_ssize_t* n) except NULL:
     if type(number) is str:
+        if PyUnicode_IS_COMPACT_ASCII(number):
+            # the common case: the characters are the object's own bytes, no call needed
+            n[0] = PyUnicode_GET_LENGTH(number)
+            return <const char*>PyUnicode_DATA(number)
         return PyUnicode_AsUTF8AndSize(number, n)
     if type(number) is bytes:
         n[0] = PyBytes_GET_SIZE(number)
@@ -386,7 +395,7 @@ cdef class RouteTrie:
             if kind != "O":
                 raise TypeError(f"numbers must be strings, got a {numbers.dtype} array")
         # a private tuple: its items stay alive while the walk runs without the GIL
-        items = tuple(numbers)
+        cdef tuple items = tuple(numbers)
         n = len(items)
         result = np.empty(n, dtype=np.int64)
         out = result
