@@ -151,12 +151,12 @@ class _Group:
             kept = sorted((e for e in entries if id(e) in kept_ids), key=lambda e: e.priority)
         self.entries = tuple(kept)
         # end (exclusive, within the group) of each entry's priority tier
-        ends: list[int] = []
-        for i, entry in enumerate(kept):
-            end = i
-            while end < len(kept) and kept[end].priority == entry.priority:
-                end += 1
-            ends.append(end)
+        ends = [0] * len(kept)
+        end = len(kept)
+        for i in range(len(kept) - 1, -1, -1):
+            if i + 1 < len(kept) and kept[i + 1].priority != kept[i].priority:
+                end = i + 1
+            ends[i] = end
         self.tier_ends = tuple(ends)
 
 
