@@ -272,7 +272,7 @@ def _option_tags(values: list[str]) -> list[str]:
 class Request(_Message):
     """A SIP request. ``uri`` is parsed on first access (the wire text is kept until then)."""
 
-    __slots__ = ("_uri", "_uri_text", "method")
+    __slots__ = ("_uri", "_uri_parsed_as", "_uri_text", "method")
 
     def __init__(
         self,
@@ -284,6 +284,7 @@ class Request(_Message):
         version: str = SIP_VERSION,
     ) -> None:
         self.method = method
+        self._uri_parsed_as = ""
         if isinstance(uri, Uri):
             self._uri: Uri | None = uri
             self._uri_text = ""
@@ -299,16 +300,22 @@ class Request(_Message):
         """The Request-URI."""
         if self._uri is None:
             self._uri = Uri.parse(self._uri_text)
+            self._uri_parsed_as = str(self._uri)
         return self._uri
 
     @uri.setter
     def uri(self, value: Uri) -> None:
         self._uri = value
+        self._uri_text = self._uri_parsed_as = ""
 
     @property
     def uri_text(self) -> str:
         """The Request-URI as it will be written."""
-        return self._uri_text if self._uri is None else str(self._uri)
+        if self._uri is None:
+            return self._uri_text
+        # the wire text survives until the parsed URI is changed (scheme case, escapes...)
+        text = str(self._uri)
+        return self._uri_text if text == self._uri_parsed_as and self._uri_text else text
 
     def _start_line(self) -> str:
         return f"{self.method} {self.uri_text} {self.version}"
@@ -570,6 +577,7 @@ def _parse_request_line(line: str, headers: Headers, body: bytes) -> Request:
     request.method = method
     request._uri = None
     request._uri_text = uri
+    request._uri_parsed_as = ""
     request.headers = headers
     request.body = body
     request.version = version
