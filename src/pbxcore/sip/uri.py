@@ -86,6 +86,7 @@ def _parse_uri_params(text: str, where: str) -> dict[str, str | None]:
 
 
 def _normal_params(params: dict[str, str | None]) -> dict[str, str | None]:
+    # RFC 3261 §19.1.4: parameter names and values compare case-insensitively, unescaped
     return {
         unescape(k).lower(): None if v is None else unescape(v).lower() for k, v in params.items()
     }
@@ -297,114 +298,6 @@ class Uri:
             return False
         mine = _normal_params(self.params)
         theirs = _normal_params(other.params)
-        if self.scheme == "tel":
-            parts.append(self.user or "")
-        else:
-            if self.user is not None:
-                parts.append(self.user)
-                if self.password is not None:
-                    parts.append(":")
-                    parts.append(self.password)
-                parts.append("@")
-            parts.append(format_host(self.host))
-            if self.port is not None:
-                parts.append(f":{self.port}")
-        for name, value in self.params.items():
-            parts.append(f";{name}" if value is None else f";{name}={value}")
-        if self.headers:
-            parts.append("?")
-            parts.append("&".join(f"{name}={value}" for name, value in self.headers.items()))
-        return "".join(parts)
-
-    def __repr__(self) -> str:
-        return f"Uri({str(self)!r})"
-
-    def param(self, name: str, default: str | None = None) -> str | None:
-        """A URI parameter by case-insensitive name (``default`` if absent or valueless)."""
-        value = self.params.get(name)
-        if value is not None:
-            return value
-        lname = name.lower()
-        for key, val in self.params.items():
-            if key.lower() == lname and val is not None:
-                return val
-        return default
-
-    def has_param(self, name: str) -> bool:
-        """Whether the URI carries parameter ``name`` (case-insensitive)."""
-        if name in self.params:
-            return True
-        lname = name.lower()
-        return any(key.lower() == lname for key in self.params)
-
-    @property
-    def is_sip(self) -> bool:
-        """``sip`` or ``sips`` scheme."""
-        return self.scheme in _SIP_SCHEMES
-
-    @property
-    def user_unescaped(self) -> str | None:
-        """The user part with %HH escapes decoded (``%00`` stays a distinct NUL)."""
-        return None if self.user is None else unescape(self.user)
-
-    @property
-    def transport(self) -> str | None:
-        """The ``transport`` parameter, lower-cased."""
-        value = self.param("transport")
-        return None if value is None else value.lower()
-
-    @property
-    def aor(self) -> str:
-        """The address-of-record key: ``scheme:user@host`` with the user in canonical escaping
-        and the host lower-cased; no port, parameters or headers (RFC 3261 §10.3)."""
-        if self.opaque is not None:
-            return f"{self.scheme}:{self.opaque}"
-        if self.scheme == "tel":
-            return f"tel:{self.user}"
-        host = format_host(self.host.lower())
-        if self.user is None:
-            return f"{self.scheme}:{host}"
-        return f"{self.scheme}:{escape_user(unescape(self.user))}@{host}"
-
-    def copy(self) -> Uri:
-        """An independent copy (params and headers are copied too)."""
-        return Uri(
-            self.scheme,
-            user=self.user,
-            password=self.password,
-            host=self.host,
-            port=self.port,
-            params=dict(self.params),
-            headers=dict(self.headers),
-            opaque=self.opaque,
-        )
-
-    def _base_key(self) -> tuple[object, ...]:
-        return (
-            self.scheme,
-            None if self.user is None else unescape(self.user),
-            None if self.password is None else unescape(self.password),
-            self.host.lower(),
-            self.port,
-            self.opaque,
-            frozenset((k.lower(), unescape(v)) for k, v in self.headers.items()),
-        )
-
-    def __eq__(self, other: object) -> bool:
-        """URI equivalence after RFC 3261 §19.1.4 (escapes decoded, host case ignored,
-        parameters present on one side only ignored unless user/ttl/method/maddr/transport)."""
-        if not isinstance(other, Uri):
-            return NotImplemented
-        if self._base_key() != other._base_key():
-            return False
-        mine = {
-            unescape(k).lower(): None if v is None else unescape(v).lower()
-            for k, v in self.params.items()
-        }
-        theirs = {
-            unescape(k).lower(): None if v is None else unescape(v).lower()
-            for k, v in other.params.items()
-        }
         if self.scheme == "tel":
             return mine == theirs
         for name in _STRICT_PARAMS:
