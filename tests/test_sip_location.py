@@ -19,7 +19,6 @@ def _binding(contact: str, expires_at: float, q: float | None = None) -> Binding
     return Binding(
         aor="sip:alice@a.test",
         contact=contact,
-        key=contact,
         expires_at=expires_at,
         q=q,
         call_id="c1",

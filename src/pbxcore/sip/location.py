@@ -22,7 +22,6 @@ class Binding:
 
     aor: str  # canonical "sip:user@domain"
     contact: str  # the Contact URI as the UA sent it
-    key: str  # comparison form of the contact URI (RFC 3261 §19.1.4)
     expires_at: float  # wall-clock time (time.time())
     q: float | None
     call_id: str
