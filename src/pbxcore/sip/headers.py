@@ -315,8 +315,9 @@ class Address:
         if value is None:
             return None
         if not value.isdigit() or not value.isascii():
-            raise SipParseError(f"bad expires parameter {value!r}")
-        return min(int(value), 2**32 - 1)
+            raise SipParseError(f"bad expires parameter {value[:40]!r}")
+        value = value.lstrip("0") or "0"
+        return 2**32 - 1 if len(value) > 10 else min(int(value), 2**32 - 1)
 
     @property
     def q(self) -> float | None:
@@ -430,7 +431,7 @@ class Via:
         value = _get_param(self.params, "rport")
         if not value:
             return None
-        if not value.isdigit() or not value.isascii() or int(value) > 65535:
+        if len(value) > 5 or not value.isdigit() or not value.isascii() or int(value) > 65535:
             raise SipParseError(f"bad rport {value!r} in Via")
         return int(value)
 
@@ -595,6 +596,22 @@ class Headers:
                     self._items[idx] = (n, k, ", ".join(parts[1:]))
                 return parts[0]
         return None
+
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace the first list element of this header (e.g. the top Via after adding
+        ``received``/``rport``), keeping the rest of its field line; add it if absent."""
+        _check_field(name, value)
+        key = header_key(name)
+        for idx, (n, k, v) in enumerate(self._items):
+            if k == key:
+                self._cache.clear()
+                if key in LIST_HEADERS and "," in v:
+                    parts = split_list(v)
+                    parts[0] = value
+                    value = ", ".join(parts)
+                self._items[idx] = (n, k, value)
+                return
+        self.add(name, value)
 
     def copy(self) -> Headers:
         """An independent copy."""

@@ -198,8 +198,9 @@ class _Message:
         if value is None:
             return None
         if _DIGITS_RE.match(value) is None:
-            raise SipParseError(f"bad Max-Forwards {value!r}")
-        return min(int(value), 255)
+            raise SipParseError(f"bad Max-Forwards {value[:40]!r}")
+        value = value.lstrip("0") or "0"
+        return 255 if len(value) > 3 else min(int(value), 255)
 
     @property
     def expires(self) -> int | None:
@@ -211,8 +212,8 @@ class _Message:
         if value is None:
             return None
         if _DIGITS_RE.match(value) is None:
-            raise SipParseError(f"bad Expires {value!r}")
-        return min(int(value), 2**32 - 1)
+            raise SipParseError(f"bad Expires {value[:40]!r}")
+        return _cap32(value)
 
     @property
     def content_length(self) -> int | None:
@@ -382,6 +383,12 @@ class Response(_Message):
 # -- scalar header values -----------------------------------------------------------------
 
 
+def _cap32(digits: str) -> int:
+    # delta-seconds beyond 2**32-1 mean 2**32-1 (and int() of a huge string is never tried)
+    digits = digits.lstrip("0") or "0"
+    return 2**32 - 1 if len(digits) > 10 else min(int(digits), 2**32 - 1)
+
+
 def _parse_call_id(value: str) -> str:
     if not value or any(ch in value for ch in " \t"):
         raise SipParseError(f"bad Call-ID {value!r}")
@@ -392,10 +399,11 @@ def _parse_cseq(value: str) -> tuple[int, str]:
     m = _CSEQ_RE.match(value)
     if m is None:
         raise SipParseError(f"bad CSeq {value!r}")
-    number = int(m.group(1))
-    if number > _CSEQ_MAX:
-        raise SipParseError(f"CSeq number {m.group(1)} exceeds 2**31-1")
-    return number, m.group(2)
+    digits = m.group(1).lstrip("0") or "0"
+    # the length check first: int() of thousands of digits is slow and then refused
+    if len(digits) > 10 or int(digits) > _CSEQ_MAX:
+        raise SipParseError(f"CSeq number {digits[:40]} exceeds 2**31-1")
+    return int(digits), m.group(2)
 
 
 def _parse_content_length(values: list[str]) -> int:
@@ -404,8 +412,8 @@ def _parse_content_length(values: list[str]) -> int:
     value = values[0]
     if _DIGITS_RE.match(value) is None:
         raise SipParseError(f"bad Content-Length {value!r}")
-    if len(value) > 10:
-        raise SipParseError(f"Content-Length {value} too large", 513)
+    if len(value.lstrip("0")) > 10:
+        raise SipParseError(f"Content-Length {value[:40]} too large", 513)
     return int(value)
 
 
@@ -474,6 +482,8 @@ def parse_message(
         )
     is_response = data.startswith(b"SIP/", start) or data.startswith(b"sip/", start)
     drop_status: int | None = None if is_response else 400
+    if start == len(data):
+        raise SipParseError("empty message (keepalive)", None)
     end = data.find(b"\r\n\r\n", start)
     if end < 0:
         # a start line with no header fields at all still needs the empty line
