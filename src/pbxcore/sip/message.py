@@ -354,6 +354,8 @@ class Response(_Message):
     ) -> None:
         if not 100 <= status <= 699:
             raise ValueError(f"status code {status} out of range")
+        if reason is not None and ("\r" in reason or "\n" in reason):
+            raise ValueError("reason phrase contains CR or LF")
         self.status = status
         self.reason = REASON_PHRASES.get(status, "") if reason is None else reason
         self.headers = headers if isinstance(headers, Headers) else Headers(headers or ())
@@ -530,7 +532,7 @@ def parse_message(
         try:
             length = _parse_content_length(lengths)
         except SipParseError as exc:
-            raise SipParseError(exc.reason, drop_status if exc.status == 400 else None) from None
+            raise SipParseError(exc.reason, None if is_response else exc.status) from None
         if length > available:
             raise SipParseError(
                 f"Content-Length {length} exceeds the {available} octets received", drop_status
@@ -559,8 +561,6 @@ def _parse_status_line(line: str, headers: Headers, body: bytes) -> Response:
         raise SipParseError(f"unsupported version {version[:20]!r}", None)
     if len(code) != 3 or not code.isdigit() or not code.isascii() or not "100" <= code <= "699":
         raise SipParseError(f"bad status code {code[:20]!r}", None)
-    if "\t" in reason or "\x00" in reason:
-        raise SipParseError("control character in reason phrase", None)
     response = Response.__new__(Response)
     response.status = int(code)
     response.reason = reason
