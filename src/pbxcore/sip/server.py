@@ -140,7 +140,7 @@ def stamp_via(request: Request, source: Source) -> None:
     headers.add("Via", str(stamped), first=True)
 
 
-_REQUEST_LINE = re.compile(rb"([A-Za-z]+) [^ ]+ SIP/2\.0\r?\n")
+_REQUEST_LINE = re.compile(rb"([!-~]+) [^ \r\n]+ SIP/[^\r\n]*\r\n", re.IGNORECASE)
 
 
 class SipServer:
@@ -423,6 +423,7 @@ class SipServer:
             validate_response(response)
             key = client_key(response)
         except SipParseError:
+            self.stats["dropped"] += 1
             return
         tx = self._client_tx.get(key)
         if tx is not None:
