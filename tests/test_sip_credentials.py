@@ -17,10 +17,12 @@ def test_from_toml_hashes_passwords(tmp_path: Path) -> None:
         f'[[users]]\ndomain = "other.example"\nusername = "bob"\n'
         f'ha1_md5 = "{compute_ha1(DigestAlgorithm.MD5, "bob", "other.example", "pw")}"\n\n'
         '[[domains]]\nname = "sha.example"\nmd5 = false\n'
+        '[[domains]]\nname = "old.example"\nalgorithms = ["MD5", "SHA-256"]\n'
     )
     store = FileCredentialStore.from_toml(path)
     assert isinstance(store, CredentialStore)
-    assert store.realms == ["other.example", "sha.example", "tenant.example"]
+    assert store.realms == ["old.example", "other.example", "sha.example", "tenant.example"]
+    assert store.realm_algorithms("old.example") == (DigestAlgorithm.MD5, DigestAlgorithm.SHA256)
     assert store.lookup_ha1("tenant.example", "101", DigestAlgorithm.MD5) == compute_ha1(
         DigestAlgorithm.MD5, "101", "tenant.example", "s3cret"
     )

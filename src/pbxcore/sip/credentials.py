@@ -14,6 +14,7 @@ Users file::
     [[domains]]                   # optional per-realm policy
     name = "tenant.example"
     md5 = false                   # offer SHA-256 only
+    # algorithms = ["MD5", "SHA-256"]   # challenge order, most preferred first
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from pbxcore.sip.auth import DigestAlgorithm, compute_ha1
 __all__ = ["CredentialStore", "FileCredentialStore", "RealmPolicy", "UserCredentials"]
 
 _ALL_ALGORITHMS = (DigestAlgorithm.SHA256, DigestAlgorithm.MD5)
-_SHA256_ONLY = (DigestAlgorithm.SHA256,)
 _HEX = {
     DigestAlgorithm.MD5: re.compile(r"[0-9a-f]{32}"),
     DigestAlgorithm.SHA256: re.compile(r"[0-9a-f]{64}"),
@@ -65,13 +65,27 @@ class UserCredentials:
 
 @dataclass(frozen=True, slots=True)
 class RealmPolicy:
-    """Per-realm authentication policy."""
+    """Per-realm authentication policy: the algorithms challenged, most preferred first.
+
+    The default offers SHA-256 then MD5 (RFC 8760 §2.4). ``allow_md5=False`` offers
+    SHA-256 only. Some clients (SIPp 3.6) answer only the first challenge and know
+    only MD5: a realm serving them can list MD5 first.
+    """
 
     allow_md5: bool = True
+    algorithms: tuple[DigestAlgorithm, ...] = _ALL_ALGORITHMS
 
-    @property
-    def algorithms(self) -> tuple[DigestAlgorithm, ...]:
-        return _ALL_ALGORITHMS if self.allow_md5 else _SHA256_ONLY
+    def __post_init__(self) -> None:
+        if not self.algorithms or len(set(self.algorithms)) != len(self.algorithms):
+            raise ValueError("a realm needs distinct algorithms")
+        if not self.allow_md5:
+            object.__setattr__(
+                self,
+                "algorithms",
+                tuple(a for a in self.algorithms if a is not DigestAlgorithm.MD5),
+            )
+            if not self.algorithms:
+                raise ValueError("MD5 disabled but no other algorithm listed")
 
 
 @dataclass(slots=True)
@@ -186,13 +200,20 @@ class FileCredentialStore:
             where = f"domains[{index}]"
             if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
                 raise ValueError(f"{where} must be a table with a string 'name'")
-            extra = set(entry) - {"name", "md5"}
+            extra = set(entry) - {"name", "md5", "algorithms"}
             if extra:
                 raise ValueError(f"{where}: unknown keys {sorted(extra)}")
             md5 = entry.get("md5", True)
             if not isinstance(md5, bool):
                 raise ValueError(f"{where}: 'md5' must be true or false")
-            store.set_policy(entry["name"], RealmPolicy(allow_md5=md5))
+            names = entry.get("algorithms", [a.value for a in _ALL_ALGORITHMS])
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError(f"{where}: 'algorithms' must be a list of strings")
+            try:
+                algorithms = tuple(DigestAlgorithm.from_token(n) for n in names)
+                store.set_policy(entry["name"], RealmPolicy(allow_md5=md5, algorithms=algorithms))
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from exc
         return store
 
 
