@@ -242,3 +242,46 @@ def test_sip_like_text_parses_or_raises_sip_parse_error(text: str) -> None:
     except SipParseError:
         return
     assert Uri.parse(str(uri)) == uri
+
+
+def _outcome(parse: object, text: str) -> tuple[str, object]:
+    try:
+        uri = parse(text)  # type: ignore[operator]
+    except SipParseError as exc:
+        return ("error", exc.status)
+    return (
+        "ok",
+        (uri.scheme, uri.user, uri.password, uri.host, uri.port, uri.params, uri.headers,
+         uri.opaque, str(uri)),
+    )  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.from_regex(r"\A(sip|sips|SIP|tel):[a-z0-9%;?@:\[\]=&._\-\"< ]{0,30}\Z"),
+        _uris.map(str),
+    )
+)
+def test_fast_path_agrees_with_the_general_parser(text: str) -> None:
+    assert _outcome(Uri.parse, text) == _outcome(Uri.parse_general, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sip:a@b",
+        "sip:user;par=u%40example.net@example.com;lr",
+        "sip:a:@b",
+        "sip:a@b:65536",
+        "sip:a@b;x=1=2",
+        "sip:a@b;=x",
+        "sip:a@b;x;;y",
+        "sip:a@[::1]:5060;transport=tcp",
+        "sip:a@[::1",
+        "sips:b;maddr=[::1]",
+        "sip:a@b?x=y",
+    ],
+)
+def test_fast_path_examples(text: str) -> None:
+    assert _outcome(Uri.parse, text) == _outcome(Uri.parse_general, text)

@@ -506,6 +506,19 @@ class Headers:
     def __repr__(self) -> str:
         return f"Headers({list(self)!r})"
 
+    def keys(self) -> list[str]:
+        """The lookup key (see :func:`header_key`) of every field line, in order."""
+        return [k for _, k, _ in self._items]
+
+    def extend(self, items: Iterable[tuple[str, str]]) -> None:
+        """Append field lines at the end, in order."""
+        new = []
+        for name, value in items:
+            _check_field(name, value)
+            new.append((name, header_key(name), value))
+        self._cache.clear()
+        self._items.extend(new)
+
     def items(self) -> list[tuple[str, str]]:
         """All field lines as (name as written, value)."""
         return [(name, value) for name, _, value in self._items]

@@ -90,6 +90,17 @@ REASON_PHRASES: dict[int, str] = {
 
 # headers a request must not repeat (RFC 3261 §7.3.1, RFC 4475 §3.3.8)
 _SINGLE_VALUED = ("to", "from", "call-id", "cseq", "max-forwards", "content-type", "expires")
+_REQUIRED = ("via", "from", "to", "call-id", "cseq")
+_DISPLAY_NAMES = {
+    "via": "Via",
+    "from": "From",
+    "to": "To",
+    "call-id": "Call-ID",
+    "cseq": "CSeq",
+    "max-forwards": "Max-Forwards",
+    "content-type": "Content-Type",
+    "expires": "Expires",
+}
 # methods that create dialogs: their 2xx/1xx responses carry the Record-Route set back
 _COPIED_HEADERS = frozenset({"via", "from", "call-id", "cseq"})
 _DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
@@ -422,6 +433,10 @@ def _parse_content_length(values: list[str]) -> int:
 # -- parsing --------------------------------------------------------------------------------
 
 
+# header names already seen and checked as tokens -> lookup key (bounded: names come from peers)
+_NAME_KEYS: dict[str, str] = {}
+
+
 def _skip_crlf(data: bytes) -> int:
     # RFC 3261 §7.5: CRLFs before the start line are ignored (also keepalives, RFC 5626)
     start = 0
@@ -505,26 +520,31 @@ def parse_message(
         )
 
     items: list[tuple[str, str, str]] = []
-    lengths: list[str] = []
+    append = items.append
+    name_keys = _NAME_KEYS
     for line in lines[1:]:
-        if line[:1] in (" ", "\t"):
-            if not items or not line.strip(" \t"):
-                raise SipParseError("continuation line without a header field", drop_status)
-            name, key, value = items[-1]
-            # folding: CRLF+WSP is equivalent to the WSP (RFC 3261 §7.3.1)
-            items[-1] = (name, key, (value + line).strip(" \t") if value else line.strip(" \t"))
-            continue
-        colon = line.find(":")
-        if colon <= 0:
-            raise SipParseError(f"malformed header line {line[:60]!r}", drop_status)
-        name = line[:colon].rstrip(" \t")
-        key = header_key(name)
-        if TOKEN_RE.match(name) is None:
-            raise SipParseError(f"header name {name[:60]!r} is not a token", drop_status)
-        items.append((name, key, line[colon + 1 :].strip(" \t")))
-    for _, key, value in items:
-        if key == "content-length":
-            lengths.append(value)
+        name, colon, value = line.partition(":")
+        key = name_keys.get(name)
+        if key is None or not colon:
+            # rare path: folding, whitespace before ':', a name not seen yet, errors
+            if line[:1] in (" ", "\t"):
+                if not items or not line.strip(" \t"):
+                    raise SipParseError("continuation line without a header field", drop_status)
+                name, key, value = items[-1]
+                # folding: CRLF+WSP is equivalent to the WSP (RFC 3261 §7.3.1)
+                items[-1] = (name, key, (value + line).strip(" \t") if value else line.strip(" \t"))
+                continue
+            if not colon:
+                raise SipParseError(f"malformed header line {line[:60]!r}", drop_status)
+            stripped = name.rstrip(" \t")
+            if TOKEN_RE.match(stripped) is None:
+                raise SipParseError(f"header name {stripped[:60]!r} is not a token", drop_status)
+            key = header_key(stripped)
+            if stripped == name and len(name_keys) < 4096:
+                name_keys[name] = key  # a checked name: skip the regex next time
+            name = stripped
+        append((name, key, value.strip(" \t")))
+    lengths = [v for _, k, v in items if k == "content-length"]
 
     body_start = end + 4
     available = len(data) - body_start
@@ -598,24 +618,32 @@ def _parse_request_line(line: str, headers: Headers, body: bytes) -> Request:
 
 
 def _check_common(message: Request | Response, status: int | None) -> None:
-    headers = message.headers
-    for key in ("via", "from", "to", "call-id", "cseq"):
-        if key not in headers:
-            raise SipParseError(f"missing {key} header", status)
+    counts: dict[str, int] = {}
+    for key in message.headers.keys():  # noqa: SIM118 - a list of keys, not a mapping
+        counts[key] = counts.get(key, 0) + 1
+    for key in _REQUIRED:
+        if key not in counts:
+            raise SipParseError(f"missing {_DISPLAY_NAMES[key]} header", status)
     for key in _SINGLE_VALUED:
-        if headers.count(key) > 1:
-            raise SipParseError(f"multiple {key} headers", status)
+        if counts.get(key, 0) > 1:
+            raise SipParseError(f"multiple {_DISPLAY_NAMES[key]} headers", status)
     try:
         message.via  # noqa: B018 - parse every Via
         message.from_  # noqa: B018
         message.to  # noqa: B018
         message.call_id  # noqa: B018
         message.cseq  # noqa: B018
-        message.max_forwards  # noqa: B018
-        message.contact  # noqa: B018
-        message.expires  # noqa: B018
-        message.route  # noqa: B018
-        message.record_route  # noqa: B018
+        # the optional ones only when present (saves a scan each on the hot path)
+        if "max-forwards" in counts:
+            message.max_forwards  # noqa: B018
+        if "contact" in counts:
+            message.contact  # noqa: B018
+        if "expires" in counts:
+            message.expires  # noqa: B018
+        if "route" in counts:
+            message.route  # noqa: B018
+        if "record-route" in counts:
+            message.record_route  # noqa: B018
     except SipParseError as exc:
         if exc.status == status:
             raise
@@ -683,23 +711,23 @@ def make_response(
     To (with ``to_tag`` added unless the To already has a tag), Call-ID and CSeq copied;
     Record-Route copied into 1xx/2xx answers to dialog-creating requests; ``headers``
     appended; Content-Length written on serialization."""
-    items: list[tuple[str, str]] = []
-    for name, value in request.headers:
-        key = header_key(name)
-        if key in _COPIED_HEADERS:
-            items.append((name, value))
+    items: list[tuple[str, str, str]] = []
+    copy_route = 100 < status < 300 and request.method in _DIALOG_METHODS
+    for item in request.headers._items:
+        key = item[1]
+        if key in _COPIED_HEADERS or (key == "record-route" and copy_route):
+            items.append(item)
         elif key == "to":
             if to_tag is not None and status != 100:
                 try:
                     has_tag = request.to.tag is not None
                 except SipParseError:
-                    has_tag = "tag=" in value
+                    has_tag = "tag=" in item[2]
                 if not has_tag:
-                    items.append((name, f"{value};tag={to_tag}"))
+                    items.append((item[0], key, f"{item[2]};tag={to_tag}"))
                     continue
-            items.append((name, value))
-        elif key == "record-route" and 100 < status < 300 and request.method in _DIALOG_METHODS:
-            items.append((name, value))
+            items.append(item)
+    response_headers = Headers._trusted(items)
     if headers is not None:
-        items.extend(headers.items() if isinstance(headers, Mapping) else headers)
-    return Response(status, reason, Headers(items), body)
+        response_headers.extend(headers.items() if isinstance(headers, Mapping) else headers)
+    return Response(status, reason, response_headers, body)

@@ -85,6 +85,17 @@ def _parse_uri_params(text: str, where: str) -> dict[str, str | None]:
     return params
 
 
+# the common shape of a SIP URI, parsed in one go: lower-case scheme, plain user[:password],
+# hostname/IPv4/[IPv6], port, simple parameters, no headers; anything else takes the general path
+_PLAIN = r"[A-Za-z0-9\-_.!~*'()&=+$,%]"
+_PCHAR = r"[^;?=@\x00-\x20\x7f<>\"]"
+_FAST_SIP_RE = re.compile(
+    rf"(sips?):(?:({_PLAIN}+)(?::({_PLAIN}*))?@)?"
+    r"([A-Za-z0-9_][A-Za-z0-9_\-.]*|\[[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\])(?::([0-9]{1,5}))?"
+    rf"((?:;{_PCHAR}+(?:={_PCHAR}*)?)*)\Z"
+)
+
+
 def _normal_params(params: dict[str, str | None]) -> dict[str, str | None]:
     # RFC 3261 §19.1.4: parameter names and values compare case-insensitively, unescaped
     return {
@@ -128,6 +139,30 @@ class Uri:
     @classmethod
     def parse(cls, text: str) -> Uri:
         """Parse a URI; raise :class:`SipParseError` (status 400) if it is malformed."""
+        m = _FAST_SIP_RE.match(text)
+        if m is not None:
+            scheme, user, password, host, port, params = m.groups()
+            uri = cls.__new__(cls)
+            uri.scheme = scheme
+            uri.user = user
+            uri.password = password
+            uri.host = host[1:-1] if host[0] == "[" else host
+            if port is None:
+                uri.port = None
+            else:
+                uri.port = int(port)
+                if uri.port > 65535:
+                    raise SipParseError(f"bad port {port!r} in SIP URI")
+            uri.params = _parse_uri_params(params[1:], "SIP URI") if params else {}
+            uri.headers = {}
+            uri.opaque = None
+            return uri
+        return cls.parse_general(text)
+
+    @classmethod
+    def parse_general(cls, text: str) -> Uri:
+        """:meth:`parse` without its fast path for common SIP URIs (the reference that the
+        fast path must agree with)."""
         colon = text.find(":")
         if colon <= 0 or _SCHEME_RE.match(text, 0, colon) is None:
             raise SipParseError(f"URI has no valid scheme: {text[:80]!r}")
