@@ -380,3 +380,35 @@ def test_arbitrary_values_raise_only_sip_parse_error(text: str) -> None:
         with contextlib.suppress(SipParseError):
             parse(text)
     split_list(text)
+
+
+def _address_outcome(parse: object, text: str) -> tuple[str, object]:
+    try:
+        a = parse(text)  # type: ignore[operator]
+    except SipParseError as exc:
+        return ("error", exc.status)
+    return ("ok", (a.display_name, str(a.uri), a.params, str(a)))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=' \t"<>;=\\abc:@sip,', max_size=40))
+def test_address_fast_path_agrees_with_the_general_parser(text: str) -> None:
+    assert _address_outcome(Address.parse, text) == _address_outcome(Address.parse_general, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '"Alice" <sip:a@b>;tag=1',
+        ' "A"<sip:a@b>',
+        "<sip:a@b>",
+        '"A\\"B" <sip:a@b>',
+        "A <sip:a@b>",
+        "<sip:a@b",
+        "< sip:a@b>",
+        '"A" <sip:a@b> ;tag = 1 ; lr',
+        "<sip:a@b>junk",
+    ],
+)
+def test_address_fast_path_examples(text: str) -> None:
+    assert _address_outcome(Address.parse, text) == _address_outcome(Address.parse_general, text)

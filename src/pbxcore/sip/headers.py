@@ -102,6 +102,8 @@ _VIA_RE = re.compile(
     rf"{_WS}({_TOKEN}){_WS}/{_WS}({_TOKEN}){_WS}/{_WS}({_TOKEN})[ \t]+"
     rf"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(?:{_WS}:{_WS}([0-9]+))?"
 )
+# the common shape: optional quoted display name without escapes, then <uri>
+_FAST_ADDR_RE = re.compile(r'[ \t]*(?:"([^"\\]*)"[ \t]*)?<([^>]*)>')
 _ADDR_SPEC_END_RE = re.compile(r"[; \t]")
 _LWS_RE = re.compile(r"[ \t]+")
 
@@ -231,6 +233,15 @@ class Address:
     @classmethod
     def parse(cls, text: str) -> Address:
         """Parse a name-addr or addr-spec with parameters; raise :class:`SipParseError`."""
+        m = _FAST_ADDR_RE.match(text)
+        if m is not None:
+            return cls(Uri.parse(m.group(2)), m.group(1), parse_params(text, m.end(), "address"))
+        return cls.parse_general(text)
+
+    @classmethod
+    def parse_general(cls, text: str) -> Address:
+        """:meth:`parse` without its fast path for ``["name"] <uri>`` (the reference that
+        the fast path must agree with)."""
         n = len(text)
         i = 0
         while i < n and text[i] in " \t":
