@@ -290,6 +290,8 @@ class Registrar:
                 )
 
             bindings = await self.location.modify(aor, change)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("REGISTER %s from %s: %d binding(s)", aor, source, len(bindings))
         headers = [("Contact", _contact_value(b, now)) for b in bindings]
         return self._reply(request, 200, "OK", headers)
 
