@@ -662,3 +662,29 @@ def test_headers_object_can_be_shared_by_a_built_request() -> None:
     h = Headers([("Via", "SIP/2.0/UDP h;branch=z9hG4bK1")])
     r = Request("OPTIONS", "sip:a@b", h)
     assert r.headers is h and r.top_via == Via.parse("SIP/2.0/UDP h;branch=z9hG4bK1")
+
+
+class TestSetters:
+    def test_setters_write_the_headers(self) -> None:
+        r = parse_request(invite())
+        r.call_id = "new-call"
+        r.cseq = (2, "INVITE")
+        r.from_ = Address.parse("<sip:carol@example.com>;tag=9")
+        to = r.to.copy()
+        to.params["tag"] = "t1"
+        r.to = to
+        r.max_forwards = 69
+        r.expires = 30
+        r.contact = [Address.parse("<sip:a@1.2.3.4>"), Address.parse("<sip:b@[::1]>;q=0.1")]
+        via = r.top_via.copy()
+        via.params["received"] = "192.0.2.9"
+        r.top_via = via
+        again = parse_request(bytes(r))
+        assert again.call_id == "new-call" and again.cseq == (2, "INVITE")
+        assert again.from_.tag == "9" and again.to.tag == "t1" and again.to.display_name == "Bob"
+        assert again.max_forwards == 69 and again.expires == 30
+        assert [c.uri.host for c in again.contact] == ["1.2.3.4", "::1"]
+        assert again.top_via.received == "192.0.2.9"
+        assert len(again.via) == 1
+        with pytest.raises(ValueError):
+            r.call_id = "a\r\nInjected: yes"

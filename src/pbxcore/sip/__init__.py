@@ -20,6 +20,7 @@ from pbxcore.sip.headers import (
 from pbxcore.sip.message import (
     DEFAULT_LIMITS,
     REASON_PHRASES,
+    Message,
     ParseLimits,
     Request,
     Response,
@@ -38,6 +39,7 @@ __all__ = [
     "REASON_PHRASES",
     "Address",
     "Headers",
+    "Message",
     "ParseLimits",
     "Request",
     "Response",

@@ -14,6 +14,7 @@ from pbxcore.sip.uri import Uri
 __all__ = [
     "DEFAULT_LIMITS",
     "REASON_PHRASES",
+    "Message",
     "ParseLimits",
     "Request",
     "Response",
@@ -101,8 +102,9 @@ _DISPLAY_NAMES = {
     "content-type": "Content-Type",
     "expires": "Expires",
 }
-# methods that create dialogs: their 2xx/1xx responses carry the Record-Route set back
+# copied from request to response (RFC 3261 §8.2.6.2)
 _COPIED_HEADERS = frozenset({"via", "from", "call-id", "cseq"})
+# methods that create dialogs: their 1xx/2xx responses carry the Record-Route set back
 _DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 
 
@@ -115,13 +117,18 @@ class ParseLimits:
     max_headers: int = 256
     """Header field lines (after unfolding) (400)."""
     max_line_length: int = 8192
-    """Octets in one physical line of the start line and header block (400)."""
+    """Characters in one physical line of the start line and header block (400)."""
 
 
 DEFAULT_LIMITS = ParseLimits()
 
 
 class _Message:
+    """What requests and responses share: ``headers``, ``body`` (bytes) and the typed
+    accessors. The accessors parse on first use and cache until the headers change; the
+    objects they return are snapshots, so change a header by assigning the accessor
+    (``msg.to = addr``) or through :attr:`headers`, not by mutating a returned object."""
+
     __slots__ = ("body", "headers", "version")
 
     headers: Headers
@@ -132,7 +139,7 @@ class _Message:
     def _single(self, key: str) -> str:
         value = self.headers.get(key)
         if value is None:
-            raise SipParseError(f"missing {key} header")
+            raise SipParseError(f"missing {_DISPLAY_NAMES.get(key, key)} header")
         return value
 
     @property
@@ -140,20 +147,36 @@ class _Message:
         """The Call-ID."""
         return self.headers.memo("call-id", lambda: _parse_call_id(self._single("call-id")))
 
+    @call_id.setter
+    def call_id(self, value: str) -> None:
+        self.headers.set("Call-ID", value)
+
     @property
     def cseq(self) -> tuple[int, str]:
         """(sequence number, method) of the CSeq header."""
         return self.headers.memo("cseq", lambda: _parse_cseq(self._single("cseq")))
+
+    @cseq.setter
+    def cseq(self, value: tuple[int, str]) -> None:
+        self.headers.set("CSeq", f"{value[0]} {value[1]}")
 
     @property
     def from_(self) -> Address:
         """The From address."""
         return self.headers.memo("from", lambda: Address.parse(self._single("from")))
 
+    @from_.setter
+    def from_(self, value: Address) -> None:
+        self.headers.set("From", str(value))
+
     @property
     def to(self) -> Address:
         """The To address."""
         return self.headers.memo("to", lambda: Address.parse(self._single("to")))
+
+    @to.setter
+    def to(self, value: Address) -> None:
+        self.headers.set("To", str(value))
 
     @property
     def via(self) -> list[Via]:
@@ -165,10 +188,20 @@ class _Message:
         """The topmost Via (parsed alone, without touching the others)."""
         return self.headers.memo("top-via", lambda: Via.parse(self._single("via")))
 
+    @top_via.setter
+    def top_via(self, value: Via) -> None:
+        # replaces the first Via value only (e.g. after adding received/rport)
+        self.headers.replace_first("Via", str(value))
+
     @property
     def contact(self) -> list[Address]:
         """The Contact addresses (empty for ``Contact: *``, see :attr:`contact_is_wildcard`)."""
         return self.headers.memo("contact", self._parse_contacts)
+
+    @contact.setter
+    def contact(self, value: list[Address]) -> None:
+        self.headers.remove("contact")
+        self.headers.extend(("Contact", str(address)) for address in value)
 
     @property
     def contact_is_wildcard(self) -> bool:
@@ -204,6 +237,10 @@ class _Message:
         """Max-Forwards (None if absent; values above 255 count as 255)."""
         return self.headers.memo("max-forwards", self._parse_max_forwards)
 
+    @max_forwards.setter
+    def max_forwards(self, value: int) -> None:
+        self.headers.set("Max-Forwards", str(value))
+
     def _parse_max_forwards(self) -> int | None:
         value = self.headers.get("max-forwards")
         if value is None:
@@ -217,6 +254,10 @@ class _Message:
     def expires(self) -> int | None:
         """The Expires header in seconds (None if absent; huge values capped at 2**32-1)."""
         return self.headers.memo("expires", self._parse_expires)
+
+    @expires.setter
+    def expires(self, value: int) -> None:
+        self.headers.set("Expires", str(value))
 
     def _parse_expires(self) -> int | None:
         value = self.headers.get("expires")
@@ -391,6 +432,10 @@ class Response(_Message):
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
+
+
+Message = Request | Response
+"""Either kind of SIP message (what :func:`parse_message` returns)."""
 
 
 # -- scalar header values -----------------------------------------------------------------
