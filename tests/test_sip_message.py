@@ -500,6 +500,9 @@ class TestMakeResponse:
         fresh = parse_request(invite())
         trying = make_response(fresh, 100, to_tag="y")
         assert trying.to.tag is None and trying.reason == "Trying"
+        stamped = parse_request(invite(extra=b"Timestamp: 54\r\n"))
+        assert make_response(stamped, 100).headers.get("timestamp") == "54"
+        assert "timestamp" not in make_response(stamped, 180).headers
         assert "record-route" not in make_response(fresh, 404, "Nobody Here").headers
 
     def test_mapping_headers_and_body(self) -> None:
@@ -580,6 +583,9 @@ def exercise(message: Request | Response) -> None:
         else:
             validate_response(message)
     assert parse_message(bytes(message)) == message
+    if isinstance(message, Request):
+        response = make_response(message, 500, to_tag="x", headers=[("Retry-After", "5")])
+        assert parse_message(bytes(response)) == response
 
 
 @settings(max_examples=300, deadline=None)

@@ -754,13 +754,17 @@ def make_response(
 ) -> Response:
     """A response to ``request`` per RFC 3261 §8.2.6: Via (all of them, in order), From,
     To (with ``to_tag`` added unless the To already has a tag), Call-ID and CSeq copied;
-    Record-Route copied into 1xx/2xx answers to dialog-creating requests; ``headers``
-    appended; Content-Length written on serialization."""
+    Record-Route copied into 1xx/2xx answers to dialog-creating requests, Timestamp into
+    100 Trying; ``headers`` appended; Content-Length written on serialization."""
     items: list[tuple[str, str, str]] = []
     copy_route = 100 < status < 300 and request.method in _DIALOG_METHODS
     for item in request.headers._items:
         key = item[1]
-        if key in _COPIED_HEADERS or (key == "record-route" and copy_route):
+        if (
+            key in _COPIED_HEADERS
+            or (key == "record-route" and copy_route)
+            or (key == "timestamp" and status == 100)  # RFC 3261 §8.2.6.1
+        ):
             items.append(item)
         elif key == "to":
             if to_tag is not None and status != 100:
