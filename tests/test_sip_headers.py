@@ -99,6 +99,13 @@ class TestHeaders:
         assert h.get_all("Authorization") == ['Digest username="a", realm="b"']
         assert h.get_all("x-unknown") == ['  odd ,, value; "quoted, text"']
 
+    def test_construction_keeps_the_given_order(self) -> None:
+        h = Headers([("Via", "a"), ("To", "b"), ("Via", "c")])
+        assert h.items() == [("Via", "a"), ("To", "b"), ("Via", "c")]
+        h.extend([("Route", "<sip:r;lr>")])
+        assert h.items()[-1] == ("Route", "<sip:r;lr>")
+        assert h.keys() == ["via", "to", "via", "route"]
+
     def test_order_and_names_as_written(self) -> None:
         h = self.make()
         assert [name for name, _ in h] == ["Via", "v", "To", "X-Unknown", "Authorization"]

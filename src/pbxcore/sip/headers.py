@@ -484,8 +484,7 @@ class Headers:
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str, str]] = []
         self._cache: dict[str, object] = {}
-        for name, value in items:
-            self.add(name, value)
+        self.extend(items)
 
     @classmethod
     def _trusted(cls, items: list[tuple[str, str, str]]) -> Headers:
