@@ -19,8 +19,8 @@ _URI_BAD_RE = re.compile(r'[\x00-\x20\x7f<>"]')
 _PORT_RE = re.compile(r"[0-9]{1,5}\Z")
 # user part characters that stay unescaped in the canonical form (unreserved + user-unreserved)
 _USER_SAFE = "-_.!~*'()&=+$,;?/"
-# RFC 3261 §19.1.4: these URI parameters must match if present in either URI
 _SIP_SCHEMES = frozenset({"sip", "sips"})
+# RFC 3261 §19.1.4: these URI parameters must match if present in either URI
 _STRICT_PARAMS = ("user", "ttl", "method", "maddr", "transport")
 
 
