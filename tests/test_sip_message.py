@@ -464,6 +464,11 @@ class TestSerialization:
         assert r.uri_text == "sip:carol@example.net"
         assert repr(r) == "<Request INVITE sip:carol@example.net>"
 
+    @pytest.mark.parametrize(("method", "uri"), [("BAD METHOD", "sip:a@b"), ("OPTIONS", "sip:a b")])
+    def test_constructor_refuses_what_cannot_be_sent(self, method: str, uri: str) -> None:
+        with pytest.raises(ValueError):
+            Request(method, uri)
+
     def test_equality(self) -> None:
         a = parse_request(invite())
         b = parse_request(invite().replace(b"Content-Length", b"l"))

@@ -31,6 +31,7 @@ _SCHEME_PREFIX_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:")
 _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+\Z", re.IGNORECASE)
 _CSEQ_RE = re.compile(r"[ \t]*([0-9]+)[ \t]+(" + TOKEN_RE.pattern[:-2] + r")[ \t]*\Z")
 _DIGITS_RE = re.compile(r"[0-9]+\Z")
+_CTL_OR_SPACE_RE = re.compile(r"[\x00-\x20]")
 
 REASON_PHRASES: dict[int, str] = {
     100: "Trying",
@@ -336,6 +337,10 @@ class Request(_Message):
         *,
         version: str = SIP_VERSION,
     ) -> None:
+        if TOKEN_RE.match(method) is None:
+            raise ValueError(f"method {method!r} is not a token")
+        if not isinstance(uri, Uri) and (not uri or _CTL_OR_SPACE_RE.search(uri) is not None):
+            raise ValueError(f"Request-URI {uri!r} is empty or holds whitespace or controls")
         self.method = method
         self._uri_parsed_as = ""
         if isinstance(uri, Uri):
