@@ -242,7 +242,6 @@ def _noreason(m: Request | Response, data: bytes) -> None:
 
 for _name in (
     "badinv01.dat",
-    "ncl.dat",
     "scalar02.dat",
     "quotbal.dat",
     "ltgtruri.dat",
@@ -265,6 +264,12 @@ outcome_only("badvers.dat", 505)
 def _clerr(m: Request | Response, data: bytes) -> None:
     # on a stream the same octets mean "wait for more data"
     assert message_length(data) is None
+
+
+@expect("ncl.dat", 400)
+def _ncl(m: Request | Response, data: bytes) -> None:
+    with pytest.raises(SipParseError):  # on a stream: the connection is closed
+        message_length(data)
 
 
 @expect("baddate.dat")
