@@ -106,19 +106,24 @@ def parse_authorization(value: str) -> DigestCredentials:
     if scheme.lower() != "digest":
         raise ValueError(f"authorization scheme {scheme!r} is not Digest")
     params: dict[str, str] = {}
-    pos = 0
     rest = rest.strip()
-    while pos < len(rest):
-        match = _AUTH_PARAM.match(rest, pos)
-        if match is None:
-            raise ValueError(f"malformed digest parameter at {rest[pos : pos + 20]!r}")
+    pos = 0
+    for match in _AUTH_PARAM.finditer(rest):
+        if match.start() != pos:
+            break
         name, raw = match.group(1).lower(), match.group(2)
-        if raw.startswith('"'):
-            raw = _QUOTED_PAIR.sub(r"\1", raw[1:-1])
+        if raw[:1] == '"':
+            raw = raw[1:-1]
+            if "\\" in raw:
+                raw = _QUOTED_PAIR.sub(r"\1", raw)
         if name in params:
             raise ValueError(f"digest parameter {name!r} repeated")
         params[name] = raw
         pos = match.end()
+        if pos == len(rest):
+            break
+    if pos != len(rest):
+        raise ValueError(f"malformed digest parameter at {rest[pos : pos + 20]!r}")
     missing = [p for p in ("username", "realm", "nonce", "uri", "response") if p not in params]
     if missing:
         raise ValueError(f"digest credentials lack {', '.join(missing)}")

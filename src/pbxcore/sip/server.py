@@ -138,6 +138,7 @@ def stamp_via(request: Request, source: Source) -> None:
     headers = request.headers
     headers.remove_first("via")
     headers.add("Via", str(stamped), first=True)
+    headers.memo("top-via", lambda: stamped)  # no need to parse what we just built
 
 
 _REQUEST_LINE = re.compile(rb"([!-~]+) [^ \r\n]+ SIP/[^\r\n]*\r\n", re.IGNORECASE)
@@ -230,8 +231,9 @@ class SipServer:
         self.stats["requests"] += 1
         request = message
         try:
-            validate_request(request)
+            # stamp first: changing a header forgets what was parsed, validation parses it
             stamp_via(request, source)
+            validate_request(request)
         except SipParseError as exc:
             self.stats["rejected"] += 1
             if request.method != "ACK" and exc.status is not None:
