@@ -131,9 +131,27 @@ def test_nonce_count_tracking_and_pruning() -> None:
     assert not store.use("n1", 2)
     assert store.use("n2", 5)
     assert len(store) == 2
-    clock.now += 11
+    clock.now += 13  # ttl plus the bucket width (ttl/4)
     assert store.use("n3", 1)
     assert len(store) == 1  # n1 and n2 expired and were forgotten
+
+
+def test_nonce_store_bound_makes_forgotten_nonces_stale() -> None:
+    clock = Clock()
+    store = NonceStore(ttl=100.0, clock=clock, max_tracked=3)
+    early = store.issue("a.test")
+    assert store.use(early, 1)
+    clock.now += 30  # next bucket
+    assert store.use("x", 1) and store.use("y", 1)
+    clock.now += 1
+    later = store.issue("a.test")
+    assert store.use("z", 1)  # over the bound: the first bucket goes
+    assert len(store) == 3
+    # the forgotten nonce cannot be replayed: it is stale now; newer ones still work
+    assert store.check(early, "a.test") is AuthOutcome.STALE
+    assert store.check(later, "a.test") is AuthOutcome.OK
+    with pytest.raises(ValueError, match="max_tracked"):
+        NonceStore(max_tracked=0)
 
 
 def test_nonce_ttl_must_be_positive() -> None:

@@ -19,6 +19,7 @@ import os
 import re
 import struct
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -146,8 +147,11 @@ class NonceStore:
 
     A nonce is ``base64url(issued_at, counter, HMAC(secret, issued_at|counter|realm))``:
     issuing one costs an HMAC and no memory. Only nonces answered with a correct
-    response are remembered (with their highest nc) until they expire, so the state
-    is bounded by the legitimate traffic of one expiry period.
+    response are remembered (with their highest nc), in dicts of str -> int (which the
+    garbage collector does not track) bucketed by first use: a bucket is dropped whole
+    once everything in it has expired. ``max_tracked`` bounds the memory: beyond it the
+    oldest bucket is dropped early, and every nonce issued before that bucket closed is
+    treated as stale from then on, so forgetting never opens a replay.
     """
 
     _PACK = struct.Struct(">dQ")
@@ -159,15 +163,22 @@ class NonceStore:
         ttl: float = 300.0,
         secret: bytes | None = None,
         clock: Callable[[], float] = time.time,
+        max_tracked: int = 1_000_000,
     ) -> None:
         if ttl <= 0:
             raise ValueError(f"nonce ttl must be positive, got {ttl}")
+        if max_tracked < 1:
+            raise ValueError(f"max_tracked must be >= 1, got {max_tracked}")
         self.ttl = ttl
+        self.max_tracked = max_tracked
         self._secret = secret if secret is not None else os.urandom(32)
         self._clock = clock
         self._counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
-        # nonce -> [first use, highest nc]; insertion order = first-use order
-        self._in_use: dict[str, list[float]] = {}
+        self._slice = ttl / 4
+        # (first-use window start, nonce -> highest nc), oldest first
+        self._buckets: deque[tuple[float, dict[str, int]]] = deque()
+        self._tracked = 0
+        self._horizon = float("-inf")  # nonces issued before this are stale
 
     def issue(self, realm: str) -> str:
         """A fresh nonce bound to ``realm``."""
@@ -189,35 +200,41 @@ class NonceStore:
             return AuthOutcome.INVALID_NONCE
         issued_at = self._PACK.unpack(head)[0]
         age = self._clock() - issued_at
-        if age > self.ttl or age < -5.0:  # small allowance for clock steps between nodes
-            return AuthOutcome.STALE
+        if age > self.ttl or age < -5.0 or issued_at < self._horizon:
+            return AuthOutcome.STALE  # (-5 s: allowance for clock steps between nodes)
         return AuthOutcome.OK
 
     def use(self, nonce: str, nc: int) -> bool:
         """Record nonce-count ``nc`` for a correctly answered nonce; False if it is a replay."""
         now = self._clock()
-        self._prune(now)
-        entry = self._in_use.get(nonce)
-        if entry is None:
-            self._in_use[nonce] = [now, float(nc)]
-            return True
-        if nc <= entry[1]:
-            return False
-        entry[1] = float(nc)
+        buckets = self._buckets
+        if not buckets or now >= buckets[-1][0] + self._slice:
+            self._rotate(now)
+        for _, bucket in reversed(buckets):
+            last = bucket.get(nonce)
+            if last is not None:
+                if nc <= last:
+                    return False
+                bucket[nonce] = nc
+                return True
+        buckets[-1][1][nonce] = nc
+        self._tracked += 1
+        if self._tracked > self.max_tracked and len(buckets) > 1:
+            start, dropped = buckets.popleft()
+            self._tracked -= len(dropped)
+            self._horizon = max(self._horizon, start + self._slice)
         return True
 
-    def __len__(self) -> int:
-        return len(self._in_use)
+    def _rotate(self, now: float) -> None:
+        buckets = self._buckets
+        # a bucket's entries were first used before start + slice, and first use comes
+        # after issue: past start + slice + ttl all of them have expired
+        while buckets and buckets[0][0] + self._slice + self.ttl < now:
+            self._tracked -= len(buckets.popleft()[1])
+        buckets.append((now, {}))
 
-    def _prune(self, now: float) -> None:
-        # first use >= issue time, so an entry whose first use is older than ttl has expired
-        in_use = self._in_use
-        horizon = now - self.ttl
-        while in_use:
-            nonce = next(iter(in_use))
-            if in_use[nonce][0] >= horizon:
-                break
-            del in_use[nonce]
+    def __len__(self) -> int:
+        return self._tracked
 
 
 class AuthOutcome(enum.Enum):
