@@ -58,3 +58,72 @@ __all__ = [
     "validate_request",
     "validate_response",
 ]
+
+# transports, transactions, digest auth and the registrar (issue 4, parts 2-5)
+from pbxcore.sip.auth import (
+    AuthOutcome,
+    DigestAlgorithm,
+    DigestAuthenticator,
+    DigestCredentials,
+    NonceStore,
+    compute_ha1,
+    compute_response,
+    parse_authorization,
+)
+from pbxcore.sip.credentials import (
+    CredentialStore,
+    FileCredentialStore,
+    RealmPolicy,
+    UserCredentials,
+)
+from pbxcore.sip.guard import BruteForceGuard, GuardAction, GuardPolicy, GuardVerdict
+from pbxcore.sip.location import Binding, LocationService, MemoryLocationService
+from pbxcore.sip.registrar import Registrar, RegistrarError, RegistrarPolicy
+from pbxcore.sip.server import SipServer
+from pbxcore.sip.transaction import (
+    InviteClientTransaction,
+    InviteServerTransaction,
+    NonInviteClientTransaction,
+    NonInviteServerTransaction,
+    TimerSettings,
+    TransactionState,
+    TransactionTimeoutError,
+)
+from pbxcore.sip.transport import ListenAddress, RateLimit, Source, TransportLayer
+
+__all__ += [
+    "AuthOutcome",
+    "Binding",
+    "BruteForceGuard",
+    "CredentialStore",
+    "DigestAlgorithm",
+    "DigestAuthenticator",
+    "DigestCredentials",
+    "FileCredentialStore",
+    "GuardAction",
+    "GuardPolicy",
+    "GuardVerdict",
+    "InviteClientTransaction",
+    "InviteServerTransaction",
+    "ListenAddress",
+    "LocationService",
+    "MemoryLocationService",
+    "NonInviteClientTransaction",
+    "NonInviteServerTransaction",
+    "NonceStore",
+    "RateLimit",
+    "RealmPolicy",
+    "Registrar",
+    "RegistrarError",
+    "RegistrarPolicy",
+    "SipServer",
+    "Source",
+    "TimerSettings",
+    "TransactionState",
+    "TransactionTimeoutError",
+    "TransportLayer",
+    "UserCredentials",
+    "compute_ha1",
+    "compute_response",
+    "parse_authorization",
+]
