@@ -293,3 +293,57 @@ def test_stamp_via_received_and_rport() -> None:
     same.headers.add("Via", "SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bKz", first=True)
     stamp_via(same, Source("udp", "192.0.2.4", 5060, Dummy()))  # type: ignore[arg-type]
     assert same.top_via.received is None
+
+
+class SlowLocation(MemoryLocationService):
+    """A location service that suspends, like a database-backed one."""
+
+    async def modify(self, aor, change):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.02)
+        await asyncio.sleep(0)
+        return await super().modify(aor, change)
+
+
+async def test_register_with_a_suspending_location_service(client: SipServer) -> None:
+    store = FileCredentialStore()
+    store.add_user("pbx.test", "alice", "secret")
+    registrar = Registrar(store, SlowLocation())
+    async with SipServer(registrar, listen=ListenAddress.parse("127.0.0.1:0")) as server:
+        target = server.address("udp")
+        ua = RegisteringUA("alice", "pbx.test", "secret")
+
+        async def send(request: Request) -> Response:
+            request.headers.remove("via")
+            return await client.send_request(request, "udp", target.host, target.port)
+
+        challenge = await send(ua.register())
+        ok = await send(ua.register(authorization=ua.answer(challenge)))
+        assert ok.status == 200 and len(ok.headers.get_all("contact")) == 1
+        assert not server._tasks  # the task that finished the REGISTER is gone
+
+
+async def test_stop_cancels_a_suspended_register() -> None:
+    class Stuck(MemoryLocationService):
+        async def modify(self, aor, change):  # type: ignore[no-untyped-def]
+            await asyncio.Event().wait()
+
+    store = FileCredentialStore()
+    store.add_user("pbx.test", "alice", "secret")
+    server = SipServer(Registrar(store, Stuck()), listen=ListenAddress.parse("udp:127.0.0.1:0"))
+    await server.start()
+    peer = RawUdp(server)
+    ua = RegisteringUA("alice", "pbx.test", "secret")
+    via = f"SIP/2.0/UDP 127.0.0.1:{peer.port};branch=z9hG4bK{{n}};rport"
+    try:
+        peer.send(bytes(ua.register(via=via)))
+        challenge = await peer.recv()
+        peer.send(bytes(ua.register(via=via, authorization=ua.answer(challenge))))
+        for _ in range(100):
+            if server._tasks:
+                break
+            await asyncio.sleep(0.01)
+        assert len(server._tasks) == 1
+    finally:
+        await asyncio.wait_for(server.stop(), 5)
+        peer.close()
+    assert not server._tasks
