@@ -32,8 +32,10 @@ class FakeScheduler:
     def time(self) -> float:
         return self.now
 
-    def call_later(self, delay: float, callback: Callable[[], object]) -> FakeHandle:
-        handle = FakeHandle(callback)
+    def call_later(
+        self, delay: float, callback: Callable[..., object], *args: object
+    ) -> FakeHandle:
+        handle = FakeHandle(lambda: callback(*args))
         heapq.heappush(self._queue, (self.now + delay, next(self._seq), handle))
         return handle
 

@@ -19,7 +19,7 @@ import asyncio
 import enum
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 __all__ = [
     "InviteClientTransaction",
@@ -43,7 +43,9 @@ class TimerHandle(Protocol):
 class Scheduler(Protocol):
     """What transactions need from the event loop (``asyncio.AbstractEventLoop`` fits)."""
 
-    def call_later(self, delay: float, callback: Callable[[], object]) -> TimerHandle: ...
+    def call_later(
+        self, delay: float, callback: Callable[..., object], *args: Any
+    ) -> TimerHandle: ...
 
     def time(self) -> float: ...
 
@@ -91,6 +93,17 @@ class TransactionTimeoutError(TimeoutError):
 class _Transaction(Generic[M]):
     """Timers, state and termination shared by the four machines."""
 
+    __slots__ = (
+        "_on_terminated",
+        "_scheduler",
+        "_send",
+        "_timers",
+        "key",
+        "reliable",
+        "settings",
+        "state",
+    )
+
     def __init__(
         self,
         key: Hashable,
@@ -112,12 +125,11 @@ class _Transaction(Generic[M]):
 
     def _start_timer(self, name: str, delay: float, callback: Callable[[], None]) -> None:
         self._cancel_timer(name)
+        self._timers[name] = self._scheduler.call_later(delay, self._fire, name, callback)
 
-        def fire() -> None:
-            self._timers.pop(name, None)
-            callback()
-
-        self._timers[name] = self._scheduler.call_later(delay, fire)
+    def _fire(self, name: str, callback: Callable[[], None]) -> None:
+        self._timers.pop(name, None)
+        callback()
 
     def _cancel_timer(self, name: str) -> None:
         handle = self._timers.pop(name, None)
@@ -152,6 +164,8 @@ class _Transaction(Generic[M]):
 
 class NonInviteServerTransaction(_Transaction[M]):
     """§17.2.2: Trying -> Proceeding -> Completed (timer J) -> Terminated."""
+
+    __slots__ = ("last_response",)
 
     def __init__(
         self,
@@ -197,6 +211,8 @@ class NonInviteServerTransaction(_Transaction[M]):
 
 class InviteServerTransaction(_Transaction[M]):
     """§17.2.1: Proceeding -> Completed (G, H) -> Confirmed (I) -> Terminated; 2xx ends it."""
+
+    __slots__ = ("_g_interval", "_on_timeout", "last_response")
 
     def __init__(
         self,
@@ -277,6 +293,8 @@ class InviteServerTransaction(_Transaction[M]):
 class _ClientTransaction(_Transaction[M]):
     """The future that resolves with the final response (or TransactionTimeoutError)."""
 
+    __slots__ = ("_on_provisional", "final", "request")
+
     def __init__(
         self,
         key: Hashable,
@@ -316,6 +334,8 @@ class _ClientTransaction(_Transaction[M]):
 
 class NonInviteClientTransaction(_ClientTransaction[M]):
     """§17.1.2: Trying (E, F) -> Proceeding -> Completed (K) -> Terminated."""
+
+    __slots__ = ("_e_interval",)
 
     def __init__(
         self,
@@ -382,6 +402,8 @@ class InviteClientTransaction(_ClientTransaction[M]):
     the transaction sends it, and again for each retransmission of that response.
     A 2xx ends the transaction: its ACK belongs to the dialog (the TU).
     """
+
+    __slots__ = ("_a_interval", "_ack", "_make_ack")
 
     def __init__(
         self,
