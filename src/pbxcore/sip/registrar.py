@@ -14,7 +14,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from pbxcore.sip.auth import AuthOutcome, DigestAuthenticator
 from pbxcore.sip.credentials import CredentialStore
@@ -91,8 +91,13 @@ def apply_register(
     updated = list(current)
     for address, expires in contacts:
         uri = address.uri
+        text = str(uri)
         index = next(
-            (i for i, b in enumerate(updated) if _same_contact(b.contact, uri)),
+            (
+                i
+                for i, b in enumerate(updated)
+                if b.contact == text or _same_contact(b.contact, uri)
+            ),
             None,
         )
         if index is not None:
@@ -102,29 +107,22 @@ def apply_register(
             if expires == 0:
                 del updated[index]
                 continue
-            updated[index] = replace(
-                existing,
-                contact=str(uri),
-                expires_at=now + expires,
-                q=address.q,
-                call_id=call_id,
-                cseq=cseq,
-                source=source,
-                user_agent=user_agent,
-            )
-        elif expires:
-            updated.append(
-                Binding(
-                    aor=aor,
-                    contact=str(uri),
-                    expires_at=now + expires,
-                    q=address.q,
-                    call_id=call_id,
-                    cseq=cseq,
-                    source=source,
-                    user_agent=user_agent,
-                )
-            )
+        elif not expires:
+            continue
+        binding = Binding(
+            aor=aor,
+            contact=text,
+            expires_at=now + expires,
+            q=address.q,
+            call_id=call_id,
+            cseq=cseq,
+            source=source,
+            user_agent=user_agent,
+        )
+        if index is None:
+            updated.append(binding)
+        else:
+            updated[index] = binding
     if len(updated) > max_contacts:
         raise RegistrarError(403, "Too Many Contacts")
     return updated
@@ -197,14 +195,18 @@ class Registrar:
             return None  # handle() parses the credentials and says what is wrong with them
         return self._challenge(request, realm)
 
-    async def handle(self, request: Request, source_ip: str, source: str = "") -> Response | None:
+    async def handle(
+        self, request: Request, source_ip: str, source: str = "", *, prechecked: bool = False
+    ) -> Response | None:
         """The response to a REGISTER (None: drop it, the brute-force guard said so).
 
-        ``request`` must have passed :func:`~pbxcore.sip.validate_request`.
+        ``request`` must have passed :func:`~pbxcore.sip.validate_request`;
+        ``prechecked``: :meth:`precheck` already returned None for it.
         """
-        early = self.precheck(request, source_ip)
-        if early is not None:
-            return None if isinstance(early, Drop) else early
+        if not prechecked:
+            early = self.precheck(request, source_ip)
+            if early is not None:
+                return None if isinstance(early, Drop) else early
         guard = self.guard
         aor_uri = request.to.uri
         realm = aor_uri.host.lower()

@@ -323,7 +323,9 @@ class SipServer:
     ) -> None:
         assert self.registrar is not None
         try:
-            response = await self.registrar.handle(request, source.host, repr(source))
+            response = await self.registrar.handle(
+                request, source.host, repr(source), prechecked=True
+            )
         except Exception:
             log.exception("registrar failed on REGISTER from %s", source)
             response = make_response(request, 500, to_tag=self._tag)
