@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +18,7 @@ from pbxcore.sip.registrar import Registrar
 from pbxcore.sip.server import SipServer, server_key, stamp_via
 from pbxcore.sip.transaction import TimerSettings, TransactionTimeoutError
 from pbxcore.sip.transport import ListenAddress, Source
+from tests.helpers import require_binary
 from tests.sip_helpers import RegisteringUA
 
 FAMILIES = {"ipv4": "127.0.0.1", "ipv6": "::1"}
@@ -347,3 +351,31 @@ async def test_stop_cancels_a_suspended_register() -> None:
         await asyncio.wait_for(server.stop(), 5)
         peer.close()
     assert not server._tasks
+
+
+async def test_options_over_tls(tmp_path: Path) -> None:
+    openssl = require_binary("openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    listen = ListenAddress.parse("tls:127.0.0.1:0")
+    async with SipServer(None, listen=listen, ssl_context=context) as server:
+        target = server.address("tls")
+        client_context = ssl.create_default_context(cafile=str(cert))
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", target.port, ssl=client_context, server_hostname="127.0.0.1"
+        )
+        request = _request("OPTIONS")
+        request.headers.add("Via", "SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bKtls;rport", first=True)
+        writer.write(bytes(request))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        response = parse_message(head)
+        assert isinstance(response, Response) and response.status == 200
+        assert response.top_via.received == "127.0.0.1"
+        writer.close()
