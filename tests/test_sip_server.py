@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pbxcore.sip import Request, Response, parse_message
 from pbxcore.sip.credentials import FileCredentialStore
@@ -379,3 +381,50 @@ async def test_options_over_tls(tmp_path: Path) -> None:
         assert isinstance(response, Response) and response.status == 200
         assert response.top_via.received == "127.0.0.1"
         writer.close()
+
+
+class _NullChannel:
+    transport = "udp"
+    is_open = True
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes, host: str, port: int) -> bool:
+        self.sent.append(data)
+        return True
+
+
+_SAMPLE = (
+    b"REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKf;rport\r\n"
+    b"Max-Forwards: 70\r\nFrom: <sip:alice@pbx.test>;tag=1\r\nTo: <sip:alice@pbx.test>\r\n"
+    b"Call-ID: fuzz\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@10.0.0.1>;expires=60\r\n"
+    b'Authorization: Digest username="alice", realm="pbx.test", nonce="x", uri="sip:pbx.test",'
+    b' response="00", qop=auth, nc=00000001, cnonce="c"\r\nContent-Length: 0\r\n\r\n'
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, len(_SAMPLE) - 1), st.binary(min_size=0, max_size=4)),
+        max_size=6,
+    )
+)
+async def test_mutated_requests_never_break_the_server(
+    mutations: list[tuple[int, bytes]],
+) -> None:
+    data = bytearray(_SAMPLE)
+    for position, replacement in mutations:
+        data[position : position + len(replacement)] = replacement
+    store = FileCredentialStore()
+    store.add_user("pbx.test", "alice", "secret")
+    server = SipServer(Registrar(store, MemoryLocationService()), listen=[])
+    server._loop = asyncio.get_running_loop()
+    channel = _NullChannel()
+    server.on_message(bytes(data), Source("udp", "10.0.0.1", 5060, channel))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    for sent in channel.sent:
+        response = parse_message(sent)
+        assert isinstance(response, Response) and response.status >= 200
+    await server.stop()

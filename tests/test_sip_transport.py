@@ -304,3 +304,15 @@ async def test_tls_listen_needs_context() -> None:
     with pytest.raises(ValueError, match="certificate"):
         await layer.listen([ListenAddress("tls", "127.0.0.1", 0)])
     await layer.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))
+def test_listen_address_parse_random_text_raises_only_value_error(text: str) -> None:
+    try:
+        addresses = ListenAddress.parse(text)
+    except ValueError:
+        return
+    for address in addresses:
+        assert address.transport in ("udp", "tcp", "tls") and 0 <= address.port <= 65535
+        assert ListenAddress.parse(str(address)) == [address]
