@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from pbxcore.sip import Request, Response, parse_message
 from pbxcore.sip.credentials import FileCredentialStore
+from pbxcore.sip.guard import BruteForceGuard, GuardAction, GuardPolicy
 from pbxcore.sip.location import MemoryLocationService
 from pbxcore.sip.registrar import Registrar
 from pbxcore.sip.server import SipServer, server_key, stamp_via
@@ -428,3 +429,29 @@ async def test_mutated_requests_never_break_the_server(
         response = parse_message(sent)
         assert isinstance(response, Response) and response.status >= 200
     await server.stop()
+
+
+async def test_guard_drops_banned_source_silently() -> None:
+    store = FileCredentialStore()
+    store.add_user("pbx.test", "alice", "secret")
+    guard = BruteForceGuard(GuardPolicy(max_failures=2, action=GuardAction.DROP, ban_time=60))
+    registrar = Registrar(store, MemoryLocationService(), guard=guard)
+    async with SipServer(registrar, listen=ListenAddress.parse("udp:127.0.0.1:0")) as server:
+        peer = RawUdp(server)
+        ua = RegisteringUA("alice", "pbx.test", "wrong")
+        via = f"SIP/2.0/UDP 127.0.0.1:{peer.port};branch=z9hG4bK{{n}};rport"
+        try:
+            for _ in range(2):
+                peer.send(bytes(ua.register(via=via)))
+                challenge = await peer.recv()
+                assert challenge.status == 401
+                peer.send(bytes(ua.register(via=via, authorization=ua.answer(challenge))))
+                assert (await peer.recv()).status == 403
+            # banned: no challenge, no answer at all, even with the right password
+            good = RegisteringUA("alice", "pbx.test", "secret")
+            peer.send(bytes(good.register(via=via)))
+            assert await peer.silent()
+            peer.send(_raw("OPTIONS", peer.port))  # other methods still work
+            assert (await peer.recv()).status == 200
+        finally:
+            peer.close()
