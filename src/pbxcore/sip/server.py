@@ -135,10 +135,8 @@ def stamp_via(request: Request, source: Source) -> None:
             if name.lower() == "rport":
                 del stamped.params[name]
         stamped.params["rport"] = str(source.port)
-    headers = request.headers
-    headers.remove_first("via")
-    headers.add("Via", str(stamped), first=True)
-    headers.memo("top-via", lambda: stamped)  # no need to parse what we just built
+    request.top_via = stamped
+    request.headers.memo("top-via", lambda: stamped)  # no need to parse what we just built
 
 
 _REQUEST_LINE = re.compile(rb"([!-~]+) [^ \r\n]+ SIP/[^\r\n]*\r\n", re.IGNORECASE)
