@@ -206,7 +206,7 @@ def kamailio_server(folder: Path, port: int, *, cpu: str, mode: str) -> Iterator
     )
     command = [
         "taskset", "-c", cpu, binary, "-f", str(cfg), "-DD", "-E", "-w", str(folder),
-        "-Y", str(folder), "-m", "256", "-M", "16", "-x", "tlsf", "-X", "tlsf",
+        "-Y", str(folder), "-m", "2048", "-M", "32", "-x", "tlsf", "-X", "tlsf",
     ]  # fmt: skip
     log = (folder / "kamailio.log").open("w")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
