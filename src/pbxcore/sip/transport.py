@@ -14,13 +14,15 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import re
 import socket
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
+
+from pbxcore.sip.errors import SipParseError
+from pbxcore.sip.message import ParseLimits, message_length
 
 __all__ = [
     "FramingError",
@@ -178,19 +180,17 @@ class FramingError(ValueError):
     """A stream carried something that cannot be framed as SIP messages."""
 
 
-_CONTENT_LENGTH = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*\r", re.IGNORECASE)
-
-
 class StreamFramer:
     """Splits a byte stream into SIP messages by Content-Length (RFC 3261 §18.3).
 
-    Leading CRLFs between messages are skipped; a double CRLF on its own is an
-    RFC 5626 keepalive ping, counted in ``pings`` so the caller can answer it.
+    The length comes from :func:`pbxcore.sip.message_length`. Leading CRLFs between
+    messages are skipped; a double CRLF on its own is an RFC 5626 keepalive ping, counted
+    in ``pings`` so the caller can answer it.
     """
 
     def __init__(self, max_message_size: int = MAX_MESSAGE_SIZE) -> None:
         self._buffer = bytearray()
-        self._max = max_message_size
+        self._limits = ParseLimits(max_message_size=max_message_size)
         self.pings = 0
 
     def feed(self, data: bytes) -> list[bytes]:
@@ -209,19 +209,11 @@ class StreamFramer:
                 del buffer[:start]
             if not buffer:
                 return messages
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > self._max:
-                    raise FramingError(f"header block exceeds {self._max} bytes")
-                return messages
-            match = _CONTENT_LENGTH.search(buffer, 0, end + 2)
-            if match is None:
-                raise FramingError("message on a stream transport lacks Content-Length")
-            length = int(match.group(1))
-            total = end + 4 + length
-            if total > self._max:
-                raise FramingError(f"message of {total} bytes exceeds {self._max}")
-            if len(buffer) < total:
+            try:
+                total = message_length(bytes(buffer), limits=self._limits)
+            except SipParseError as exc:
+                raise FramingError(exc.reason) from None
+            if total is None:
                 return messages
             messages.append(bytes(buffer[:total]))
             del buffer[:total]
