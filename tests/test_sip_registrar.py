@@ -88,6 +88,7 @@ async def test_register_with_digest_adds_binding(registrar: Registrar, algorithm
     response = await _register(registrar, ua, algorithm, expires=600)
     assert response.status == 200
     assert _contacts(response) == [("sip:alice@198.51.100.7:5070", 600, None)]
+    assert response.headers.get("date") == "Tue, 14 Nov 2023 22:13:20 GMT"
     bindings = await registrar.location.lookup("sip:alice@pbx.test")
     assert [b.contact for b in bindings] == ["sip:alice@198.51.100.7:5070"]
 

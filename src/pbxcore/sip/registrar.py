@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.utils import formatdate
 
 from pbxcore.sip.auth import AuthOutcome, DigestAuthenticator
 from pbxcore.sip.credentials import CredentialStore
@@ -155,6 +156,8 @@ class Registrar:
         self.policy = policy or RegistrarPolicy()
         self._clock = clock
         self._tag = new_tag()
+        self._date_second = -1
+        self._date_text = ""
 
     def _reply(
         self,
@@ -295,7 +298,15 @@ class Registrar:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("REGISTER %s from %s: %d binding(s)", aor, source, len(bindings))
         headers = [("Contact", _contact_value(b, now)) for b in bindings]
+        headers.append(("Date", self._date(now)))  # §10.3 step 8: lets UAs set their clocks
         return self._reply(request, 200, "OK", headers)
+
+    def _date(self, now: float) -> str:
+        second = int(now)
+        if second != self._date_second:
+            self._date_second = second
+            self._date_text = formatdate(second, usegmt=True)
+        return self._date_text
 
 
 def _contact_value(binding: Binding, now: float) -> str:
