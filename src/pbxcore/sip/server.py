@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 from collections.abc import Coroutine, Hashable, Iterable, Sequence
 from typing import Any
 
@@ -157,7 +158,7 @@ class SipServer:
         listen: Sequence[ListenAddress],
         timers: TimerSettings | None = None,
         rate_limit: RateLimit | None = None,
-        ssl_context: Any = None,
+        ssl_context: ssl.SSLContext | None = None,
         server_header: str | None = "pbxcore",
     ) -> None:
         self.registrar = registrar
@@ -216,6 +217,13 @@ class SipServer:
 
     def on_message(self, data: bytes, source: Source) -> None:
         """Transport callback: one datagram or one framed stream message."""
+        try:
+            self._on_message(data, source)
+        except Exception:
+            # a bug must cost one message, not the connection it came on
+            log.exception("failed on a message from %s", source)
+
+    def _on_message(self, data: bytes, source: Source) -> None:
         try:
             message = parse_message(data, stream=source.reliable)
         except SipParseError as exc:
