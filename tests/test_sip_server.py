@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 import subprocess
@@ -396,6 +397,15 @@ class _NullChannel:
         return True
 
 
+class _ErrorRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record.getMessage())
+
+
 _SAMPLE = (
     b"REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKf;rport\r\n"
     b"Max-Forwards: 70\r\nFrom: <sip:alice@pbx.test>;tag=1\r\nTo: <sip:alice@pbx.test>\r\n"
@@ -423,8 +433,15 @@ async def test_mutated_requests_never_break_the_server(
     server = SipServer(Registrar(store, MemoryLocationService()), listen=[])
     server._loop = asyncio.get_running_loop()
     channel = _NullChannel()
-    server.on_message(bytes(data), Source("udp", "10.0.0.1", 5060, channel))  # type: ignore[arg-type]
-    await asyncio.sleep(0)
+    errors = _ErrorRecords()
+    server_log = logging.getLogger("pbxcore.sip.server")
+    server_log.addHandler(errors)
+    try:
+        server.on_message(bytes(data), Source("udp", "10.0.0.1", 5060, channel))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+    finally:
+        server_log.removeHandler(errors)
+    assert errors.records == []  # on_message logs (instead of raising) what it failed on
     for sent in channel.sent:
         response = parse_message(sent)
         assert isinstance(response, Response) and response.status >= 200
