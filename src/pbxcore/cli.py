@@ -1,7 +1,7 @@
 """The ``pbxcore`` command line.
 
-``pbxcore g711`` prepares IVR prompts: WAV (PCM16 mono 8 kHz) to raw ``.ul``/``.al`` files
-and back. Later issues add ``pbxcore serve``.
+``pbxcore serve`` runs the server (today the SIP registrar); ``pbxcore g711`` prepares IVR
+prompts: WAV (PCM16 mono 8 kHz) to raw ``.ul``/``.al`` files and back.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Annotated, Literal, NoReturn
 import typer
 
 from pbxcore import __version__, g711
+from pbxcore.cli_serve import serve
 from pbxcore.wavfile import WavAudio, read_wav, write_wav
 
 Law = Literal["ulaw", "alaw"]
@@ -30,6 +31,7 @@ g711_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(g711_app, name="g711")
+app.command("serve")(serve)
 
 _EXTENSIONS: dict[str, Law] = {".ul": "ulaw", ".ulaw": "ulaw", ".al": "alaw", ".alaw": "alaw"}
 

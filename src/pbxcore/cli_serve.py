@@ -1,0 +1,173 @@
+"""``pbxcore serve``: run the SIP registrar (later issues grow it into the full server).
+
+Register it on the main typer app with ``app.command("serve")(serve)``; it also runs
+alone as ``python -m pbxcore.cli_serve``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import signal
+import ssl
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pbxcore.sip.auth import DigestAuthenticator, NonceStore
+from pbxcore.sip.credentials import FileCredentialStore
+from pbxcore.sip.guard import BruteForceGuard, GuardAction, GuardPolicy
+from pbxcore.sip.location import MemoryLocationService
+from pbxcore.sip.registrar import Registrar, RegistrarPolicy
+from pbxcore.sip.server import SipServer
+from pbxcore.sip.transaction import TimerSettings
+from pbxcore.sip.transport import ListenAddress, RateLimit
+
+__all__ = ["run_server", "serve"]
+
+log = logging.getLogger("pbxcore.serve")
+
+
+def serve(  # noqa: PLR0917 - one parameter per command-line option
+    sip_listen: Annotated[
+        list[str],
+        typer.Option(
+            help="Listening point HOST:PORT, optionally prefixed udp:, tcp: or tls: "
+            "(no prefix: UDP and TCP). "
+            "IPv6 in brackets: [::1]:5060. Repeatable.",
+        ),
+    ] = ["127.0.0.1:5060"],  # noqa: B006 - typer reads the default, never mutates it
+    users: Annotated[
+        Path,
+        typer.Option(help="TOML users file: users tables with domain, username, password."),
+    ] = Path("users.toml"),
+    tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
+    min_expires: Annotated[int, typer.Option(help="Shortest registration (423 below).")] = 60,
+    max_expires: Annotated[int, typer.Option(help="Longest registration granted.")] = 3600,
+    default_expires: Annotated[int, typer.Option(help="Expiry when none is asked.")] = 3600,
+    nonce_ttl: Annotated[float, typer.Option(help="Digest nonce lifetime, seconds.")] = 300.0,
+    rate_limit: Annotated[
+        float, typer.Option(help="Messages per second per source IP (0: no limit).")
+    ] = 500.0,
+    rate_burst: Annotated[float, typer.Option(help="Burst allowance per source IP.")] = 1000.0,
+    guard_failures: Annotated[
+        int, typer.Option(help="Failed logins per IP or user before a ban (0: off).")
+    ] = 10,
+    guard_window: Annotated[float, typer.Option(help="Window for counting failures, s.")] = 60.0,
+    guard_ban: Annotated[float, typer.Option(help="Ban duration, seconds.")] = 600.0,
+    guard_action: Annotated[
+        GuardAction, typer.Option(help="What a banned source gets.")
+    ] = GuardAction.REJECT,
+    t1: Annotated[float, typer.Option(help="SIP timer T1, seconds.")] = 0.5,
+    t2: Annotated[float, typer.Option(help="SIP timer T2, seconds.")] = 4.0,
+    t4: Annotated[float, typer.Option(help="SIP timer T4, seconds.")] = 5.0,
+    use_uvloop: Annotated[
+        bool, typer.Option("--uvloop/--no-uvloop", help="Use uvloop when it is installed.")
+    ] = True,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
+) -> None:
+    """Run the SIP registrar until SIGINT or SIGTERM."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        listen = [a for spec in sip_listen for a in ListenAddress.parse(spec)]
+        credentials = FileCredentialStore.from_toml(users)
+        policy = RegistrarPolicy(
+            min_expires=min_expires, max_expires=max_expires, default_expires=default_expires
+        )
+        guard = GuardPolicy(
+            max_failures=guard_failures,
+            window=guard_window,
+            ban_time=guard_ban,
+            action=guard_action,
+        )
+        timers = TimerSettings(t1=t1, t2=t2, t4=t4)
+        limit = RateLimit(rate_limit, rate_burst) if rate_limit > 0 else None
+        context = _tls_context(tls_cert, tls_key, listen)
+    except (ValueError, OSError) as exc:
+        typer.echo(f"pbxcore serve: {exc}", err=True)
+        raise typer.Exit(2) from None
+    log.info("%d users in %d domains from %s", len(credentials), len(credentials.realms), users)
+    registrar = Registrar(
+        credentials,
+        MemoryLocationService(),
+        authenticator=DigestAuthenticator(credentials, NonceStore(ttl=nonce_ttl)),
+        guard=BruteForceGuard(guard),
+        policy=policy,
+    )
+    server = SipServer(
+        registrar, listen=listen, timers=timers, rate_limit=limit, ssl_context=context
+    )
+    runner_factory = _loop_factory(use_uvloop)
+    try:
+        with asyncio.Runner(loop_factory=runner_factory) as runner:
+            runner.run(run_server(server))
+    except OSError as exc:
+        typer.echo(f"pbxcore serve: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _tls_context(
+    cert: Path | None, key: Path | None, listen: list[ListenAddress]
+) -> ssl.SSLContext | None:
+    wants_tls = any(a.transport == "tls" for a in listen)
+    if cert is None and key is None:
+        if wants_tls:
+            raise ValueError("a tls: listening point needs --tls-cert and --tls-key")
+        return None
+    if cert is None or key is None:
+        raise ValueError("--tls-cert and --tls-key go together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def _loop_factory(use_uvloop: bool) -> type[asyncio.AbstractEventLoop] | None:
+    if not use_uvloop:
+        log.info("event loop: asyncio")
+        return None
+    try:
+        import uvloop  # noqa: PLC0415 - optional extra
+    except ImportError:
+        log.info("event loop: asyncio (uvloop not installed)")
+        return None
+    log.info("event loop: uvloop %s", getattr(uvloop, "__version__", "?"))
+    return uvloop.Loop
+
+
+async def run_server(server: SipServer) -> None:
+    """Start ``server``, print its listening points, and run it until SIGINT/SIGTERM."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stopping.set)
+    await server.start()
+    # what was loaded at start (users, code) is never garbage: keep it out of collections,
+    # and collect the older generations less often (a registrar holds many live objects)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(700, 20, 100)
+    for address in server.addresses:
+        # one line per listening point on stdout: scripts (and tests) read the ports here
+        print(f"listening {address}", flush=True)
+    try:
+        await stopping.wait()
+    finally:
+        log.info("stopping")
+        await server.stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signum)
+
+
+if __name__ == "__main__":
+    typer.run(serve)

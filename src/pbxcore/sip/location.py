@@ -1,0 +1,109 @@
+"""Location service: the contacts bound to each address-of-record (RFC 3261 §10).
+
+:class:`LocationService` is the interface; :class:`MemoryLocationService` keeps
+bindings in this process. A database-backed implementation (several nodes
+sharing one PostgreSQL) implements the same two coroutines, running ``modify``'s
+callback inside a transaction that locks the AOR's rows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Binding", "BindingChange", "LocationService", "MemoryLocationService"]
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """One contact of an address-of-record."""
+
+    aor: str  # canonical "sip:user@domain"
+    contact: str  # the Contact URI as the UA sent it
+    expires_at: float  # wall-clock time (time.time())
+    q: float | None
+    call_id: str
+    cseq: int
+    source: str = ""  # "transport:host:port" the REGISTER came from
+    user_agent: str | None = None
+
+    def expires_in(self, now: float) -> int:
+        """Whole seconds left, rounded up (what the 200 OK reports)."""
+        return max(0, int(self.expires_at - now + 0.999))
+
+
+BindingChange = Callable[[list[Binding]], list[Binding]]
+
+
+@runtime_checkable
+class LocationService(Protocol):
+    """Storage of bindings per address-of-record."""
+
+    async def lookup(self, aor: str) -> list[Binding]:
+        """Unexpired bindings of ``aor``, highest q first."""
+        ...
+
+    async def modify(self, aor: str, change: BindingChange) -> list[Binding]:
+        """Atomically replace the bindings of ``aor`` by ``change(current)``.
+
+        ``current`` holds only unexpired bindings; an exception raised by
+        ``change`` aborts the update and propagates. Returns the new bindings,
+        highest q first.
+        """
+        ...
+
+
+def _by_q(bindings: list[Binding]) -> list[Binding]:
+    # q absent counts as 1.0 for ordering; ties keep registration order
+    return sorted(bindings, key=lambda b: -(1.0 if b.q is None else b.q))
+
+
+class MemoryLocationService:
+    """Bindings held in a dict; expired ones vanish on access and on :meth:`purge`."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._bindings: dict[str, list[Binding]] = {}
+
+    def _current(self, aor: str, now: float) -> list[Binding]:
+        bindings = self._bindings.get(aor)
+        if not bindings:
+            return []
+        alive = [b for b in bindings if b.expires_at > now]
+        if len(alive) != len(bindings):
+            if alive:
+                self._bindings[aor] = alive
+            else:
+                del self._bindings[aor]
+        return alive
+
+    async def lookup(self, aor: str) -> list[Binding]:
+        return _by_q(self._current(aor, self._clock()))
+
+    async def modify(self, aor: str, change: BindingChange) -> list[Binding]:
+        # the change is synchronous, so no other coroutine can interleave: no lock needed
+        now = self._clock()
+        updated = [b for b in change(list(self._current(aor, now))) if b.expires_at > now]
+        if updated:
+            self._bindings[aor] = updated
+        else:
+            self._bindings.pop(aor, None)
+        return _by_q(updated)
+
+    def purge(self) -> int:
+        """Drop expired bindings everywhere; returns how many were dropped."""
+        now = self._clock()
+        dropped = 0
+        for aor in list(self._bindings):
+            before = len(self._bindings[aor])
+            dropped += before - len(self._current(aor, now))
+        return dropped
+
+    def __len__(self) -> int:
+        """Number of AORs with at least one binding (expired ones may linger until accessed)."""
+        return len(self._bindings)
+
+    def aors(self) -> list[str]:
+        return sorted(self._bindings)
