@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,14 @@ def require_testdata(*parts: str) -> Path:
     if not path.exists():
         pytest.fail(f"conformance data missing: {path}")
     return path
+
+
+def pbxcore_command() -> list[str]:
+    """The installed ``pbxcore`` console script of the running interpreter's environment."""
+    beside = Path(sys.executable).with_name("pbxcore")
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("pbxcore")
+    if found is None:
+        pytest.fail("the pbxcore console script is not installed")
+    return [found]

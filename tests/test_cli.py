@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import io
-import shutil
 import struct
 import subprocess
-import sys
 import wave
 from pathlib import Path
 
@@ -14,12 +12,17 @@ import pytest
 
 from pbxcore import __version__, g711
 from pbxcore.wavfile import read_wav
+from tests.helpers import pbxcore_command
 
 
 def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("pbxcore") or str(Path(sys.executable).with_name("pbxcore"))
     return subprocess.run(
-        [exe, *map(str, args)], capture_output=True, text=True, timeout=60, cwd=cwd, check=False
+        [*pbxcore_command(), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        check=False,
     )
 
 

@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import os
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import require_binary
+from tests.helpers import pbxcore_command, require_binary
 
 pytestmark = pytest.mark.peers
 
@@ -101,7 +99,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     users.write_text(USERS)
     log = folder / "server.log"
     command = [
-        shutil.which("pbxcore") or str(Path(sys.executable).with_name("pbxcore")), "serve",
+        *pbxcore_command(), "serve",
         "--sip-listen", "127.0.0.1:0", "--sip-listen", "[::1]:0",
         "--users", str(users), "--min-expires", "1", "--log-level", "DEBUG",
         "--guard-failures", "1000",
