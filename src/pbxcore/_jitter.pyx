@@ -36,6 +36,7 @@ DEF_MAX_DELAY_MS = 200
 MAX_DELAY_LIMIT_MS = 2000
 
 cdef double HIST_RESCALE = 1e150
+cdef int64_t NO_SECOND = -(1 << 62)     # marks an unused slot of the minimum-transit window
 
 
 cdef inline int64_t ts_us(int64_t ts) noexcept nogil:
@@ -177,9 +178,9 @@ cdef class JitterBuffer:
         self.ticks_since_shrink = 0
         self.last_played_seq = -1
         self.base_us = 0
-        self.base_at_sec = -1
+        self.base_at_sec = NO_SECOND
         for i in range(JB_BASE_SLOTS):
-            self.base_sec[i] = -1
+            self.base_sec[i] = NO_SECOND
             self.base_min[i] = 0
         for i in range(JB_RING):
             self.ring[i].seq = -1
