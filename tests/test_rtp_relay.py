@@ -24,7 +24,7 @@ from pbxcore.media import (
     LegLatched,
     LegTimeout,
     PlayerDone,
-    PortRangeExhausted,
+    PortRangeExhaustedError,
     Prompt,
     RtpRelay,
     SsrcChanged,
@@ -552,7 +552,7 @@ def test_even_ports_from_range_and_exhaustion():
         ports = [s1.a.local_port, s1.b.local_port, s2.a.local_port, s2.b.local_port]
         assert all(p % 2 == 0 and lo <= p < hi for p in ports)
         assert len(set(ports)) == 4
-        with pytest.raises(PortRangeExhausted, match="exhausted"):
+        with pytest.raises(PortRangeExhaustedError, match="exhausted"):
             relay.create_session()
         relay.delete_session(s1)
         s3 = relay.create_session()  # the freed ports are reused
@@ -571,7 +571,7 @@ def test_port_in_use_by_someone_else_is_skipped():
     lo, hi = port_range(4)
     squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     squatter.bind(("127.0.0.1", lo))
-    with RtpRelay(ports=(lo, hi)) as relay, pytest.raises(PortRangeExhausted):
+    with RtpRelay(ports=(lo, hi)) as relay, pytest.raises(PortRangeExhaustedError):
         relay.create_session()  # needs two pairs, only one is free
     squatter.close()
 
@@ -762,3 +762,33 @@ def test_asyncio_attach_detach_is_idempotent():
             relay.detach()
 
     asyncio.run(main())
+
+
+def test_recorder_through_jitter_buffer_reorders(relay, peers, tmp_path):
+    a, b = peers
+    s = relay.create_session()
+    s.a.update(codec="PCMA")
+    s.b.update(remote=b.addr)
+    path = tmp_path / "jb.wav"
+    s.a.record(path)
+    payloads = [bytes([(7 * i + j) & 0xFF for j in range(160)]) for i in range(25)]
+    for i in range(25):
+        if i == 11:
+            continue
+        if i == 10:  # one reordered pair: 11 overtakes 10 within the same 20 ms
+            a.send(rtp(11, pt=8, payload=payloads[11]), s.a.local_port)
+            b.recv()
+        a.send(rtp(i, pt=8, payload=payloads[i]), s.a.local_port)
+        b.recv()
+        b.nothing(0.02)  # pace at ~20 ms
+    b.nothing(0.4)  # let the playout clock run out the buffer
+    n = s.a.stop_recording()
+    count, pcm = read_wav(path)
+    assert n == count > 0 and count % 160 == 0
+    frames = [pcm[k : k + 320] for k in range(0, len(pcm), 320)]
+    decoded = {g711.alaw2lin(p): i for i, p in enumerate(payloads)}
+    played = [decoded[f] for f in frames if f in decoded]
+    assert played == sorted(played)  # in sequence order despite the swap
+    assert len(played) >= 20
+    assert {10, 11} <= set(played)
+    relay.delete_session(s)

@@ -9,7 +9,7 @@ CODEC_NONE: int
 CODEC_PCMU: int
 CODEC_PCMA: int
 
-class PortRangeExhausted(RuntimeError): ...
+class PortRangeExhaustedError(RuntimeError): ...
 
 class Relay:
     bind: str

@@ -8,10 +8,11 @@ freed memory. Every call that waits for a worker releases the GIL.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from libc.stdint cimport int16_t, int64_t, uint64_t
+from libc.stdint cimport int16_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
+from pbxcore._jitter cimport JB_FRAME, JitterBuffer
 from pbxcore._g711 cimport (
     g711_alaw2lin,
     g711_alaw2ulaw,
@@ -39,7 +40,7 @@ DEF ERRLEN = 256
 DEF MAX_DRAIN = 1024
 
 
-class PortRangeExhausted(RuntimeError):
+class PortRangeExhaustedError(RuntimeError):
     """No free even RTP port (with its odd RTCP neighbour) is left in the relay's range."""
 
 
@@ -158,7 +159,7 @@ cdef class Relay:
         if s == NULL:
             msg = err.decode("utf-8", "replace")
             if errno == ENOSPC:
-                raise PortRangeExhausted(msg)
+                raise PortRangeExhaustedError(msg)
             raise OSError(msg)
         self._sessions[sid] = <size_t>s
         return sid
@@ -357,5 +358,24 @@ def monotonic_ns():
     return pbx_now_ns()
 
 
+# ---- jitter-buffered recording: the worker drives a JitterBuffer through its C methods ----
+
+cdef void _jb_put(void* ctx, const uint8_t* payload, size_t n, int codec, uint16_t seq,
+                  uint32_t ts, uint32_t ssrc, int64_t now_ns) noexcept nogil:
+    (<JitterBuffer>ctx).c_put(seq, ts, ssrc, 8 if codec == PBX_CODEC_PCMA else 0,
+                              payload, <Py_ssize_t>n, now_ns // 1000)
+
+
+cdef int _jb_get(void* ctx, int16_t* frame, int64_t now_ns) noexcept nogil:
+    return (<JitterBuffer>ctx).c_get(now_ns // 1000, frame) == JB_FRAME
+
+
 cdef int _jitter_backend(object jb, pbx_rec_backend* be) except -1:
-    raise TypeError("jitter-buffered recording is not available in this build")
+    if not isinstance(jb, JitterBuffer):
+        raise TypeError(f"jitter_buffer must be a pbxcore._jitter.JitterBuffer, not {type(jb)}")
+    # the Relay keeps a reference in _recorders until the recording ends
+    be.ctx = <void*>jb
+    be.put = _jb_put
+    be.get = _jb_get
+    be.release = NULL
+    return 0

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Self
 
 from pbxcore import _rtp
-from pbxcore._rtp import PortRangeExhausted
+from pbxcore._rtp import PortRangeExhaustedError
 
 if TYPE_CHECKING:
     from pbxcore.media.player import Prompt
@@ -36,7 +36,7 @@ __all__ = [
     "LegTimeout",
     "MediaEvent",
     "PlayerDone",
-    "PortRangeExhausted",
+    "PortRangeExhaustedError",
     "RelayLeg",
     "RelaySession",
     "RtpRelay",
@@ -330,7 +330,7 @@ class RtpRelay:
     # sessions
 
     def create_session(self, *, rtcp_mux: bool = False) -> RelaySession:
-        """Allocate a session with two legs; raises :class:`PortRangeExhausted` when full."""
+        """Allocate a session with two legs; raises :class:`PortRangeExhaustedError` when full."""
         session_id = self._core.create_session(rtcp_mux)
         session = RelaySession(self, session_id, rtcp_mux)
         with self._lock:
