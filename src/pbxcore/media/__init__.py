@@ -1,5 +1,6 @@
 """Media: the native RTP relay's Python face, prompts and recordings, SDP, the engine facade."""
 
+from pbxcore._jitter import JbPutResult, JbStatus, JitterBuffer
 from pbxcore.media.player import Player, Prompt
 from pbxcore.media.recorder import Recorder
 from pbxcore.media.relay import (
@@ -16,21 +17,70 @@ from pbxcore.media.relay import (
     SessionStats,
     SsrcChanged,
 )
+from pbxcore.media.rtp import (
+    ReceiverReport,
+    ReportBlock,
+    RtcpBye,
+    RtpPacket,
+    SenderReport,
+    TelephoneEvent,
+    parse_rtcp,
+    seq_diff,
+    telephone_event_packets,
+    uint16_add,
+    uint16_gt,
+)
+from pbxcore.media.sdp import (
+    Codec,
+    Connection,
+    MediaDescription,
+    NegotiatedAudio,
+    Origin,
+    SessionDescription,
+    create_answer,
+    create_offer,
+    negotiated_audio,
+    rewrite_audio,
+)
 
 __all__ = [
+    "Codec",
+    "Connection",
     "DtmfDigit",
+    "JbPutResult",
+    "JbStatus",
+    "JitterBuffer",
     "LegLatched",
     "LegStats",
     "LegTimeout",
+    "MediaDescription",
     "MediaEvent",
+    "NegotiatedAudio",
+    "Origin",
     "Player",
     "PlayerDone",
     "PortRangeExhaustedError",
     "Prompt",
+    "ReceiverReport",
     "Recorder",
     "RelayLeg",
     "RelaySession",
+    "ReportBlock",
+    "RtcpBye",
+    "RtpPacket",
     "RtpRelay",
+    "SenderReport",
+    "SessionDescription",
     "SessionStats",
     "SsrcChanged",
+    "TelephoneEvent",
+    "create_answer",
+    "create_offer",
+    "negotiated_audio",
+    "parse_rtcp",
+    "rewrite_audio",
+    "seq_diff",
+    "telephone_event_packets",
+    "uint16_add",
+    "uint16_gt",
 ]
