@@ -38,6 +38,7 @@ class TraceSpec:
     burst: float = 2.0  # mean loss burst length in packets
     reorder: float = 0.0  # probability a packet is held back 1-3 packet times
     drift_ppm: float = 0.0  # sender clock error
+    storm: tuple[float, float, float] | None = None  # (start s, end s, σ ms) of a jitter storm
     seq0: int = 1000
     ts0: int = 123_456
     seed: int = 1
@@ -66,6 +67,10 @@ def make_trace(spec: TraceSpec) -> Trace:
     transit = (
         base + rng.normal(0.0, spec.jitter_ms * 1000, n) if spec.jitter_ms else np.full(n, base)
     )
+    if spec.storm:
+        start, end, sigma = spec.storm
+        inside = (i >= start * 50) & (i < end * 50)
+        transit = transit + inside * (4 * sigma * 1000 + rng.normal(0.0, sigma * 1000, n))
     transit = np.maximum(transit, 40_000.0)
     if spec.spike_rate:
         starts = rng.random(n) < spec.spike_rate
