@@ -59,6 +59,7 @@ class Stream:
         self.statuses: list[int] = []
         self.played: list[int] = []
         self.pcm: list[bytes] = []
+        self.play_times: dict[int, float] = {}
 
     def send(self, at: float, packet: bytes) -> None:
         self.pending.append((at, packet))
@@ -74,6 +75,7 @@ class Stream:
             if status == 0:
                 self.played.append(self.jb.last_played_seq)
                 self.pcm.append(pcm)
+                self.play_times[self.jb.last_played_seq] = self.tick
             self.tick += FRAME
 
     def put_results(self) -> list[int]:
@@ -216,6 +218,35 @@ class TestJitterBuffer:
         s.run(3.2)
         assert s.played == list(range(40))
         assert s.jb.stats()["late"] == 0
+
+    @pytest.mark.parametrize("skew", [-0.3, 0.3])
+    def test_talkspurt_after_a_pause_is_re_anchored(self, jb_cls: Any, skew: float) -> None:
+        # the sender's clock says the pause lasted 300 ms more (or less) than it did
+        s = Stream(jb_cls())
+        for i in range(50):
+            s.send(i * FRAME, rtp(i, 160 * i, SILENCE))
+        pause = 3.0
+        for i in range(50, 100):
+            ts = 160 * i + int((pause + skew) * 8000)
+            s.send(pause + i * FRAME, rtp(i, ts, SILENCE, marker=i == 50))
+        s.run(6.0)
+        assert s.played == list(range(100))
+        st_ = s.jb.stats()
+        assert st_["late"] == 0
+        assert st_["resyncs"] == 1
+        # the talkspurt plays at the target delay, not 300 ms off
+        wait = s.play_times[50] - (pause + 50 * FRAME)
+        assert 0 <= wait <= s.jb.target_delay_ms / 1000 + 0.04
+
+    def test_delay_never_stays_above_the_maximum(self, jb_cls: Any) -> None:
+        s = Stream(jb_cls(min_delay_ms=20, max_delay_ms=100))
+        for i in range(150):
+            at = i * FRAME if not 40 <= i < 80 else 80 * FRAME + 0.9  # a 0.9 s spike
+            s.send(at, rtp(i, 160 * i, SILENCE))
+        s.run(4.0)
+        for seq in range(90, 150):
+            assert s.play_times[seq] - seq * FRAME <= 0.1 + 0.02 + 0.001
+        assert s.played == sorted(s.played)
 
     def test_invalid_input_is_counted_and_dropped(self, jb_cls: Any) -> None:
         jb = jb_cls()

@@ -65,6 +65,7 @@ cdef struct JbStats:
     int64_t ssrc_changes
     int64_t ts_jumps
     int64_t overflows
+    int64_t resyncs                 # playout re-anchored on a talkspurt after a pause
     int64_t frames                  # JB_FRAME ticks
     int64_t concealed               # JB_CONCEALED ticks
     int64_t empty                   # JB_EMPTY ticks
@@ -129,6 +130,7 @@ cdef class JitterBuffer:
     cdef int64_t c_target_delay_us(self) noexcept nogil
 
     cdef void _restart(self) noexcept nogil
+    cdef void _forget_base(self) noexcept nogil
     cdef int _accept(self, int64_t ext_seq, int64_t ext_ts, int pt, const uint8_t* payload,
                      int64_t arrival_us) noexcept nogil
     cdef void _observe_delay(self, int64_t ext_ts, int64_t arrival_us) noexcept nogil

@@ -23,6 +23,7 @@ cdef enum:
     US_PER_SAMPLE = 125             # 1e6 / 8000
     HALF_FRAME = 80                 # samples
     TS_JUMP_US = 1000000            # timestamp inconsistent with seq and arrival by this much
+    RESYNC_GAP_US = 500000          # a pause after which an empty buffer re-anchors playout
     BASE_WINDOW_S = 10              # sliding minimum transit over the last 10 s
     SHRINK_MARGIN_US = 10000        # shrink only when a whole frame + this is in excess
     SHRINK_INTERVAL = 25            # at most one skipped frame per 0.5 s
@@ -177,17 +178,21 @@ cdef class JitterBuffer:
         self.play_ts = 0
         self.ticks_since_shrink = 0
         self.last_played_seq = -1
-        self.base_us = 0
-        self.base_at_sec = NO_SECOND
-        for i in range(JB_BASE_SLOTS):
-            self.base_sec[i] = NO_SECOND
-            self.base_min[i] = 0
+        self._forget_base()
         for i in range(JB_RING):
             self.ring[i].seq = -1
             self.ring[i].played = 0
         self.plc_pitch = 0
         self.plc_pos = 0
         self.plc_t = 0
+
+    cdef void _forget_base(self) noexcept nogil:
+        cdef int i
+        self.base_us = 0
+        self.base_at_sec = NO_SECOND
+        for i in range(JB_BASE_SLOTS):
+            self.base_sec[i] = NO_SECOND
+            self.base_min[i] = 0
 
     cdef int64_t c_target_delay_us(self) noexcept nogil:
         if self.target_us < self.min_delay_us:
@@ -272,6 +277,7 @@ cdef class JitterBuffer:
         cdef int result = JB_PUT_OK
         cdef int d
         cdef int64_t ext_seq, ext_ts, dts
+        cdef int64_t prev_seq = self.newest_seq, prev_arrival_us = self.newest_arrival_us
         cdef JbSlot* slot
         if pt != 0 and pt != 8:
             self.st.invalid += 1
@@ -332,6 +338,16 @@ cdef class JitterBuffer:
         if slot.seq == ext_seq:
             self.st.duplicates += 1
             return JB_PUT_DUPLICATE
+        if (self.state == JB_STATE_PLAYING and d > 0 and prev_seq < self.play_seq
+                and arrival_us - prev_arrival_us > RESYNC_GAP_US):
+            # the first packet after a pause (silence suppression, hold, outage) with nothing
+            # left to play: start the talkspurt at the target delay from a fresh minimum
+            # transit, as clock drift over the pause may have moved both
+            self.st.resyncs += 1
+            self.state = JB_STATE_PREFETCH
+            self.play_seq = ext_seq
+            self.play_ts = ext_ts
+            self._forget_base()
         self._observe_delay(ext_ts, arrival_us)
         if self.state == JB_STATE_PREFETCH:
             if ext_seq < self.play_seq:
@@ -407,7 +423,7 @@ cdef class JitterBuffer:
         self.st.frames += 1
 
     cdef int c_get(self, int64_t now_us, int16_t* pcm_out) noexcept nogil:
-        cdef int64_t o_des, err, dts, expected_ts
+        cdef int64_t o_des, err, dts, expected_ts, excess, skip
         cdef int _guard
         cdef JbSlot* slot
         if self.state == JB_STATE_IDLE:
@@ -430,7 +446,14 @@ cdef class JitterBuffer:
             self.st.concealed += 1
             return JB_CONCEALED
         self.ticks_since_shrink += 1
-        if (err >= JB_FRAME_US + SHRINK_MARGIN_US
+        excess = err + self.c_target_delay_us() - self.max_delay_us
+        if excess >= JB_FRAME_US:
+            # above the maximum delay (after a spike): jump back to it at once
+            skip = excess // JB_FRAME_US
+            self.st.shrinks += skip
+            self.ticks_since_shrink = 0
+            self.play_ts += skip * JB_FRAME_SAMPLES
+        elif (err >= JB_FRAME_US + SHRINK_MARGIN_US
                 and self.ticks_since_shrink >= SHRINK_INTERVAL):
             # shrink slowly: skip one frame
             self.st.shrinks += 1
@@ -547,6 +570,7 @@ cdef class JitterBuffer:
             "ssrc_changes": s.ssrc_changes,
             "ts_jumps": s.ts_jumps,
             "overflows": s.overflows,
+            "resyncs": s.resyncs,
             "frames": s.frames,
             "concealed": s.concealed,
             "empty": s.empty,

@@ -35,6 +35,7 @@ PLC_XFADE = 32
 US_PER_SAMPLE = 125
 HALF_FRAME = 80
 TS_JUMP_US = 1_000_000
+RESYNC_GAP_US = 500_000
 BASE_WINDOW_S = 10
 SHRINK_MARGIN_US = 10_000
 SHRINK_INTERVAL = 25
@@ -182,6 +183,7 @@ class JitterBuffer:
                 "ssrc_changes",
                 "ts_jumps",
                 "overflows",
+                "resyncs",
                 "frames",
                 "concealed",
                 "empty",
@@ -225,16 +227,19 @@ class JitterBuffer:
         self._play_ts = 0
         self._ticks_since_shrink = 0
         self._last_played_seq = -1
-        self._base_us = 0
-        self._base_at_sec = NO_SECOND
-        self._base_sec = [NO_SECOND] * BASE_SLOTS
-        self._base_min = [0] * BASE_SLOTS
+        self._forget_base()
         for slot in self._ring:
             slot.seq = -1
             slot.played = False
         self._plc_pitch = 0
         self._plc_pos = 0
         self._plc_t = 0
+
+    def _forget_base(self) -> None:
+        self._base_us = 0
+        self._base_at_sec = NO_SECOND
+        self._base_sec = [NO_SECOND] * BASE_SLOTS
+        self._base_min = [0] * BASE_SLOTS
 
     def _target(self) -> int:
         return min(max(self._target_us, self._min_us), self._max_us)
@@ -341,6 +346,7 @@ class JitterBuffer:
             self._accept(seq, ts, pt, payload, arrival_us)
             return result
         self._bad_seq = -1
+        prev_seq, prev_arrival_us = self._newest_seq, self._newest_arrival_us
         ext_seq = self._newest_seq + d
         dts = _int32(ts - self._newest_raw_ts)
         ext_ts = self._newest_ts + dts
@@ -365,6 +371,17 @@ class JitterBuffer:
         if slot.seq == ext_seq:
             st["duplicates"] += 1
             return JbPutResult.JB_PUT_DUPLICATE
+        if (
+            self._state == _PLAYING
+            and d > 0
+            and prev_seq < self._play_seq
+            and arrival_us - prev_arrival_us > RESYNC_GAP_US
+        ):
+            st["resyncs"] += 1
+            self._state = _PREFETCH
+            self._play_seq = ext_seq
+            self._play_ts = ext_ts
+            self._forget_base()
         self._observe_delay(ext_ts, arrival_us)
         if self._state == _PREFETCH:
             if ext_seq < self._play_seq:
@@ -463,7 +480,13 @@ class JitterBuffer:
             st["concealed"] += 1
             return self._conceal(), JbStatus.JB_CONCEALED
         self._ticks_since_shrink += 1
-        if err >= FRAME_US + SHRINK_MARGIN_US and self._ticks_since_shrink >= SHRINK_INTERVAL:
+        excess = err + self._target() - self._max_us
+        if excess >= FRAME_US:
+            skip = excess // FRAME_US
+            st["shrinks"] += skip
+            self._ticks_since_shrink = 0
+            self._play_ts += skip * FRAME_SAMPLES
+        elif err >= FRAME_US + SHRINK_MARGIN_US and self._ticks_since_shrink >= SHRINK_INTERVAL:
             st["shrinks"] += 1
             self._ticks_since_shrink = 0
             self._play_ts += FRAME_SAMPLES
