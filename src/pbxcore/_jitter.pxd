@@ -6,6 +6,12 @@
 #     rc = jb.c_put_packet(data, n, now_us)          # on every received RTP packet
 #     status = jb.c_get(now_us, pcm)                 # every 20 ms: 160 samples into pcm
 #
+# Times are microseconds on one monotonic clock. Call c_get once per 20 ms tick with the
+# tick's scheduled time (ticks 20 ms apart; when catching up after a stall, pass each missed
+# tick's own time, not the current time), and c_put with each packet's arrival time.
+# c_get always writes 160 native-order samples (silence for JB_EMPTY, concealment audio for
+# JB_CONCEALED), so a recorder writes every tick's output to keep time.
+#
 # A JitterBuffer takes no lock and allocates nothing after construction. It is not
 # thread-safe: one thread (or the GIL holder) at a time calls its methods.
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t
@@ -29,7 +35,7 @@ cdef enum:
 cpdef enum JbStatus:
     JB_FRAME = 0                    # a received frame, decoded
     JB_CONCEALED = 1                # concealment (loss, late packet, delay growth)
-    JB_EMPTY = 2                    # no stream yet or still prefetching: silence
+    JB_EMPTY = 2                    # no stream yet, or (re)buffering a talkspurt: silence
 
 # c_put() / c_put_packet() results
 cpdef enum JbPutResult:

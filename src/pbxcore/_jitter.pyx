@@ -64,6 +64,20 @@ cdef inline int plc_gain(int t) noexcept nogil:
     return 32768 - ((t - PLC_FLAT) * 32768) // PLC_FADE
 
 
+cdef inline int plc_next(const int16_t* h, int p, int t, int* pos) noexcept nogil:
+    # the next repeated sample: one pitch period for the first 10 ms, then two, then three,
+    # as G.711 Appendix I does against the buzz of a short loop
+    cdef int periods = 1 + t // PLC_FLAT
+    if periods > 3:
+        periods = 3
+    cdef int span = p * periods
+    cdef int v = h[JB_PLC_HISTORY - span + pos[0]]
+    pos[0] += 1
+    if pos[0] >= span:
+        pos[0] = 0
+    return v
+
+
 cdef int plc_find_pitch(const int16_t* h) noexcept nogil:
     # h holds JB_PLC_HISTORY samples; the period whose lag best correlates with the last
     # PLC_WINDOW samples (normalised cross-correlation, G.711 Appendix I range)
@@ -389,10 +403,8 @@ cdef class JitterBuffer:
         p = self.plc_pitch
         for i in range(JB_FRAME_SAMPLES):
             g = plc_gain(self.plc_t + i)
-            out[i] = <int16_t>((self.plc_history[JB_PLC_HISTORY - p + self.plc_pos] * g) >> 15)
-            self.plc_pos += 1
-            if self.plc_pos == p:
-                self.plc_pos = 0
+            out[i] = <int16_t>((plc_next(self.plc_history, p, self.plc_t + i, &self.plc_pos)
+                                * g) >> 15)
         self.plc_t += JB_FRAME_SAMPLES
 
     cdef void _play(self, JbSlot* slot, int64_t now_us, int16_t* out) noexcept nogil:
@@ -406,11 +418,8 @@ cdef class JitterBuffer:
             p = self.plc_pitch
             for i in range(JB_PLC_XFADE):
                 g = plc_gain(self.plc_t + i)
-                syn = (self.plc_history[JB_PLC_HISTORY - p + self.plc_pos] * g) >> 15
+                syn = (plc_next(self.plc_history, p, self.plc_t + i, &self.plc_pos) * g) >> 15
                 out[i] = <int16_t>((syn * (JB_PLC_XFADE - i) + out[i] * i) >> 5)
-                self.plc_pos += 1
-                if self.plc_pos == p:
-                    self.plc_pos = 0
         self.plc_t = 0
         memmove(self.plc_history, self.plc_history + JB_FRAME_SAMPLES,
                 (JB_PLC_HISTORY - JB_FRAME_SAMPLES) * sizeof(int16_t))

@@ -93,6 +93,13 @@ def _plc_gain(t: int) -> int:
     return 32768 - ((t - PLC_FLAT) * 32768) // PLC_FADE
 
 
+def _plc_next(h: list[int], p: int, t: int, pos: int) -> tuple[int, int]:
+    span = p * min(3, 1 + t // PLC_FLAT)
+    v = h[PLC_HISTORY - span + pos]
+    pos += 1
+    return v, 0 if pos >= span else pos
+
+
 def _plc_find_pitch(h: list[int]) -> int:
     arr = np.asarray(h, dtype=np.int64)
     w = arr[PLC_HISTORY - PLC_WINDOW :]
@@ -433,10 +440,8 @@ class JitterBuffer:
         out = []
         for i in range(FRAME_SAMPLES):
             g = _plc_gain(self._plc_t + i)
-            out.append(_int16((h[PLC_HISTORY - p + self._plc_pos] * g) >> 15))
-            self._plc_pos += 1
-            if self._plc_pos == p:
-                self._plc_pos = 0
+            v, self._plc_pos = _plc_next(h, p, self._plc_t + i, self._plc_pos)
+            out.append(_int16((v * g) >> 15))
         self._plc_t += FRAME_SAMPLES
         return out
 
@@ -448,11 +453,9 @@ class JitterBuffer:
             h = self._plc_history
             for i in range(PLC_XFADE):
                 g = _plc_gain(self._plc_t + i)
-                syn = (h[PLC_HISTORY - p + self._plc_pos] * g) >> 15
+                v, self._plc_pos = _plc_next(h, p, self._plc_t + i, self._plc_pos)
+                syn = (v * g) >> 15
                 out[i] = _int16((syn * (PLC_XFADE - i) + out[i] * i) >> 5)
-                self._plc_pos += 1
-                if self._plc_pos == p:
-                    self._plc_pos = 0
         self._plc_t = 0
         self._plc_history = self._plc_history[FRAME_SAMPLES:] + out
         self._plc_have_history = True
