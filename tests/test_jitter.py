@@ -98,7 +98,12 @@ class TestJitterBuffer:
         assert s.played == list(range(100, 150))
         assert b"".join(s.pcm) == g711.ulaw2lin(b"".join(frames))
         assert 1 not in s.statuses[: s.statuses.index(0) + 50]
-        assert s.jb.stats()["frames"] == 50
+        st_ = s.jb.stats()
+        assert st_["frames"] == 50
+        # every frame waited 7 ms for its tick beyond the 20 ms minimum delay
+        assert st_["buffer_delay_ms"] == pytest.approx(27, abs=0.01)
+        assert st_["added_delay_ms"] == pytest.approx(27, abs=0.01)
+        assert set(s.jb.target_history()) == {20.0}
 
     def test_pcma_is_decoded(self, jb_cls: Any) -> None:
         pcm = sine(10).astype("<i2").tobytes()
@@ -338,6 +343,10 @@ class TestJitterBuffer:
             jb.get(tick)
             targets.append(jb.target_delay_ms)
             tick += FRAME
+        history = jb.target_history()  # one per second, the last 64 s: 26 s to 90 s
+        assert len(history) == 64
+        assert all(20 <= h <= 400 for h in history)
+        assert history[-1] < 0.6 * max(history[:10])
         calm = targets[900]
         assert 20 <= calm <= 30
         stormy = max(targets[1010:1100])  # within 2 s of the jitter starting
@@ -475,3 +484,5 @@ def test_native_and_reference_produce_the_same_audio() -> None:
         s.run(4.0)
     assert streams[0].statuses == streams[1].statuses
     assert streams[0].pcm == streams[1].pcm
+    assert streams[0].jb.stats() == streams[1].jb.stats()
+    assert streams[0].jb.target_history() == streams[1].jb.target_history()

@@ -30,6 +30,7 @@ cdef enum:
     JB_PLC_MIN_PITCH = 40           # 200 Hz..66 Hz, as G.711 Appendix I
     JB_PLC_MAX_PITCH = 120
     JB_PLC_XFADE = 32               # samples cross-faded from concealment into a real frame
+    JB_TARGET_HISTORY = 64          # target delay samples kept, one per second of ticks
 
 # c_get() results
 cpdef enum JbStatus:
@@ -79,6 +80,7 @@ cdef struct JbStats:
     int64_t shrinks                 # frames skipped to lower the delay
     int64_t discarded               # buffered frames never played (skipped, stale)
     int64_t buffer_delay_sum_us     # sum over played frames of (playout - arrival)
+    int64_t added_delay_sum_us      # ... of (playout - send time - minimum transit)
     int64_t target_min_us
     int64_t target_max_us
 
@@ -123,6 +125,11 @@ cdef class JitterBuffer:
         int plc_pitch
         int plc_pos
         int plc_t
+        # target delay over time
+        int32_t target_samples[JB_TARGET_HISTORY]
+        int target_samples_len
+        int target_samples_pos
+        int ticks_since_sample
         # ring
         JbStats st
         JbSlot ring[JB_RING]

@@ -161,6 +161,9 @@ cdef class JitterBuffer:
         self.quantile = quantile
         self.forget_factor = forget_factor
         memset(&self.st, 0, sizeof(JbStats))
+        self.target_samples_len = 0
+        self.target_samples_pos = 0
+        self.ticks_since_sample = 0
         self.c_reset()
 
     # ---- C-level API (see _jitter.pxd) ----
@@ -429,12 +432,20 @@ cdef class JitterBuffer:
         slot.played = 1
         self.last_played_seq = <int>(slot.seq & 0xFFFF)
         self.st.buffer_delay_sum_us += now_us - slot.arrival_us
+        self.st.added_delay_sum_us += now_us - ts_us(slot.ts) - self.base_us
         self.st.frames += 1
 
     cdef int c_get(self, int64_t now_us, int16_t* pcm_out) noexcept nogil:
         cdef int64_t o_des, err, dts, expected_ts, excess, skip
         cdef int _guard
         cdef JbSlot* slot
+        self.ticks_since_sample += 1
+        if self.ticks_since_sample >= JB_FRAME_US // 400:     # every 50 ticks = 1 s
+            self.ticks_since_sample = 0
+            self.target_samples[self.target_samples_pos] = <int32_t>self.c_target_delay_us()
+            self.target_samples_pos = (self.target_samples_pos + 1) % JB_TARGET_HISTORY
+            if self.target_samples_len < JB_TARGET_HISTORY:
+                self.target_samples_len += 1
         if self.state == JB_STATE_IDLE:
             memset(pcm_out, 0, JB_FRAME_SAMPLES * sizeof(int16_t))
             self.st.empty += 1
@@ -587,10 +598,19 @@ cdef class JitterBuffer:
             "shrinks": s.shrinks,
             "discarded": s.discarded,
             "buffer_delay_ms": (s.buffer_delay_sum_us / 1000.0 / s.frames) if s.frames else 0.0,
+            "added_delay_ms": (s.added_delay_sum_us / 1000.0 / s.frames) if s.frames else 0.0,
             "target_delay_ms": self.c_target_delay_us() / 1000.0,
             "target_delay_min_ms": s.target_min_us / 1000.0,
             "target_delay_max_ms": s.target_max_us / 1000.0,
         }
+
+    def target_history(self):
+        """The target delay in ms once a second (every 50 ticks), oldest first, up to 64."""
+        cdef int k
+        cdef int start = ((self.target_samples_pos - self.target_samples_len + JB_TARGET_HISTORY)
+                          % JB_TARGET_HISTORY)
+        return [self.target_samples[(start + k) % JB_TARGET_HISTORY] / 1000.0
+                for k in range(self.target_samples_len)]
 
     def run_trace(self, const uint16_t[:] seq, const uint32_t[:] ts, const uint32_t[:] ssrc,
                   const int64_t[:] arrival_us, const int64_t[:] tick_us, payload,

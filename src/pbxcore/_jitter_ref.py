@@ -31,6 +31,7 @@ PLC_HISTORY = 400
 PLC_MIN_PITCH = 40
 PLC_MAX_PITCH = 120
 PLC_XFADE = 32
+TARGET_HISTORY = 64
 
 US_PER_SAMPLE = 125
 HALF_FRAME = 80
@@ -198,11 +199,14 @@ class JitterBuffer:
                 "shrinks",
                 "discarded",
                 "buffer_delay_sum_us",
+                "added_delay_sum_us",
                 "target_min_us",
                 "target_max_us",
             ],
             0,
         )
+        self._target_history: list[int] = []
+        self._ticks_since_sample = 0
         self._ring = [_Slot() for _ in range(RING)]
         self._plc_history = [0] * PLC_HISTORY
         self.reset()
@@ -462,11 +466,16 @@ class JitterBuffer:
         slot.played = True
         self._last_played_seq = slot.seq & 0xFFFF
         self._st["buffer_delay_sum_us"] += now_us - slot.arrival_us
+        self._st["added_delay_sum_us"] += now_us - slot.ts * US_PER_SAMPLE - self._base_us
         self._st["frames"] += 1
         return out
 
     def _get(self, now_us: int) -> tuple[list[int], JbStatus]:
         st = self._st
+        self._ticks_since_sample += 1
+        if self._ticks_since_sample >= FRAME_US // 400:
+            self._ticks_since_sample = 0
+            self._target_history = [*self._target_history, self._target()][-TARGET_HISTORY:]
         if self._state == _IDLE:
             st["empty"] += 1
             return [0] * FRAME_SAMPLES, JbStatus.JB_EMPTY
@@ -548,18 +557,18 @@ class JitterBuffer:
     def stats(self) -> dict[str, float]:
         """Counters and delays as a dict (delays in ms)."""
         s = self._st
-        out: dict[str, float] = {
-            k: v
-            for k, v in s.items()
-            if k not in ("buffer_delay_sum_us", "target_min_us", "target_max_us")
-        }
-        out["buffer_delay_ms"] = (
-            s["buffer_delay_sum_us"] / 1000.0 / s["frames"] if s["frames"] else 0.0
-        )
+        out: dict[str, float] = {k: v for k, v in s.items() if not k.endswith("_us")}
+        frames = s["frames"]
+        out["buffer_delay_ms"] = s["buffer_delay_sum_us"] / 1000.0 / frames if frames else 0.0
+        out["added_delay_ms"] = s["added_delay_sum_us"] / 1000.0 / frames if frames else 0.0
         out["target_delay_ms"] = self._target() / 1000.0
         out["target_delay_min_ms"] = s["target_min_us"] / 1000.0
         out["target_delay_max_ms"] = s["target_max_us"] / 1000.0
         return out
+
+    def target_history(self) -> list[float]:
+        """The target delay in ms once a second (every 50 ticks), oldest first, up to 64."""
+        return [t / 1000.0 for t in self._target_history]
 
     def run_trace(  # noqa: PLR0917 - mirrors the native signature
         self,
