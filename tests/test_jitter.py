@@ -454,7 +454,9 @@ class TestJitterBuffer:
                 if status == 0:
                     played.append(jb.last_played_seq)
                 t += FRAME
+            assert jb.check_invariants() == []
         s = jb.stats()
+        assert s["invariant_violations"] == 0
         assert s["frames"] == len(played)
         assert s["frames"] + s["concealed"] + s["empty"] == sum(1 for op in ops if op[3])
         if s["ssrc_changes"] == 0 and s["resets"] == 0:
@@ -517,4 +519,5 @@ def test_native_and_reference_agree_on_random_streams(
         for _ in range(ticks):
             t += FRAME
             assert native.get(t) == ref.get(t)
+        assert native.check_invariants() == ref.check_invariants() == []
     assert native.stats() == ref.stats()

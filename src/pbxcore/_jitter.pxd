@@ -83,6 +83,7 @@ cdef struct JbStats:
     int64_t added_delay_sum_us      # ... of (playout - send time - minimum transit)
     int64_t target_min_us
     int64_t target_max_us
+    int64_t invariant_violations    # PBX_DEBUG builds check after every call
 
 cdef class JitterBuffer:
     cdef:
@@ -142,8 +143,12 @@ cdef class JitterBuffer:
     cdef void c_reset(self) noexcept nogil
     cdef int64_t c_target_delay_us(self) noexcept nogil
 
+    cdef int _put(self, uint16_t seq, uint32_t ts, uint32_t ssrc, int pt,
+                  const uint8_t* payload, Py_ssize_t n, int64_t arrival_us) noexcept nogil
+    cdef int _get(self, int64_t now_us, int16_t* pcm_out) noexcept nogil
     cdef void _restart(self) noexcept nogil
     cdef void _forget_base(self) noexcept nogil
+    cdef int _invariant_errors(self) noexcept nogil
     cdef int _accept(self, int64_t ext_seq, int64_t ext_ts, int pt, const uint8_t* payload,
                      int64_t arrival_us) noexcept nogil
     cdef void _observe_delay(self, int64_t ext_ts, int64_t arrival_us) noexcept nogil

@@ -19,6 +19,30 @@ from libc.string cimport memcpy, memmove, memset
 
 from pbxcore._g711 cimport g711_alaw2lin, g711_ulaw2lin
 
+cdef extern from *:
+    """
+    #ifndef PBX_DEBUG
+    #define PBX_DEBUG 0
+    #endif
+    """
+    const int PBX_DEBUG
+
+# _invariant_errors() bits
+cdef enum:
+    INV_Q_INDEX = 1
+    INV_HIST_MASS = 2
+    INV_PLAYOUT = 4
+    INV_TARGET = 8
+    INV_RING = 16
+
+INVARIANTS = {
+    INV_Q_INDEX: "quantile index outside the histogram",
+    INV_HIST_MASS: "histogram tail mass outside [0, total]",
+    INV_PLAYOUT: "playout position outside [oldest buffered, newest + 1]",
+    INV_TARGET: "target delay outside [min_delay, max_delay]",
+    INV_RING: "a buffered, unplayed frame outside the playout window",
+}
+
 cdef enum:
     US_PER_SAMPLE = 125             # 1e6 / 8000
     HALF_FRAME = 80                 # samples
@@ -211,6 +235,25 @@ cdef class JitterBuffer:
             self.base_sec[i] = NO_SECOND
             self.base_min[i] = 0
 
+    cdef int _invariant_errors(self) noexcept nogil:
+        cdef int errors = 0, i
+        cdef double eps = 1e-9 * self.hist_total + 1e-300
+        cdef int64_t target = self.c_target_delay_us()
+        if self.q_index < 0 or self.q_index >= JB_HIST_BUCKETS:
+            errors |= INV_Q_INDEX
+        if self.hist_above < -eps or self.hist_above > self.hist_total + eps:
+            errors |= INV_HIST_MASS
+        if target < self.min_delay_us or target > self.max_delay_us:
+            errors |= INV_TARGET
+        if self.state != JB_STATE_IDLE:
+            if self.play_seq > self.newest_seq + 1 or self.newest_seq - self.play_seq >= JB_RING:
+                errors |= INV_PLAYOUT
+            for i in range(JB_RING):
+                if (self.ring[i].seq >= 0 and not self.ring[i].played
+                        and self.ring[i].seq > self.newest_seq):
+                    errors |= INV_RING
+        return errors
+
     cdef int64_t c_target_delay_us(self) noexcept nogil:
         if self.target_us < self.min_delay_us:
             return self.min_delay_us
@@ -291,6 +334,13 @@ cdef class JitterBuffer:
 
     cdef int c_put(self, uint16_t seq, uint32_t ts, uint32_t ssrc, int pt,
                    const uint8_t* payload, Py_ssize_t n, int64_t arrival_us) noexcept nogil:
+        cdef int rc = self._put(seq, ts, ssrc, pt, payload, n, arrival_us)
+        if PBX_DEBUG and self._invariant_errors():
+            self.st.invariant_violations += 1
+        return rc
+
+    cdef int _put(self, uint16_t seq, uint32_t ts, uint32_t ssrc, int pt,
+                  const uint8_t* payload, Py_ssize_t n, int64_t arrival_us) noexcept nogil:
         cdef int result = JB_PUT_OK
         cdef int d
         cdef int64_t ext_seq, ext_ts, dts
@@ -436,6 +486,12 @@ cdef class JitterBuffer:
         self.st.frames += 1
 
     cdef int c_get(self, int64_t now_us, int16_t* pcm_out) noexcept nogil:
+        cdef int rc = self._get(now_us, pcm_out)
+        if PBX_DEBUG and self._invariant_errors():
+            self.st.invariant_violations += 1
+        return rc
+
+    cdef int _get(self, int64_t now_us, int16_t* pcm_out) noexcept nogil:
         cdef int64_t o_des, err, dts, expected_ts, excess, skip
         cdef int _guard
         cdef JbSlot* slot
@@ -563,6 +619,15 @@ cdef class JitterBuffer:
             PyBuffer_Release(&view)
         return JbStatus(rc)
 
+    def check_invariants(self):
+        """The internal invariants that do not hold now, as messages (empty when sound).
+
+        PBX_DEBUG builds check them after every put and get and count violations in
+        ``stats()["invariant_violations"]``.
+        """
+        cdef int errors = self._invariant_errors()
+        return [msg for bit, msg in INVARIANTS.items() if errors & bit]
+
     def reset(self):
         """Forget the stream and the delay history (statistics are kept)."""
         self.c_reset()
@@ -602,6 +667,7 @@ cdef class JitterBuffer:
             "target_delay_ms": self.c_target_delay_us() / 1000.0,
             "target_delay_min_ms": s.target_min_us / 1000.0,
             "target_delay_max_ms": s.target_max_us / 1000.0,
+            "invariant_violations": s.invariant_violations,
         }
 
     def target_history(self):

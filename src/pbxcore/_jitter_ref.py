@@ -202,6 +202,7 @@ class JitterBuffer:
                 "added_delay_sum_us",
                 "target_min_us",
                 "target_max_us",
+                "invariant_violations",
             ],
             0,
         )
@@ -212,6 +213,26 @@ class JitterBuffer:
         self.reset()
 
     # ---- state ----
+
+    def check_invariants(self) -> list[str]:
+        """The internal invariants that do not hold now, as messages (empty when sound)."""
+        errors = []
+        eps = 1e-9 * self._hist_total + 1e-300
+        if not 0 <= self._q_index < HIST_BUCKETS:
+            errors.append("quantile index outside the histogram")
+        if not -eps <= self._hist_above <= self._hist_total + eps:
+            errors.append("histogram tail mass outside [0, total]")
+        if self._state != _IDLE and (
+            self._play_seq > self._newest_seq + 1 or self._newest_seq - self._play_seq >= RING
+        ):
+            errors.append("playout position outside [oldest buffered, newest + 1]")
+        if not self._min_us <= self._target() <= self._max_us:
+            errors.append("target delay outside [min_delay, max_delay]")
+        if self._state != _IDLE and any(
+            slot.seq >= 0 and not slot.played and slot.seq > self._newest_seq for slot in self._ring
+        ):
+            errors.append("a buffered, unplayed frame outside the playout window")
+        return errors
 
     def reset(self) -> None:
         self._have_ssrc = False
