@@ -427,6 +427,18 @@ pbx_relay *pbx_relay_new(const char *bind_host, int port_lo, int port_hi, int wo
 /* ---------------------------------------------------------------- packet path */
 
 static void flush_sends(pbx_worker *w) {
+    if (w->scount == 1) {  /* sendto is cheaper than sendmmsg for one packet */
+        struct msghdr *h = &w->smsg[0].msg_hdr;
+        if (sendto(w->sfd, w->siov[0].iov_base, w->siov[0].iov_len, MSG_DONTWAIT,
+                   (struct sockaddr *)h->msg_name, h->msg_namelen) >= 0) {
+            BUMP(w->sleg[0]->sent_packets, 1);
+            BUMP(w->sleg[0]->sent_bytes, w->siov[0].iov_len);
+        } else {
+            BUMP(w->sleg[0]->dropped_other, 1);
+        }
+        w->scount = 0;
+        return;
+    }
     int off = 0;
     while (off < w->scount) {
         int rc = sendmmsg(w->sfd, w->smsg + off, (unsigned)(w->scount - off), MSG_DONTWAIT);
@@ -676,29 +688,41 @@ static void handle_rtp(pbx_worker *w, pbx_leg *l, uint8_t *buf, size_t len,
     queue_send(w, o, o->rtp_fd, buf, len, to, tolen);
 }
 
-static void handle_readable(pbx_worker *w, pbx_sock *sk, int64_t now) {
-    pbx_leg *l = sk->leg;
-    int fd = sk->rtcp ? l->rtcp_fd : l->rtp_fd;
+static void init_batches(pbx_worker *w) {
     for (int i = 0; i < PBX_BATCH; i++) {
         w->riov[i].iov_base = w->rbuf[i];
         w->riov[i].iov_len = PBX_MAXPKT;
+        memset(&w->rmsg[i].msg_hdr, 0, sizeof(w->rmsg[i].msg_hdr));
         w->rmsg[i].msg_hdr.msg_name = &w->raddr[i];
         w->rmsg[i].msg_hdr.msg_namelen = sizeof(w->raddr[i]);
         w->rmsg[i].msg_hdr.msg_iov = &w->riov[i];
         w->rmsg[i].msg_hdr.msg_iovlen = 1;
-        w->rmsg[i].msg_hdr.msg_control = NULL;
-        w->rmsg[i].msg_hdr.msg_controllen = 0;
-        w->rmsg[i].msg_hdr.msg_flags = 0;
     }
-    int n = recvmmsg(fd, w->rmsg, PBX_BATCH, MSG_DONTWAIT, NULL);
-    if (n <= 0) return;  /* level-triggered: anything left is reported again */
+}
+
+static void handle_readable(pbx_worker *w, pbx_sock *sk, int64_t now) {
+    pbx_leg *l = sk->leg;
+    int fd = sk->rtcp ? l->rtcp_fd : l->rtp_fd;
+    int n;
+again:
+    /* Edge-triggered: recvmmsg returns fewer than PBX_BATCH only when the queue is empty,
+     * so one call per wake-up drains the socket with no extra EAGAIN read, and epoll does
+     * not re-poll the socket as it must for level-triggered ones. */
+    n = recvmmsg(fd, w->rmsg, PBX_BATCH, MSG_DONTWAIT, NULL);
+    if (n <= 0) return;
     for (int i = 0; i < n; i++) {
+        struct msghdr *h = &w->rmsg[i].msg_hdr;
         size_t len = w->rmsg[i].msg_len;
-        if (w->rmsg[i].msg_hdr.msg_flags & MSG_TRUNC) { BUMP(l->dropped_invalid, 1); continue; }
-        if (sk->rtcp) handle_rtcp(w, l, w->rbuf[i], len, &w->raddr[i], w->rmsg[i].msg_hdr.msg_namelen);
-        else handle_rtp(w, l, w->rbuf[i], len, &w->raddr[i], w->rmsg[i].msg_hdr.msg_namelen, now);
+        socklen_t alen = h->msg_namelen;
+        int trunc = h->msg_flags & MSG_TRUNC;
+        h->msg_namelen = sizeof(w->raddr[i]);  /* reset for the next read */
+        h->msg_flags = 0;
+        if (trunc) { BUMP(l->dropped_invalid, 1); continue; }
+        if (sk->rtcp) handle_rtcp(w, l, w->rbuf[i], len, &w->raddr[i], alen);
+        else handle_rtp(w, l, w->rbuf[i], len, &w->raddr[i], alen, now);
     }
-    flush_sends(w);  /* the buffers are reused by the next recvmmsg */
+    flush_sends(w);  /* the buffers are reused by the next read */
+    if (n == PBX_BATCH) goto again;
 }
 
 /* ---------------------------------------------------------------- player */
@@ -933,7 +957,7 @@ static void apply_cmd(pbx_worker *w, pbx_cmd *c) {
         w->sessions = s;
         for (int i = 0; i < 2; i++) {
             pbx_leg *l = &s->leg[i];
-            struct epoll_event ev = {.events = EPOLLIN};
+            struct epoll_event ev = {.events = EPOLLIN | EPOLLET};
             ev.data.ptr = &l->rtp_tag;
             epoll_ctl(w->epfd, EPOLL_CTL_ADD, l->rtp_fd, &ev);
             if (l->rtcp_fd >= 0) {
@@ -1052,6 +1076,7 @@ static void *worker_main(void *arg) {
     wev.data.ptr = &wake_tag;
     epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wakefd, &wev);
     w->next_housekeep = pbx_now_ns() + PBX_HOUSEKEEP_NS;
+    init_batches(w);
     for (;;) {
         int64_t now = pbx_now_ns();
         int64_t deadline = w->next_housekeep;
