@@ -28,6 +28,7 @@ from pbxcore.media import (
     Prompt,
     RtpRelay,
     SsrcChanged,
+    _relay_ref,
 )
 
 WAIT = 2.0  # seconds any single receive may take before the test fails
@@ -100,11 +101,25 @@ def port_range(size: int = 400) -> tuple[int, int]:
     return lo, lo + size - 1
 
 
+class ReferenceRtpRelay(RtpRelay):
+    """RtpRelay on the pure-Python reference core: the same tests run against both."""
+
+    _core_class = _relay_ref.Relay
+
+
+@pytest.fixture(params=["native", "reference"])
+def relay_cls(request) -> type[RtpRelay]:
+    return RtpRelay if request.param == "native" else ReferenceRtpRelay
+
+
 @pytest.fixture
-def relay() -> Iterator[RtpRelay]:
-    with RtpRelay(bind="127.0.0.1", ports=port_range()) as r:
+def relay(relay_cls) -> Iterator[RtpRelay]:
+    with relay_cls(bind="127.0.0.1", ports=port_range()) as r:
         yield r
     assert r.counters()["live_sessions"] == 0
+
+
+native_only = pytest.mark.parametrize("relay_cls", ["native"], indirect=True)
 
 
 @pytest.fixture
@@ -169,13 +184,13 @@ def test_no_destination_drops_until_peer_known(relay, peers):
     relay.delete_session(s)
 
 
-def test_ipv6_session():
+def test_ipv6_session(relay_cls):
     try:
         b6 = Peer("::1")
     except OSError:
         pytest.skip("no IPv6 loopback")
     a6 = Peer("::1")
-    with RtpRelay(bind="::1", ports=port_range()) as relay:
+    with relay_cls(bind="::1", ports=port_range()) as relay:
         s = relay.create_session()
         s.b.update(remote=b6.addr)
         a6.send(rtp(7), s.a.local_port)
@@ -513,9 +528,9 @@ def test_leg_timeout_event(relay, peers):
     relay.delete_session(s)
 
 
-async def test_events_through_asyncio_queue(peers):
+async def test_events_through_asyncio_queue(relay_cls, peers):
     a, b = peers
-    async with RtpRelay(ports=port_range()) as relay:
+    async with relay_cls(ports=port_range()) as relay:
         s = relay.create_session()
         s.a.update(telephone_event=101)
         s.b.update(remote=b.addr)
@@ -544,9 +559,9 @@ def test_blocking_poll_from_another_thread(relay, peers):
 # ---------------------------------------------------------------- ports and lifecycle
 
 
-def test_even_ports_from_range_and_exhaustion():
+def test_even_ports_from_range_and_exhaustion(relay_cls):
     lo, hi = port_range(8)  # 4 RTP/RTCP pairs = 2 sessions
-    with RtpRelay(ports=(lo, hi)) as relay:
+    with relay_cls(ports=(lo, hi)) as relay:
         s1 = relay.create_session()
         s2 = relay.create_session()
         ports = [s1.a.local_port, s1.b.local_port, s2.a.local_port, s2.b.local_port]
@@ -567,17 +582,17 @@ def test_even_ports_from_range_and_exhaustion():
         assert c["sessions_created"] == c["sessions_freed"] == 3
 
 
-def test_port_in_use_by_someone_else_is_skipped():
+def test_port_in_use_by_someone_else_is_skipped(relay_cls):
     lo, hi = port_range(4)
     squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     squatter.bind(("127.0.0.1", lo))
-    with RtpRelay(ports=(lo, hi)) as relay, pytest.raises(PortRangeExhaustedError):
+    with relay_cls(ports=(lo, hi)) as relay, pytest.raises(PortRangeExhaustedError):
         relay.create_session()  # needs two pairs, only one is free
     squatter.close()
 
 
-def test_close_frees_everything_and_refuses_new_sessions():
-    relay = RtpRelay(ports=port_range())
+def test_close_frees_everything_and_refuses_new_sessions(relay_cls):
+    relay = relay_cls(ports=port_range())
     with pytest.raises(RuntimeError, match="start"):
         relay.create_session()
     relay.start()
@@ -591,14 +606,14 @@ def test_close_frees_everything_and_refuses_new_sessions():
         relay.create_session()
 
 
-def test_bad_arguments():
+def test_bad_arguments(relay_cls):
     with pytest.raises(ValueError, match="numeric"):
-        RtpRelay(bind="localhost")
+        relay_cls(bind="localhost")
     with pytest.raises(ValueError, match="port range"):
-        RtpRelay(ports=(30001, 30001))
+        relay_cls(ports=(30001, 30001))
     with pytest.raises(ValueError, match="workers"):
-        RtpRelay(workers=0)
-    with RtpRelay(ports=port_range()) as relay:
+        relay_cls(workers=0)
+    with relay_cls(ports=port_range()) as relay:
         s = relay.create_session()
         with pytest.raises(ValueError, match="codec"):
             s.a.update(codec="G729")  # type: ignore[arg-type]
@@ -609,8 +624,8 @@ def test_bad_arguments():
         relay.delete_session(s)
 
 
-def test_sessions_from_many_threads_with_several_workers():
-    with RtpRelay(ports=port_range(2000), workers=2) as relay:
+def test_sessions_from_many_threads_with_several_workers(relay_cls):
+    with relay_cls(ports=port_range(2000), workers=2) as relay:
         errors: list[BaseException] = []
 
         def churn() -> None:
@@ -634,9 +649,9 @@ def test_sessions_from_many_threads_with_several_workers():
         assert c["sessions_created"] == c["sessions_freed"] == 200
 
 
-def test_traffic_on_several_workers(peers):
+def test_traffic_on_several_workers(relay_cls, peers):
     a, b = peers
-    with RtpRelay(ports=port_range(), workers=2) as relay:
+    with relay_cls(ports=port_range(), workers=2) as relay:
         sessions = [relay.create_session() for _ in range(4)]
         for s in sessions:
             s.b.update(remote=b.addr)
@@ -651,6 +666,7 @@ def test_traffic_on_several_workers(peers):
 # ---------------------------------------------------------------- player and recorder
 
 
+@native_only
 def test_player_sends_paced_rtp_in_leg_codec(relay, peers):
     a, _b = peers
     s = relay.create_session()
@@ -672,6 +688,7 @@ def test_player_sends_paced_rtp_in_leg_codec(relay, peers):
     relay.delete_session(s)
 
 
+@native_only
 def test_player_mutes_forwarding_and_stops(relay, peers):
     a, b = peers
     s = relay.create_session()
@@ -697,6 +714,7 @@ def read_wav(path: Path) -> tuple[int, bytes]:
         return w.getnframes(), w.readframes(w.getnframes())
 
 
+@native_only
 def test_recorder_arrival_order_path(relay, peers, tmp_path):
     a, b = peers
     s = relay.create_session()
@@ -715,6 +733,7 @@ def test_recorder_arrival_order_path(relay, peers, tmp_path):
     relay.delete_session(s)
 
 
+@native_only
 def test_delete_while_playing_and_recording_frees_all(relay, peers, tmp_path):
     a, _ = peers
     s = relay.create_session()
@@ -753,9 +772,9 @@ def test_prompt_from_wav_formats(tmp_path):
         Prompt.from_pcm16(b"abc")
 
 
-def test_asyncio_attach_detach_is_idempotent():
+def test_asyncio_attach_detach_is_idempotent(relay_cls):
     async def main() -> None:
-        async with RtpRelay(ports=port_range()) as relay:
+        async with relay_cls(ports=port_range()) as relay:
             q1 = relay.attach()
             assert relay.attach() is q1
             relay.detach()
@@ -764,6 +783,7 @@ def test_asyncio_attach_detach_is_idempotent():
     asyncio.run(main())
 
 
+@native_only
 def test_recorder_through_jitter_buffer_reorders(relay, peers, tmp_path):
     a, b = peers
     s = relay.create_session()

@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from pbxcore import _rtp
 from pbxcore._rtp import PortRangeExhaustedError
@@ -266,6 +267,9 @@ class RtpRelay:
     RTP ports (and odd RTCP ports) come from; ``workers`` the number of native threads.
     """
 
+    # the engine; tests swap in the pure-Python reference (pbxcore.media._relay_ref.Relay)
+    _core_class: ClassVar[Callable[..., Any]] = _rtp.Relay
+
     def __init__(
         self,
         bind: str = "127.0.0.1",
@@ -279,7 +283,7 @@ class RtpRelay:
         lo, hi = ports
         self.bind = bind.strip("[]")
         self.ports = (lo, hi)
-        self._core = _rtp.Relay(self.bind, lo, hi, workers)
+        self._core: Any = self._core_class(self.bind, lo, hi, workers)
         self._sessions: dict[int, RelaySession] = {}
         self._lock = threading.Lock()
         self._player_ids = 0
