@@ -2,8 +2,9 @@
 
     python bench/asyncio_relay.py PORT_LO SESSIONS PEER_PORT
 
-Same layout as c_relay.c: session i has legs on PORT_LO + 4i and PORT_LO + 4i + 2; a packet
-on one leg goes out of the other to 127.0.0.1:PEER_PORT. Prints "ready"; runs until killed.
+As c_relay.c: legs take even ports upward from PORT_LO (skipping ports in use), two per
+session; a packet on one leg goes out of the other to 127.0.0.1:PEER_PORT. Prints the
+ports, one a line, then "ready"; runs until killed.
 """
 
 from __future__ import annotations
@@ -31,13 +32,19 @@ class Leg(asyncio.DatagramProtocol):
 async def main(lo: int, sessions: int, peer_port: int) -> None:
     loop = asyncio.get_running_loop()
     peer = ("127.0.0.1", peer_port)
-    for i in range(sessions):
+    port = lo
+    for _ in range(sessions):
         legs = []
-        for j in range(2):
-            port = lo + 4 * i + 2 * j
-            _, leg = await loop.create_datagram_endpoint(
-                lambda: Leg(peer), local_addr=("127.0.0.1", port)
-            )
+        while len(legs) < 2:
+            try:
+                _, leg = await loop.create_datagram_endpoint(
+                    lambda: Leg(peer), local_addr=("127.0.0.1", port)
+                )
+            except OSError:
+                port += 2
+                continue
+            print(port)
+            port += 2
             legs.append(leg)
         legs[0].other, legs[1].other = legs[1], legs[0]
     print("ready", flush=True)

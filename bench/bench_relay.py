@@ -56,15 +56,22 @@ def cpu_seconds(pid: int) -> float:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the relays' ranges (which start at 10000)."""
+    for _ in range(100):
+        port = random.randrange(5000, 10000)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
 
 
-def free_range(count: int) -> int:
+def free_range(count: int, top: int = 32000) -> int:
     """An even base port with `count` ports above it that are free right now."""
     for _ in range(50):
-        lo = random.randrange(10000, 32000 - count) & ~1  # below the ephemeral ports
+        lo = random.randrange(10000, top - count) & ~1
         socks = []
         try:
             for p in range(lo, lo + count, 97):
@@ -152,8 +159,7 @@ class CRelay(Relay):
     def start(self) -> None:
         lo = free_range(self.sessions * 4 + 4)
         self._spawn([str(self.tools["c_relay"]), str(lo), str(self.sessions), str(self.peer_port)])
-        self._wait_ready()
-        self.ports = [lo + 2 * i for i in range(2 * self.sessions)]
+        self.ports = [int(p) for p in self._wait_ready()]
 
 
 class AsyncioRelay(Relay):
@@ -165,8 +171,7 @@ class AsyncioRelay(Relay):
             [sys.executable, str(HERE / "asyncio_relay.py"), str(lo), str(self.sessions),
              str(self.peer_port)]
         )  # fmt: skip
-        self._wait_ready()
-        self.ports = [lo + 2 * i for i in range(2 * self.sessions)]
+        self.ports = [int(p) for p in self._wait_ready()]
 
 
 def bencode(v: object) -> bytes:
@@ -210,7 +215,7 @@ class RtpEngine(Relay):
         if exe is None:
             raise RuntimeError("rtpengine is not installed (Debian rtpengine-daemon)")
         ng = free_port()
-        lo = free_range(self.sessions * 4 + 200)
+        lo = free_range(self.sessions * 4 + 200, top=65000)
         self._spawn(
             [exe, "--config-file=none", "--table=-1", "--interface=127.0.0.1",
              f"--listen-ng=127.0.0.1:{ng}", "--num-threads=1", "--foreground",
@@ -227,10 +232,13 @@ class RtpEngine(Relay):
                 time.sleep(0.1)
         sdp = (
             "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-            f"m=audio {self.peer_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+            f"m=audio {self.peer_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=rtcp-mux\r\n"
+            "a=sendrecv\r\n"
         )
         for i in range(self.sessions):
-            call = {"call-id": f"bench-{i}", "from-tag": f"f{i}", "sdp": sdp}
+            # rtcp-mux on both sides: one socket per leg, as the other relays here
+            call = {"call-id": f"bench-{i}", "from-tag": f"f{i}", "sdp": sdp,
+                    "rtcp-mux": ["require"]}  # fmt: skip
             offer = self._ng(sock, ng, {"command": "offer", **call})
             answer = self._ng(sock, ng, {"command": "answer", "to-tag": f"t{i}", **call})
             self.ports += [_m_port(answer["sdp"]), _m_port(offer["sdp"])]
@@ -355,7 +363,7 @@ def capacity(args: argparse.Namespace, tools: dict[str, Path]) -> None:
 
 def session_costs() -> None:
     print("\n## sessions: memory per session and setup+teardown rate")
-    n = 5000
+    n = 4000  # 4 sockets each: stays under a 20,000 open-files limit
 
     def rss() -> int:
         return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -3,9 +3,9 @@
  *
  *   c_relay PORT_LO SESSIONS PEER_PORT
  *
- * Session i has legs on PORT_LO + 4i and PORT_LO + 4i + 2 (the relay under test keeps the
- * same even-port layout); a packet on one leg goes out of the other to 127.0.0.1:PEER_PORT.
- * Prints "ready" once bound; runs until killed.
+ * Legs take even ports upward from PORT_LO (skipping ports in use), two per session; a
+ * packet on one leg goes out of the other to 127.0.0.1:PEER_PORT. Prints the ports, one a
+ * line, then "ready"; runs until killed.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -33,14 +33,18 @@ int main(int argc, char **argv) {
     int *fds = malloc(sizeof(int) * 2 * n);
     struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(peer_port)};
     inet_pton(AF_INET, "127.0.0.1", &peer.sin_addr);
+    int port = lo;
     for (int i = 0; i < 2 * n; i++) {
         int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(lo + 2 * i)};
-        inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-        if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-            perror("socket/bind");
-            return 1;
+        if (fd < 0) { perror("socket"); return 1; }
+        for (;; port += 2) {
+            struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+            inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+            if (port > 65534) { fprintf(stderr, "out of ports\n"); return 1; }
+            if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0) break;
         }
+        printf("%d\n", port);
+        port += 2;
         fds[i] = fd;
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
         epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
