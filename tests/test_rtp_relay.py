@@ -812,3 +812,32 @@ def test_recorder_through_jitter_buffer_reorders(relay, peers, tmp_path):
     assert len(played) >= 20
     assert {10, 11} <= set(played)
     relay.delete_session(s)
+
+
+def test_backlog_read_in_batches_keeps_order(relay, peers):
+    a, b = peers
+    s = relay.create_session()
+    s.b.update(remote=b.addr)
+    b.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    # faster than one read per wake-up, and fewer than the relay's socket buffer holds
+    for i in range(100):
+        a.send(rtp(i), s.a.local_port)
+    got = [b.recv() for _ in range(100)]
+    assert got == [rtp(i) for i in range(100)]
+    assert s.a.stats().packets == 100 and s.a.stats().lost == 0
+    relay.delete_session(s)
+
+
+def test_oversized_datagram_is_invalid(relay, peers):
+    a, b = peers
+    s = relay.create_session()
+    s.b.update(remote=b.addr)
+    a.send(rtp(1, payload=bytes(3000)), s.a.local_port)  # larger than any RTP we relay
+    for i in range(2, 40):
+        a.send(rtp(i), s.a.local_port)
+    a.send(rtp(40, payload=bytes(3000)), s.a.local_port)
+    a.send(rtp(41), s.a.local_port)
+    got = [b.recv() for _ in range(39)]
+    assert got == [rtp(i) for i in [*range(2, 40), 41]]
+    assert s.a.stats().dropped_invalid == 2
+    relay.delete_session(s)

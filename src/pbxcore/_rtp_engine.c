@@ -12,11 +12,20 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <poll.h>
 #include <time.h>
 #include <unistd.h>
 
 #define PBX_BATCH 32
+
+/* The packet path calls the kernel directly: libc's wrappers are pthread cancellation
+ * points and, in a multi-threaded process (ours runs inside Python), toggle asynchronous
+ * cancellation around every call, which costs more than the rest of our per-packet code. */
+#define SYS_RECVFROM(fd, buf, len, fl, a, al) syscall(SYS_recvfrom, (fd), (buf), (len), (fl), (a), (al))
+#define SYS_SENDTO(fd, buf, len, fl, a, al) syscall(SYS_sendto, (fd), (buf), (len), (fl), (a), (al))
+#define SYS_RECVMMSG(fd, m, n, fl) ((int)syscall(SYS_recvmmsg, (fd), (m), (n), (fl), NULL))
+#define SYS_SENDMMSG(fd, m, n, fl) ((int)syscall(SYS_sendmmsg, (fd), (m), (n), (fl)))
 #define PBX_MAXPKT 2048
 #define PBX_EVENTS_CAP 8192
 #define PBX_HOUSEKEEP_NS 100000000LL  /* leg timeout check period */
@@ -63,6 +72,8 @@ typedef struct pbx_recorder {
 typedef struct {
     pbx_leg *leg;
     int rtcp;
+    int backlog;         /* read in batches: the socket had more than one packet queued */
+    uint64_t last_loop;  /* worker loop of the last read */
 } pbx_sock;
 
 struct pbx_leg {
@@ -143,6 +154,7 @@ struct pbx_worker {
     struct sockaddr_storage saddr[PBX_BATCH];
     pbx_leg *sleg[PBX_BATCH];
     int sfd, scount;
+    uint64_t loop;
     uint8_t pbuf[12 + PBX_FRAME_SAMPLES];
 };
 
@@ -429,7 +441,7 @@ pbx_relay *pbx_relay_new(const char *bind_host, int port_lo, int port_hi, int wo
 static void flush_sends(pbx_worker *w) {
     if (w->scount == 1) {  /* sendto is cheaper than sendmmsg for one packet */
         struct msghdr *h = &w->smsg[0].msg_hdr;
-        if (sendto(w->sfd, w->siov[0].iov_base, w->siov[0].iov_len, MSG_DONTWAIT,
+        if (SYS_SENDTO(w->sfd, w->siov[0].iov_base, w->siov[0].iov_len, MSG_DONTWAIT,
                    (struct sockaddr *)h->msg_name, h->msg_namelen) >= 0) {
             BUMP(w->sleg[0]->sent_packets, 1);
             BUMP(w->sleg[0]->sent_bytes, w->siov[0].iov_len);
@@ -441,7 +453,7 @@ static void flush_sends(pbx_worker *w) {
     }
     int off = 0;
     while (off < w->scount) {
-        int rc = sendmmsg(w->sfd, w->smsg + off, (unsigned)(w->scount - off), MSG_DONTWAIT);
+        int rc = SYS_SENDMMSG(w->sfd, w->smsg + off, (unsigned)(w->scount - off), MSG_DONTWAIT);
         if (rc < 0) {
             if (errno == EINTR) continue;
             BUMP(w->sleg[off]->dropped_other, 1);  /* e.g. ECONNREFUSED, EAGAIN: lose one */
@@ -525,7 +537,7 @@ static void seq_update(pbx_leg *l, uint16_t seq) {
 }
 
 static void jitter_update(pbx_leg *l, uint32_t ts, int64_t now) {
-    int32_t arrival = (int32_t)(uint32_t)(now / 125000);  /* 8 kHz units */
+    int32_t arrival = (int32_t)(uint32_t)(uint64_t)((double)now * 8e-9);  /* 8 kHz units */
     int32_t transit = (int32_t)((uint32_t)arrival - ts);
     if (l->have_transit) {
         int32_t d = transit - l->last_transit;
@@ -704,11 +716,26 @@ static void handle_readable(pbx_worker *w, pbx_sock *sk, int64_t now) {
     pbx_leg *l = sk->leg;
     int fd = sk->rtcp ? l->rtcp_fd : l->rtp_fd;
     int n;
-again:
-    /* Edge-triggered: recvmmsg returns fewer than PBX_BATCH only when the queue is empty,
-     * so one call per wake-up drains the socket with no extra EAGAIN read, and epoll does
-     * not re-poll the socket as it must for level-triggered ones. */
-    n = recvmmsg(fd, w->rmsg, PBX_BATCH, MSG_DONTWAIT, NULL);
+    /* Level-triggered. At 50 pps per stream a wake-up finds one packet on a socket, and a
+     * plain recvmsg costs less than recvmmsg (which also probes for a second datagram).
+     * A socket that filled its last read, or is readable again on the very next loop,
+     * has a backlog: it is read in batches of PBX_BATCH until that stops. */
+    if (sk->backlog) {
+        n = SYS_RECVMMSG(fd, w->rmsg, PBX_BATCH, MSG_DONTWAIT);
+    } else {
+        /* recvfrom, not recvmsg: no msghdr/iovec to copy in; MSG_TRUNC returns the real
+         * length, so an oversized datagram is still recognised */
+        struct msghdr *h = &w->rmsg[0].msg_hdr;
+        ssize_t len = SYS_RECVFROM(fd, w->rbuf[0], PBX_MAXPKT, MSG_DONTWAIT | MSG_TRUNC,
+                               (struct sockaddr *)&w->raddr[0], &h->msg_namelen);
+        n = len < 0 ? -1 : 1;
+        if (n == 1) {
+            if (len > PBX_MAXPKT) h->msg_flags |= MSG_TRUNC;
+            w->rmsg[0].msg_len = (unsigned)len;
+        }
+    }
+    sk->backlog = (n > 1) || (n == 1 && sk->last_loop + 1 == w->loop);
+    sk->last_loop = w->loop;
     if (n <= 0) return;
     for (int i = 0; i < n; i++) {
         struct msghdr *h = &w->rmsg[i].msg_hdr;
@@ -722,7 +749,6 @@ again:
         else handle_rtp(w, l, w->rbuf[i], len, &w->raddr[i], alen, now);
     }
     flush_sends(w);  /* the buffers are reused by the next read */
-    if (n == PBX_BATCH) goto again;
 }
 
 /* ---------------------------------------------------------------- player */
@@ -957,7 +983,7 @@ static void apply_cmd(pbx_worker *w, pbx_cmd *c) {
         w->sessions = s;
         for (int i = 0; i < 2; i++) {
             pbx_leg *l = &s->leg[i];
-            struct epoll_event ev = {.events = EPOLLIN | EPOLLET};
+            struct epoll_event ev = {.events = EPOLLIN};
             ev.data.ptr = &l->rtp_tag;
             epoll_ctl(w->epfd, EPOLL_CTL_ADD, l->rtp_fd, &ev);
             if (l->rtcp_fd >= 0) {
@@ -1078,6 +1104,7 @@ static void *worker_main(void *arg) {
     w->next_housekeep = pbx_now_ns() + PBX_HOUSEKEEP_NS;
     init_batches(w);
     for (;;) {
+        w->loop++;
         int64_t now = pbx_now_ns();
         int64_t deadline = w->next_housekeep;
         for (pbx_player *p = w->players; p; p = p->next)

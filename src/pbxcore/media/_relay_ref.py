@@ -27,6 +27,7 @@ EV_TIMEOUT, EV_DTMF, EV_SSRC_CHANGED, EV_PLAYER_DONE, EV_LATCHED = 1, 2, 3, 4, 5
 CODEC_NONE, CODEC_PCMU, CODEC_PCMA = 0, 1, 2
 MAX_DROPOUT, MAX_MISORDER = 3000, 100
 EVENTS_CAP = 8192
+MAX_PACKET = 2048
 
 
 Addr = tuple[str, int]
@@ -354,10 +355,13 @@ class Relay:
                     assert sock is not None
                     while True:
                         try:
-                            data, src = sock.recvfrom(2048)
+                            data, src = sock.recvfrom(65536)
                         except (BlockingIOError, OSError):
                             break
                         src = (src[0], src[1])
+                        if len(data) > MAX_PACKET:  # the native engine's buffer size
+                            leg.c["dropped_invalid"] += 1
+                            continue
                         if is_rtcp:
                             self._rtcp(leg, data, src)
                         else:
