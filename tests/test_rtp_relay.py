@@ -841,3 +841,37 @@ def test_oversized_datagram_is_invalid(relay, peers):
     assert got == [rtp(i) for i in [*range(2, 40), 41]]
     assert s.a.stats().dropped_invalid == 2
     relay.delete_session(s)
+
+
+@native_only
+def test_deleted_sessions_ports_are_pooled_and_drained(relay, peers):
+    a, b = peers
+    s1 = relay.create_session()
+    s1.b.update(remote=b.addr)
+    port = s1.a.local_port
+    relay.delete_session(s1)
+    c = relay.counters()
+    assert c["live_ports"] == 0 and c["pooled_ports"] == 4
+    a.send(rtp(1, ssrc=0xDEAD), port)  # stale traffic to a pooled port
+    s2 = relay.create_session()
+    assert port in (s2.a.local_port, s2.b.local_port)
+    assert relay.counters()["pooled_ports"] == 0
+    s2.a.update(remote=b.addr)
+    s2.b.update(remote=b.addr)
+    a.send(rtp(2), port)
+    assert b.recv() == rtp(2)  # the stale packet was not delivered into the new session
+    relay.delete_session(s2)
+
+
+def test_pool_of_other_kind_is_released_when_range_is_full():  # native pool only
+    lo, hi = port_range(8)  # 4 pairs
+    with RtpRelay(ports=(lo, hi)) as relay:
+        muxed = [relay.create_session(rtcp_mux=True) for _ in range(2)]
+        for s in muxed:
+            relay.delete_session(s)
+        assert relay.counters()["pooled_ports"] == 4
+        s = relay.create_session()  # needs RTCP ports: the muxed pool gives its slots back
+        s2 = relay.create_session()
+        assert relay.counters()["pooled_ports"] == 0
+        relay.delete_session(s)
+        relay.delete_session(s2)

@@ -338,8 +338,11 @@ cdef class Relay:
         return rc == 1
 
     def counters(self):
-        """Relay-wide counters: live sessions and ports, created/freed, dropped events."""
-        cdef int64_t c[8]
+        """Relay-wide counters: live sessions and ports, created/freed, dropped events.
+
+        ``pooled_ports``: sockets of deleted sessions kept bound for the next session.
+        """
+        cdef int64_t c[9]
         pbx_relay_counters(self._r, c)
         return {
             "live_sessions": c[0],
@@ -350,6 +353,7 @@ cdef class Relay:
             "live_players": c[5],
             "live_recorders": c[6],
             "workers": c[7],
+            "pooled_ports": c[8],
         }
 
 

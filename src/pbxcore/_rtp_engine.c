@@ -28,6 +28,8 @@
 #define SYS_SENDMMSG(fd, m, n, fl) ((int)syscall(SYS_sendmmsg, (fd), (m), (n), (fl)))
 #define PBX_MAXPKT 2048
 #define PBX_EVENTS_CAP 8192
+#define PBX_POOL_CAP 4096   /* pooled legs per kind */
+#define PBX_SPIN_NS 50000LL /* how long a caller spins for a command before sleeping */
 #define PBX_HOUSEKEEP_NS 100000000LL  /* leg timeout check period */
 #define PBX_FRAME_NS 20000000LL
 #define PBX_FRAME_SAMPLES 160
@@ -170,6 +172,11 @@ struct pbx_relay {
     pthread_mutex_t port_mu;
     int port_lo, nslots, cursor;
     uint8_t *port_used;
+    /* Bound sockets of deleted sessions, kept for the next session (index: rtcp-mux):
+     * reusing them saves socket()+bind() on setup and close() on teardown. A slot in the
+     * pool stays marked used; stale datagrams are drained when it is handed out. */
+    struct { int rtp_fd, rtcp_fd, port; } *pool[2];
+    int pool_n[2];
     /* events */
     pthread_mutex_t ev_mu;
     pbx_event *ev;
@@ -177,6 +184,7 @@ struct pbx_relay {
     int evfd;
     /* counters: live sessions, live ports, created, freed, events dropped, players, recs */
     int64_t live_sessions, live_ports, created, freed, events_dropped, live_players, live_recs;
+    int64_t pooled_ports;
 };
 
 int64_t pbx_now_ns(void) {
@@ -305,7 +313,7 @@ int pbx_relay_wait(pbx_relay *r, int timeout_ms) {
 int pbx_relay_event_fd(const pbx_relay *r) { return r->evfd; }
 int pbx_relay_family(const pbx_relay *r) { return r->family; }
 
-void pbx_relay_counters(pbx_relay *r, int64_t out[8]) {
+void pbx_relay_counters(pbx_relay *r, int64_t out[9]) {
     out[0] = LOAD(r->live_sessions);
     out[1] = LOAD(r->live_ports);
     out[2] = LOAD(r->created);
@@ -316,6 +324,7 @@ void pbx_relay_counters(pbx_relay *r, int64_t out[8]) {
     out[5] = LOAD(r->live_players);
     out[6] = LOAD(r->live_recs);
     out[7] = r->nworkers;
+    out[8] = LOAD(r->pooled_ports);
 }
 
 /* ---------------------------------------------------------------- ports */
@@ -339,8 +348,27 @@ static int open_sock(pbx_relay *r, int port) {
 }
 
 /* bind a leg's sockets on the next free even port; errno ENOSPC when the range is exhausted */
+static void drain_stale(int fd) {
+    uint8_t junk[16];
+    while (SYS_RECVFROM(fd, junk, sizeof(junk), MSG_DONTWAIT, NULL, NULL) >= 0) {
+    }
+}
+
 static int alloc_ports(pbx_relay *r, pbx_leg *l, int mux) {
+    mux = mux ? 1 : 0;
     pthread_mutex_lock(&r->port_mu);
+    if (r->pool_n[mux] > 0) {
+        int k = --r->pool_n[mux];
+        l->rtp_fd = r->pool[mux][k].rtp_fd;
+        l->rtcp_fd = r->pool[mux][k].rtcp_fd;
+        l->port = r->pool[mux][k].port;
+        pthread_mutex_unlock(&r->port_mu);
+        drain_stale(l->rtp_fd);
+        if (l->rtcp_fd >= 0) drain_stale(l->rtcp_fd);
+        CBUMP(r->pooled_ports, mux ? -1 : -2);
+        CBUMP(r->live_ports, mux ? 1 : 2);
+        return 0;
+    }
     for (int tries = 0; tries < r->nslots; tries++) {
         int i = r->cursor;
         r->cursor = (r->cursor + 1) % r->nslots;
@@ -374,6 +402,20 @@ static int alloc_ports(pbx_relay *r, pbx_leg *l, int mux) {
         CBUMP(r->live_ports, mux ? 1 : 2);
         return 0;
     }
+    if (r->pool_n[1 - mux] > 0) {
+        /* the free ports sit in the other kind's pool: close those and look again */
+        int n = 0;
+        while (r->pool_n[1 - mux] > 0) {
+            int k = --r->pool_n[1 - mux];
+            close(r->pool[1 - mux][k].rtp_fd);
+            n++;
+            if (r->pool[1 - mux][k].rtcp_fd >= 0) { close(r->pool[1 - mux][k].rtcp_fd); n++; }
+            r->port_used[(r->pool[1 - mux][k].port - r->port_lo) / 2] = 0;
+        }
+        CBUMP(r->pooled_ports, -n);
+        pthread_mutex_unlock(&r->port_mu);
+        return alloc_ports(r, l, mux);
+    }
     pthread_mutex_unlock(&r->port_mu);
     errno = ENOSPC;
     return -1;
@@ -381,6 +423,24 @@ static int alloc_ports(pbx_relay *r, pbx_leg *l, int mux) {
 
 static void free_ports(pbx_relay *r, pbx_leg *l) {
     int n = 0;
+    if (l->port && l->rtp_fd >= 0) {
+        int mux = l->rtcp_fd < 0;
+        pthread_mutex_lock(&r->port_mu);
+        if (r->pool_n[mux] < PBX_POOL_CAP) {
+            int k = r->pool_n[mux]++;
+            r->pool[mux][k].rtp_fd = l->rtp_fd;
+            r->pool[mux][k].rtcp_fd = l->rtcp_fd;
+            r->pool[mux][k].port = l->port;
+            pthread_mutex_unlock(&r->port_mu);
+            n = mux ? 1 : 2;
+            l->rtp_fd = l->rtcp_fd = -1;
+            l->port = 0;
+            CBUMP(r->live_ports, -n);
+            CBUMP(r->pooled_ports, n);
+            return;
+        }
+        pthread_mutex_unlock(&r->port_mu);
+    }
     if (l->rtp_fd >= 0) { close(l->rtp_fd); l->rtp_fd = -1; n++; }
     if (l->rtcp_fd >= 0) { close(l->rtcp_fd); l->rtcp_fd = -1; n++; }
     if (l->port) {
@@ -413,14 +473,17 @@ pbx_relay *pbx_relay_new(const char *bind_host, int port_lo, int port_hi, int wo
         return NULL;
     }
     r->port_used = calloc((size_t)r->nslots, 1);
+    r->pool[0] = calloc(PBX_POOL_CAP, sizeof(*r->pool[0]));
+    r->pool[1] = calloc(PBX_POOL_CAP, sizeof(*r->pool[1]));
     r->ev = calloc(PBX_EVENTS_CAP, sizeof(pbx_event));
     r->nworkers = workers < 1 ? 1 : workers;
     r->workers = calloc((size_t)r->nworkers, sizeof(pbx_worker));
     r->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (!r->port_used || !r->ev || !r->workers || r->evfd < 0) {
+    if (!r->port_used || !r->ev || !r->workers || r->evfd < 0 || !r->pool[0] || !r->pool[1]) {
         set_err(err, errlen, "relay allocation", errno ? errno : ENOMEM);
         if (r->evfd >= 0) close(r->evfd);
-        free(r->port_used); free(r->ev); free(r->workers); free(r);
+        free(r->port_used); free(r->ev); free(r->workers); free(r->pool[0]); free(r->pool[1]);
+        free(r);
         return NULL;
     }
     r->codecs = *codecs;
@@ -1043,7 +1106,7 @@ static void run_cmds(pbx_worker *w) {
         apply_cmd(w, c);
         if (c->wait) {
             pthread_mutex_lock(&w->mu);
-            c->done = 1;
+            __atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);  /* c is not touched after */
             pthread_cond_broadcast(&w->cond);
             pthread_mutex_unlock(&w->mu);
         } else {
@@ -1070,9 +1133,19 @@ static int submit(pbx_worker *w, pbx_cmd *c) {
     ssize_t rc = write(w->wakefd, &one, sizeof(one));
     (void)rc;
     if (c->wait) {
-        pthread_mutex_lock(&w->mu);
-        while (!c->done) pthread_cond_wait(&w->cond, &w->mu);
-        pthread_mutex_unlock(&w->mu);
+        /* A command takes the worker a few microseconds; spinning that long first saves
+         * the caller a sleep and a wake-up, which cost more than the command itself. */
+        int64_t until = pbx_now_ns() + PBX_SPIN_NS;
+        while (!__atomic_load_n(&c->done, __ATOMIC_ACQUIRE) && pbx_now_ns() < until) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+        if (!__atomic_load_n(&c->done, __ATOMIC_ACQUIRE)) {
+            pthread_mutex_lock(&w->mu);
+            while (!__atomic_load_n(&c->done, __ATOMIC_ACQUIRE)) pthread_cond_wait(&w->cond, &w->mu);
+            pthread_mutex_unlock(&w->mu);
+        }
     }
     return 0;
 }
@@ -1196,6 +1269,13 @@ void pbx_relay_free(pbx_relay *r) {
     close(r->evfd);
     pthread_mutex_destroy(&r->port_mu);
     pthread_mutex_destroy(&r->ev_mu);
+    for (int m = 0; m < 2; m++) {
+        for (int k = 0; k < r->pool_n[m]; k++) {
+            close(r->pool[m][k].rtp_fd);
+            if (r->pool[m][k].rtcp_fd >= 0) close(r->pool[m][k].rtcp_fd);
+        }
+        free(r->pool[m]);
+    }
     free(r->port_used);
     free(r->ev);
     free(r->workers);

@@ -116,7 +116,9 @@ int pbx_relay_event_fd(const pbx_relay *r);
 size_t pbx_relay_drain(pbx_relay *r, pbx_event *out, size_t max);
 /* block (no GIL) until an event is pending or timeout_ms passes; 1 = ready */
 int pbx_relay_wait(pbx_relay *r, int timeout_ms);
-void pbx_relay_counters(pbx_relay *r, int64_t out[8]);
+/* live sessions, live ports, created, freed, events dropped, players, recorders, workers,
+ * pooled ports (bound sockets kept for reuse after a delete) */
+void pbx_relay_counters(pbx_relay *r, int64_t out[9]);
 
 /* sessions; on failure return NULL / -1 with errno set and err filled */
 pbx_session *pbx_session_new(pbx_relay *r, uint64_t id, int rtcp_mux, char *err, size_t errlen);

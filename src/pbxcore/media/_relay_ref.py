@@ -338,6 +338,7 @@ class Relay:
             "live_players": 0,
             "live_recorders": 0,
             "workers": self.workers,
+            "pooled_ports": 0,
         }
 
     # ---- the packet path
