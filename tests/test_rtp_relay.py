@@ -875,3 +875,32 @@ def test_pool_of_other_kind_is_released_when_range_is_full():  # native pool onl
         assert relay.counters()["pooled_ports"] == 0
         relay.delete_session(s)
         relay.delete_session(s2)
+
+
+def test_delete_racing_with_updates_from_other_threads(relay_cls):
+    with relay_cls(ports=port_range(400), workers=2) as relay:
+        sessions = [relay.create_session() for _ in range(60)]
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def updater() -> None:
+            while not stop.is_set():
+                for s in sessions:
+                    try:
+                        s.a.update(remote=("127.0.0.1", 9), timeout=5)
+                    except KeyError:
+                        pass  # deleted meanwhile: the one allowed failure
+                    except BaseException as exc:  # pragma: no cover - reported below
+                        errors.append(exc)
+
+        threads = [threading.Thread(target=updater) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for s in sessions:
+            relay.delete_session(s)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert not errors
+        c = relay.counters()
+        assert c["live_sessions"] == 0 and c["sessions_created"] == c["sessions_freed"] == 60

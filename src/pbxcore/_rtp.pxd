@@ -131,6 +131,8 @@ cdef class Relay:
     cdef pbx_relay* _r
     cdef dict _sessions      # session id -> address of its pbx_session
     cdef dict _recorders     # (session id, leg) -> JitterBuffer kept alive while recording
+    cdef dict _inflight      # session id -> calls of other threads waiting on its worker
+    cdef dict _doomed        # session id -> address, deleted while a call was in flight
     cdef uint64_t _next_id
     cdef bint _running
     cdef readonly str bind
@@ -139,3 +141,6 @@ cdef class Relay:
     cdef readonly int workers
 
     cdef pbx_session* _get(self, uint64_t session_id) except NULL
+    cdef pbx_session* _enter(self, uint64_t session_id) except NULL
+    cdef int _leave(self, uint64_t session_id) except -1
+    cdef int _delete_now(self, uint64_t session_id, pbx_session* s) except -1

@@ -22,6 +22,9 @@ from pbxcore._g711 cimport (
     g711_ulaw2lin,
 )
 
+cdef extern from "<unistd.h>" nogil:
+    int usleep(unsigned int usec)
+
 cdef extern from "<errno.h>":
     int errno
     enum:
@@ -87,6 +90,8 @@ cdef class Relay:
         cdef bytes b = bind.encode("ascii")
         self._sessions = {}
         self._recorders = {}
+        self._inflight = {}
+        self._doomed = {}
         self._next_id = 1
         self._running = False
         self.bind = bind
@@ -133,6 +138,9 @@ cdef class Relay:
         if not self._running:
             return
         self._running = False
+        while self._inflight:  # calls of other threads still waiting on a worker
+            with nogil:
+                usleep(1000)
         with nogil:
             pbx_relay_stop(self._r)
         self._sessions.clear()
@@ -143,6 +151,33 @@ cdef class Relay:
         if addr is None:
             raise KeyError(f"no RTP session {session_id} (deleted or never created)")
         return <pbx_session*><size_t>addr
+
+    # A call that releases the GIL holds the session "in flight": a delete from another
+    # thread meanwhile is deferred to the last such call, so no command can reach the
+    # worker after the session's DEL.
+    cdef pbx_session* _enter(self, uint64_t session_id) except NULL:
+        cdef pbx_session* s = self._get(session_id)
+        self._inflight[session_id] = self._inflight.get(session_id, 0) + 1
+        return s
+
+    cdef int _leave(self, uint64_t session_id) except -1:
+        cdef int n = self._inflight[session_id] - 1
+        cdef object doomed
+        if n:
+            self._inflight[session_id] = n
+            return 0
+        del self._inflight[session_id]
+        doomed = self._doomed.pop(session_id, None)
+        if doomed is not None:
+            self._delete_now(session_id, <pbx_session*><size_t>doomed)
+        return 0
+
+    cdef int _delete_now(self, uint64_t session_id, pbx_session* s) except -1:
+        with nogil:
+            pbx_session_delete(self._r, s)
+        self._recorders.pop((session_id, 0), None)
+        self._recorders.pop((session_id, 1), None)
+        return 0
 
     def create_session(self, bint rtcp_mux=False):
         """Allocate two legs (even RTP port, RTCP on port+1 unless rtcp_mux); return the id."""
@@ -217,19 +252,27 @@ cdef class Relay:
                 raise ValueError("timeout must not be negative")
             conf.timeout_ms = timeout_ms
             conf.mask |= PBX_CONF_TIMEOUT
-        with nogil:
-            rc = pbx_session_configure(self._r, s, leg & 1, &conf)
+        self._enter(session_id)
+        try:
+            with nogil:
+                rc = pbx_session_configure(self._r, s, leg & 1, &conf)
+        finally:
+            self._leave(session_id)
         if rc < 0:
             raise RuntimeError("relay is not running")
 
     def delete(self, uint64_t session_id):
-        """Delete a session; its ports are free when this returns."""
+        """Delete a session; its ports are free when this returns.
+
+        If another thread is inside a call on this session, the deletion completes when
+        that call returns.
+        """
         cdef pbx_session* s = self._get(session_id)
         del self._sessions[session_id]
-        with nogil:
-            pbx_session_delete(self._r, s)
-        self._recorders.pop((session_id, 0), None)
-        self._recorders.pop((session_id, 1), None)
+        if session_id in self._inflight:
+            self._doomed[session_id] = <size_t>s
+            return
+        self._delete_now(session_id, s)
 
     def stats(self, uint64_t session_id, int leg):
         """Counters of one leg as a dict."""
@@ -263,8 +306,13 @@ cdef class Relay:
             raise ValueError(f"PCM16 prompt has an odd length of {n} bytes")
         if loops < 0:
             raise ValueError("loops must be >= 0 (0 = forever)")
-        with nogil:
-            rc = pbx_session_play(self._r, s, leg & 1, p, <size_t>(n // 2), player_id, loops)
+        self._enter(session_id)
+        try:
+            with nogil:
+                rc = pbx_session_play(self._r, s, leg & 1, p, <size_t>(n // 2), player_id,
+                                      loops)
+        finally:
+            self._leave(session_id)
         if rc < 0:
             raise RuntimeError("relay is not running")
 
@@ -272,8 +320,12 @@ cdef class Relay:
         """Stop the leg's prompt; True if one was playing."""
         cdef pbx_session* s = self._get(session_id)
         cdef int rc
-        with nogil:
-            rc = pbx_session_stop_play(self._r, s, leg & 1)
+        self._enter(session_id)
+        try:
+            with nogil:
+                rc = pbx_session_stop_play(self._r, s, leg & 1)
+        finally:
+            self._leave(session_id)
         return rc == 1
 
     def record(self, uint64_t session_id, int leg, str path, object jitter_buffer=None):
@@ -289,20 +341,28 @@ cdef class Relay:
         if jitter_buffer is not None:
             _jitter_backend(jitter_buffer, &be)
             bep = &be
-        with nogil:
-            rc = pbx_session_record(self._r, s, leg & 1, cpath, bep, err, ERRLEN)
+        self._enter(session_id)
+        try:
+            with nogil:
+                rc = pbx_session_record(self._r, s, leg & 1, cpath, bep, err, ERRLEN)
+            if rc == 0 and jitter_buffer is not None:
+                self._recorders[(session_id, leg & 1)] = jitter_buffer
+        finally:
+            self._leave(session_id)
         if rc < 0:
             raise OSError(err.decode("utf-8", "replace"))
-        if jitter_buffer is not None:
-            self._recorders[(session_id, leg & 1)] = jitter_buffer
 
     def stop_record(self, uint64_t session_id, int leg):
         """Finish the leg's WAV file; return the number of samples written (-1: none)."""
         cdef pbx_session* s = self._get(session_id)
         cdef int64_t n
-        with nogil:
-            n = pbx_session_stop_record(self._r, s, leg & 1)
-        self._recorders.pop((session_id, leg & 1), None)
+        self._enter(session_id)
+        try:
+            with nogil:
+                n = pbx_session_stop_record(self._r, s, leg & 1)
+            self._recorders.pop((session_id, leg & 1), None)
+        finally:
+            self._leave(session_id)
         return n
 
     def event_fd(self):
