@@ -6,11 +6,11 @@ from libc.stdint cimport int16_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef extern from "sys/socket.h":
     ctypedef unsigned int socklen_t
-    cdef struct sockaddr_storage:
-        unsigned short ss_family
 
 
 cdef extern from "_rtp_engine.h" nogil:
+    ctypedef struct pbx_sockaddr:
+        pass
     enum:
         PBX_EV_TIMEOUT
         PBX_EV_DTMF
@@ -62,9 +62,9 @@ cdef extern from "_rtp_engine.h" nogil:
 
     ctypedef struct pbx_leg_conf:
         uint32_t mask
-        sockaddr_storage remote
+        pbx_sockaddr remote
         socklen_t remote_len
-        sockaddr_storage rtcp_remote
+        pbx_sockaddr rtcp_remote
         socklen_t rtcp_remote_len
         int codec
         int pt
@@ -90,7 +90,7 @@ cdef extern from "_rtp_engine.h" nogil:
         int64_t last_packet_ns
         uint32_t ssrc
         int latched
-        sockaddr_storage peer
+        pbx_sockaddr peer
         socklen_t peer_len
 
     ctypedef struct pbx_relay:
@@ -122,9 +122,10 @@ cdef extern from "_rtp_engine.h" nogil:
                            const pbx_rec_backend* backend, char* err, size_t errlen)
     int64_t pbx_session_stop_record(pbx_relay* r, pbx_session* s, int leg)
 
-    int pbx_parse_addr(const char* host, int port, sockaddr_storage* out, socklen_t* len)
-    int pbx_format_addr(const sockaddr_storage* a, char* host, size_t hostlen, int* port)
+    int pbx_parse_addr(const char* host, int port, pbx_sockaddr* out, socklen_t* len)
+    int pbx_format_addr(const pbx_sockaddr* a, char* host, size_t hostlen, int* port)
     int64_t pbx_now_ns()
+    int pbx_addr_family(const pbx_sockaddr* a)
 
 
 cdef class Relay:

@@ -56,7 +56,7 @@ _codecs.ulaw2lin = <pbx_dec_fn>g711_ulaw2lin
 _codecs.alaw2lin = <pbx_dec_fn>g711_alaw2lin
 
 
-cdef int _set_addr(sockaddr_storage* out, socklen_t* outlen, object addr, int family) except -1:
+cdef int _set_addr(pbx_sockaddr* out, socklen_t* outlen, object addr, int family) except -1:
     cdef bytes host
     cdef int port
     try:
@@ -68,12 +68,12 @@ cdef int _set_addr(sockaddr_storage* out, socklen_t* outlen, object addr, int fa
     host = str(host_s).strip("[]").encode("ascii")
     if pbx_parse_addr(host, port, out, outlen) < 0:
         raise ValueError(f"{host_s!r} is not a numeric IPv4 or IPv6 address")
-    if out.ss_family != family:
+    if pbx_addr_family(out) != family:
         raise ValueError(f"address {host_s!r} is not of the relay's address family")
     return 0
 
 
-cdef object _addr_tuple(const sockaddr_storage* a):
+cdef object _addr_tuple(const pbx_sockaddr* a):
     cdef char host[64]
     cdef int port = 0
     if pbx_format_addr(a, host, sizeof(host), &port) < 0:

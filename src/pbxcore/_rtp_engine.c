@@ -78,38 +78,41 @@ typedef struct {
     uint64_t last_loop;  /* worker loop of the last read */
 } pbx_sock;
 
+/* Field order follows the packet path, so that a packet touches few cache lines: first
+ * what every received packet reads and writes, then configuration, then the cold rest. */
 struct pbx_leg {
     pbx_sock rtp_tag, rtcp_tag;
-    int rtp_fd, rtcp_fd, port, idx;
-    pbx_session *sess;
-    pbx_leg_conf conf;
-    struct sockaddr_storage peer, rtcp_peer;
-    socklen_t peer_len, rtcp_peer_len;
-    int latched, rtcp_latched;
+    int rtp_fd, rtcp_fd;
+    int idx, latched, have_ssrc;
     uint32_t ssrc;
-    int have_ssrc;
+    pbx_session *sess;
+    pbx_player *player;
+    pbx_sockaddr peer;
+    socklen_t peer_len;
     /* RFC 3550 A.1 sequence state */
     uint16_t max_seq;
     uint32_t cycles, base_seq, bad_seq, received;
-    int64_t lost_before;  /* loss of earlier SSRCs */
-    double jitter;        /* timestamp units */
     int32_t last_transit;
     int have_transit;
+    double jitter;        /* timestamp units */
+    int64_t lost_before;  /* loss of earlier SSRCs */
+    /* counters, read by other threads */
+    uint64_t packets, bytes, sent_packets, sent_bytes;
+    int64_t lost, last_packet_ns, jitter_us;
+    pbx_leg_conf conf;
+    /* colder */
+    uint64_t dropped_invalid, dropped_unlatched, dropped_other, rtcp_packets, rtcp_bytes;
+    pbx_sockaddr rtcp_peer;
+    socklen_t rtcp_peer_len;
+    int rtcp_latched, port;
+    int timed_out;
+    int64_t timeout_ref_ns;
+    pbx_recorder *rec;
     /* RFC 4733 end-of-event detection */
     int dtmf_active, dtmf_reported;
     uint32_t dtmf_ts;
     int dtmf_event, dtmf_vol;
     uint32_t dtmf_dur;
-    /* timeout */
-    int64_t timeout_ref_ns;
-    int timed_out;
-    pbx_player *player;
-    pbx_recorder *rec;
-    /* counters, read by other threads */
-    uint64_t packets, bytes, dropped_invalid, dropped_unlatched, dropped_other;
-    uint64_t sent_packets, sent_bytes, rtcp_packets, rtcp_bytes;
-    int64_t lost, last_packet_ns;
-    int64_t jitter_us;
 };
 
 struct pbx_session {
@@ -148,12 +151,12 @@ struct pbx_worker {
     /* receive batch */
     struct mmsghdr rmsg[PBX_BATCH];
     struct iovec riov[PBX_BATCH];
-    struct sockaddr_storage raddr[PBX_BATCH];
+    pbx_sockaddr raddr[PBX_BATCH];
     uint8_t rbuf[PBX_BATCH][PBX_MAXPKT];
     /* send batch (iovecs point into rbuf or pbuf) */
     struct mmsghdr smsg[PBX_BATCH];
     struct iovec siov[PBX_BATCH];
-    struct sockaddr_storage saddr[PBX_BATCH];
+    pbx_sockaddr saddr[PBX_BATCH];
     pbx_leg *sleg[PBX_BATCH];
     int sfd, scount;
     uint64_t loop;
@@ -162,7 +165,7 @@ struct pbx_worker {
 
 struct pbx_relay {
     int family;
-    struct sockaddr_storage bind_addr;
+    pbx_sockaddr bind_addr;
     socklen_t bind_len;
     pbx_codec_api codecs;
     int nworkers, running;
@@ -197,7 +200,7 @@ static void set_err(char *err, size_t errlen, const char *what, int e) {
     if (err && errlen) snprintf(err, errlen, "%s: %s", what, strerror(e));
 }
 
-int pbx_parse_addr(const char *host, int port, struct sockaddr_storage *out, socklen_t *len) {
+int pbx_parse_addr(const char *host, int port, pbx_sockaddr *out, socklen_t *len) {
     memset(out, 0, sizeof(*out));
     if (port < 0 || port > 65535) return -1;
     struct sockaddr_in *a4 = (struct sockaddr_in *)out;
@@ -217,14 +220,16 @@ int pbx_parse_addr(const char *host, int port, struct sockaddr_storage *out, soc
     return -1;
 }
 
-int pbx_format_addr(const struct sockaddr_storage *a, char *host, size_t hostlen, int *port) {
-    if (a->ss_family == AF_INET) {
+int pbx_addr_family(const pbx_sockaddr *a) { return a->sa.sa_family; }
+
+int pbx_format_addr(const pbx_sockaddr *a, char *host, size_t hostlen, int *port) {
+    if (a->sa.sa_family == AF_INET) {
         const struct sockaddr_in *a4 = (const struct sockaddr_in *)a;
         inet_ntop(AF_INET, &a4->sin_addr, host, (socklen_t)hostlen);
         *port = ntohs(a4->sin_port);
         return 0;
     }
-    if (a->ss_family == AF_INET6) {
+    if (a->sa.sa_family == AF_INET6) {
         const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)a;
         inet_ntop(AF_INET6, &a6->sin6_addr, host, (socklen_t)hostlen);
         *port = ntohs(a6->sin6_port);
@@ -233,13 +238,13 @@ int pbx_format_addr(const struct sockaddr_storage *a, char *host, size_t hostlen
     return -1;
 }
 
-static int addr_eq(const struct sockaddr_storage *x, const struct sockaddr_storage *y, int ports) {
-    if (x->ss_family != y->ss_family) return 0;
-    if (x->ss_family == AF_INET) {
+static int addr_eq(const pbx_sockaddr *x, const pbx_sockaddr *y, int ports) {
+    if (x->sa.sa_family != y->sa.sa_family) return 0;
+    if (x->sa.sa_family == AF_INET) {
         const struct sockaddr_in *a = (const struct sockaddr_in *)x, *b = (const struct sockaddr_in *)y;
         return a->sin_addr.s_addr == b->sin_addr.s_addr && (!ports || a->sin_port == b->sin_port);
     }
-    if (x->ss_family == AF_INET6) {
+    if (x->sa.sa_family == AF_INET6) {
         const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)x,
                                   *b = (const struct sockaddr_in6 *)y;
         return memcmp(&a->sin6_addr, &b->sin6_addr, 16) == 0 &&
@@ -248,14 +253,14 @@ static int addr_eq(const struct sockaddr_storage *x, const struct sockaddr_stora
     return 0;
 }
 
-static void addr_set_port(struct sockaddr_storage *a, int port) {
-    if (a->ss_family == AF_INET) ((struct sockaddr_in *)a)->sin_port = htons((uint16_t)port);
-    else if (a->ss_family == AF_INET6) ((struct sockaddr_in6 *)a)->sin6_port = htons((uint16_t)port);
+static void addr_set_port(pbx_sockaddr *a, int port) {
+    if (a->sa.sa_family == AF_INET) ((struct sockaddr_in *)a)->sin_port = htons((uint16_t)port);
+    else if (a->sa.sa_family == AF_INET6) ((struct sockaddr_in6 *)a)->sin6_port = htons((uint16_t)port);
 }
 
-static int addr_port(const struct sockaddr_storage *a) {
-    if (a->ss_family == AF_INET) return ntohs(((const struct sockaddr_in *)a)->sin_port);
-    if (a->ss_family == AF_INET6) return ntohs(((const struct sockaddr_in6 *)a)->sin6_port);
+static int addr_port(const pbx_sockaddr *a) {
+    if (a->sa.sa_family == AF_INET) return ntohs(((const struct sockaddr_in *)a)->sin_port);
+    if (a->sa.sa_family == AF_INET6) return ntohs(((const struct sockaddr_in6 *)a)->sin6_port);
     return 0;
 }
 
@@ -336,7 +341,7 @@ static int open_sock(pbx_relay *r, int port) {
         int on = 1;
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
     }
-    struct sockaddr_storage a = r->bind_addr;
+    pbx_sockaddr a = r->bind_addr;
     addr_set_port(&a, port);
     if (bind(fd, (struct sockaddr *)&a, r->bind_len) < 0) {
         int e = errno;
@@ -463,7 +468,7 @@ pbx_relay *pbx_relay_new(const char *bind_host, int port_lo, int port_hi, int wo
         free(r);
         return NULL;
     }
-    r->family = r->bind_addr.ss_family;
+    r->family = r->bind_addr.sa.sa_family;
     if (port_lo & 1) port_lo++;
     r->port_lo = port_lo;
     r->nslots = (port_hi - port_lo + 1) / 2;  /* RTP even, RTCP odd: both inside the range */
@@ -533,7 +538,7 @@ static void flush_sends(pbx_worker *w) {
 }
 
 static void queue_send(pbx_worker *w, pbx_leg *out, int fd, void *buf, size_t len,
-                       const struct sockaddr_storage *to, socklen_t tolen) {
+                       const pbx_sockaddr *to, socklen_t tolen) {
     if (w->scount && (fd != w->sfd || w->scount == PBX_BATCH)) flush_sends(w);
     int i = w->scount++;
     w->sfd = fd;
@@ -551,18 +556,18 @@ static void queue_send(pbx_worker *w, pbx_leg *out, int fd, void *buf, size_t le
 }
 
 /* where a leg sends RTP: the latched peer, else the SDP address; 0 = nowhere yet */
-static int rtp_dest(pbx_leg *l, const struct sockaddr_storage **to, socklen_t *len) {
+static int rtp_dest(pbx_leg *l, const pbx_sockaddr **to, socklen_t *len) {
     if (l->latched) { *to = &l->peer; *len = l->peer_len; return 1; }
-    if (l->conf.remote.ss_family != AF_UNSPEC) {
+    if (l->conf.remote.sa.sa_family != AF_UNSPEC) {
         *to = &l->conf.remote; *len = l->conf.remote_len; return 1;
     }
     return 0;
 }
 
-static int rtcp_dest(pbx_leg *l, const struct sockaddr_storage **to, socklen_t *len) {
+static int rtcp_dest(pbx_leg *l, const pbx_sockaddr **to, socklen_t *len) {
     if (l->conf.rtcp_mux) return rtp_dest(l, to, len);
     if (l->rtcp_latched) { *to = &l->rtcp_peer; *len = l->rtcp_peer_len; return 1; }
-    if (l->conf.rtcp_remote.ss_family != AF_UNSPEC) {
+    if (l->conf.rtcp_remote.sa.sa_family != AF_UNSPEC) {
         *to = &l->conf.rtcp_remote; *len = l->conf.rtcp_remote_len; return 1;
     }
     return 0;
@@ -638,7 +643,7 @@ static void rec_packet(pbx_recorder *rc, pbx_relay *r, int codec, const uint8_t 
                        uint16_t seq, uint32_t ts, uint32_t ssrc, int64_t now);
 
 static void handle_rtcp(pbx_worker *w, pbx_leg *l, uint8_t *buf, size_t len,
-                        const struct sockaddr_storage *src, socklen_t srclen) {
+                        const pbx_sockaddr *src, socklen_t srclen) {
     pbx_leg *o = &l->sess->leg[1 - l->idx];
     if (len < 8 || (buf[0] >> 6) != 2 || buf[1] < 192 || buf[1] > 223) {
         BUMP(l->dropped_invalid, 1);
@@ -647,7 +652,7 @@ static void handle_rtcp(pbx_worker *w, pbx_leg *l, uint8_t *buf, size_t len,
     if (l->conf.rtcp_mux) {
         if (!l->latched || !addr_eq(src, &l->peer, 1)) { BUMP(l->dropped_unlatched, 1); return; }
     } else if (!l->rtcp_latched) {
-        if (l->conf.strict && l->conf.remote.ss_family != AF_UNSPEC &&
+        if (l->conf.strict && l->conf.remote.sa.sa_family != AF_UNSPEC &&
             !addr_eq(src, &l->conf.remote, 0)) {
             BUMP(l->dropped_unlatched, 1);
             return;
@@ -661,7 +666,7 @@ static void handle_rtcp(pbx_worker *w, pbx_leg *l, uint8_t *buf, size_t len,
     }
     BUMP(l->rtcp_packets, 1);
     BUMP(l->rtcp_bytes, len);
-    const struct sockaddr_storage *to;
+    const pbx_sockaddr *to;
     socklen_t tolen;
     int fd = o->conf.rtcp_mux ? o->rtp_fd : o->rtcp_fd;
     if (fd < 0 || !rtcp_dest(o, &to, &tolen)) { BUMP(l->dropped_other, 1); return; }
@@ -669,7 +674,7 @@ static void handle_rtcp(pbx_worker *w, pbx_leg *l, uint8_t *buf, size_t len,
 }
 
 static void handle_rtp(pbx_worker *w, pbx_leg *l, uint8_t *buf, size_t len,
-                       const struct sockaddr_storage *src, socklen_t srclen, int64_t now) {
+                       const pbx_sockaddr *src, socklen_t srclen, int64_t now) {
     pbx_relay *r = w->r;
     if (l->conf.rtcp_mux && len >= 2 && buf[1] >= 192 && buf[1] <= 223) {  /* RFC 5761 demux */
         handle_rtcp(w, l, buf, len, src, srclen);
@@ -695,7 +700,7 @@ static void handle_rtp(pbx_worker *w, pbx_leg *l, uint8_t *buf, size_t len,
     uint32_t ssrc = ((uint32_t)buf[8] << 24) | ((uint32_t)buf[9] << 16) | ((uint32_t)buf[10] << 8) | buf[11];
 
     /* source check and symmetric latching */
-    if (l->conf.strict && l->conf.remote.ss_family != AF_UNSPEC && !addr_eq(src, &l->conf.remote, 0)) {
+    if (l->conf.strict && l->conf.remote.sa.sa_family != AF_UNSPEC && !addr_eq(src, &l->conf.remote, 0)) {
         BUMP(l->dropped_unlatched, 1);
         return;
     }
@@ -747,7 +752,7 @@ static void handle_rtp(pbx_worker *w, pbx_leg *l, uint8_t *buf, size_t len,
     }
 
     pbx_leg *o = &l->sess->leg[1 - l->idx];
-    const struct sockaddr_storage *to;
+    const pbx_sockaddr *to;
     socklen_t tolen;
     if (o->player) { BUMP(l->dropped_other, 1); return; }  /* the prompt owns that leg */
     if (!rtp_dest(o, &to, &tolen)) { BUMP(l->dropped_other, 1); return; }
@@ -866,7 +871,7 @@ static void players_tick(pbx_worker *w, int64_t now) {
             b[10] = (uint8_t)(p->ssrc >> 8); b[11] = (uint8_t)p->ssrc;
             if (l->conf.codec == PBX_CODEC_PCMA) w->r->codecs.lin2alaw(frame, PBX_FRAME_SAMPLES, b + 12);
             else w->r->codecs.lin2ulaw(frame, PBX_FRAME_SAMPLES, b + 12);
-            const struct sockaddr_storage *to;
+            const pbx_sockaddr *to;
             socklen_t tolen;
             if (rtp_dest(l, &to, &tolen)) {
                 if (sendto(l->rtp_fd, b, 12 + PBX_FRAME_SAMPLES, MSG_DONTWAIT,
@@ -985,14 +990,14 @@ static int64_t rec_end(pbx_worker *w, pbx_leg *l) {
 static void apply_conf(pbx_leg *l, const pbx_leg_conf *c, int64_t now) {
     uint32_t m = c->mask;
     if (m & PBX_CONF_REMOTE) {
-        if (!(l->conf.remote.ss_family == c->remote.ss_family && addr_eq(&l->conf.remote, &c->remote, 1))) {
+        if (!(l->conf.remote.sa.sa_family == c->remote.sa.sa_family && addr_eq(&l->conf.remote, &c->remote, 1))) {
             /* a new SDP address (re-INVITE): learn the peer again */
             STORE(l->latched, 0);
             l->rtcp_latched = 0;
         }
         l->conf.remote = c->remote;
         l->conf.remote_len = c->remote_len;
-        if (!(m & PBX_CONF_RTCP_REMOTE) && c->remote.ss_family != AF_UNSPEC) {
+        if (!(m & PBX_CONF_RTCP_REMOTE) && c->remote.sa.sa_family != AF_UNSPEC) {
             l->conf.rtcp_remote = c->remote;
             l->conf.rtcp_remote_len = c->remote_len;
             addr_set_port(&l->conf.rtcp_remote, addr_port(&c->remote) + 1);
@@ -1306,8 +1311,8 @@ pbx_session *pbx_session_new(pbx_relay *r, uint64_t id, int rtcp_mux, char *err,
         l->conf.latch = 1;
         l->conf.te_pt = -1;
         l->conf.rtcp_mux = rtcp_mux;
-        l->conf.remote.ss_family = AF_UNSPEC;
-        l->conf.rtcp_remote.ss_family = AF_UNSPEC;
+        l->conf.remote.sa.sa_family = AF_UNSPEC;
+        l->conf.rtcp_remote.sa.sa_family = AF_UNSPEC;
         if (alloc_ports(r, l, rtcp_mux) < 0) {
             int e = errno;
             if (e == ENOSPC)

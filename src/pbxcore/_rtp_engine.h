@@ -29,6 +29,14 @@ enum {
 
 enum { PBX_CODEC_NONE = 0, PBX_CODEC_PCMU = 1, PBX_CODEC_PCMA = 2 };
 
+/* An IPv4 or IPv6 socket address: 28 bytes where sockaddr_storage takes 128, which keeps
+ * a leg's hot state in fewer cache lines. sa.sa_family == AF_UNSPEC means "none". */
+typedef union {
+    struct sockaddr sa;
+    struct sockaddr_in in4;
+    struct sockaddr_in6 in6;
+} pbx_sockaddr;
+
 typedef struct {
     uint32_t type;
     uint32_t leg;        /* 0 = leg a, 1 = leg b */
@@ -73,9 +81,9 @@ enum {
 
 typedef struct {
     uint32_t mask;
-    struct sockaddr_storage remote;      /* family AF_UNSPEC = none */
+    pbx_sockaddr remote;      /* family AF_UNSPEC = none */
     socklen_t remote_len;
-    struct sockaddr_storage rtcp_remote; /* AF_UNSPEC = remote port + 1 */
+    pbx_sockaddr rtcp_remote; /* AF_UNSPEC = remote port + 1 */
     socklen_t rtcp_remote_len;
     int codec;         /* PBX_CODEC_* of the peer on this leg */
     int pt;            /* payload type number this leg's peer uses for the codec */
@@ -97,7 +105,7 @@ typedef struct {
     int64_t last_packet_ns;   /* CLOCK_MONOTONIC, 0 = never */
     uint32_t ssrc;
     int latched;
-    struct sockaddr_storage peer;
+    pbx_sockaddr peer;
     socklen_t peer_len;
 } pbx_leg_stats;
 
@@ -137,9 +145,10 @@ int pbx_session_record(pbx_relay *r, pbx_session *s, int leg, const char *path,
 /* returns the number of samples written, -1 if no recorder */
 int64_t pbx_session_stop_record(pbx_relay *r, pbx_session *s, int leg);
 
-int pbx_parse_addr(const char *host, int port, struct sockaddr_storage *out, socklen_t *len);
-int pbx_format_addr(const struct sockaddr_storage *a, char *host, size_t hostlen, int *port);
+int pbx_parse_addr(const char *host, int port, pbx_sockaddr *out, socklen_t *len);
+int pbx_format_addr(const pbx_sockaddr *a, char *host, size_t hostlen, int *port);
 int64_t pbx_now_ns(void);
+int pbx_addr_family(const pbx_sockaddr *a);
 
 #ifdef __cplusplus
 }
