@@ -904,3 +904,33 @@ def test_delete_racing_with_updates_from_other_threads(relay_cls):
         assert not errors
         c = relay.counters()
         assert c["live_sessions"] == 0 and c["sessions_created"] == c["sessions_freed"] == 60
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.one_of(
+        st.binary(max_size=200),
+        st.binary(max_size=120).map(lambda b: b"RIFF\x00\x00\x00\x00WAVE" + b),
+        st.tuples(
+            st.integers(0, 0xFFFF),
+            st.integers(0, 3),
+            st.integers(0, 50000),
+            st.integers(0, 32),
+            st.binary(max_size=64),
+        ).map(
+            lambda t: (
+                b"RIFF\x00\x00\x00\x00WAVEfmt \x10\x00\x00\x00"
+                + struct.pack("<HHIIHH", t[0], t[1], t[2], t[2], 2, t[3])
+                + b"data"
+                + struct.pack("<I", len(t[4]))
+                + t[4]
+            )
+        ),
+    )
+)
+def test_fuzz_wav_prompt_parser(data):
+    try:
+        prompt = Prompt.from_wav_bytes(data)
+    except ValueError:
+        return
+    assert len(prompt.pcm16) % 2 == 0

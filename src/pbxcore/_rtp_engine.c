@@ -1267,6 +1267,17 @@ void pbx_relay_stop(pbx_relay *r) {
 void pbx_relay_free(pbx_relay *r) {
     if (!r) return;
     pbx_relay_stop(r);
+#ifdef PBX_DEBUG
+    /* leak check of the debug build: stopping the relay must have released everything */
+    if (LOAD(r->live_sessions) || LOAD(r->live_ports) || LOAD(r->live_players) ||
+        LOAD(r->live_recs) || LOAD(r->created) != LOAD(r->freed)) {
+        fprintf(stderr, "pbxcore PBX_DEBUG: relay leak: sessions=%lld ports=%lld players=%lld "
+                "recorders=%lld created=%lld freed=%lld\n", (long long)r->live_sessions,
+                (long long)r->live_ports, (long long)r->live_players, (long long)r->live_recs,
+                (long long)r->created, (long long)r->freed);
+        abort();
+    }
+#endif
     for (int i = 0; i < r->nworkers; i++) {
         pthread_mutex_destroy(&r->workers[i].mu);
         pthread_cond_destroy(&r->workers[i].cond);

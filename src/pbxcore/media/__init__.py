@@ -1,6 +1,7 @@
 """Media: the native RTP relay's Python face, prompts and recordings, SDP, the engine facade."""
 
 from pbxcore._jitter import JbPutResult, JbStatus, JitterBuffer
+from pbxcore.media.engine import MediaCall, MediaEngine
 from pbxcore.media.player import Player, Prompt
 from pbxcore.media.recorder import Recorder
 from pbxcore.media.relay import (
@@ -53,7 +54,9 @@ __all__ = [
     "LegLatched",
     "LegStats",
     "LegTimeout",
+    "MediaCall",
     "MediaDescription",
+    "MediaEngine",
     "MediaEvent",
     "NegotiatedAudio",
     "Origin",
