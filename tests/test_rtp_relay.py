@@ -6,6 +6,7 @@ Real UDP sockets on loopback play the two peers of each session.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
 import struct
@@ -651,7 +652,8 @@ def test_sessions_from_many_threads_with_several_workers(relay_cls):
 
 def test_traffic_on_several_workers(relay_cls, peers):
     a, b = peers
-    with relay_cls(ports=port_range(), workers=2) as relay:
+    with relay_cls(ports=port_range(), workers=None) as relay:  # one per core
+        assert relay.counters()["workers"] == len(os.sched_getaffinity(0))
         sessions = [relay.create_session() for _ in range(4)]
         for s in sessions:
             s.b.update(remote=b.addr)

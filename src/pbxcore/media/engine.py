@@ -85,7 +85,7 @@ class MediaEngine:
         *,
         bind: str = "127.0.0.1",
         ports: tuple[int, int] = (20000, 29999),
-        workers: int = 1,
+        workers: int | None = 1,
         advertise: str | None = None,
         leg_timeout: float | None = None,
         strict: bool = False,

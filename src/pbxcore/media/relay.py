@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -264,7 +265,8 @@ class RtpRelay:
     """The media relay behind every bridged call.
 
     ``bind`` is a numeric IPv4 or IPv6 address; ``ports`` the inclusive range the legs' even
-    RTP ports (and odd RTCP ports) come from; ``workers`` the number of native threads.
+    RTP ports (and odd RTCP ports) come from; ``workers`` the number of native threads
+    (``None``: one per core). Sessions are spread over the workers round-robin.
     """
 
     # the engine; tests swap in the pure-Python reference (pbxcore.media._relay_ref.Relay)
@@ -274,8 +276,10 @@ class RtpRelay:
         self,
         bind: str = "127.0.0.1",
         ports: tuple[int, int] = (20000, 29999),
-        workers: int = 1,
+        workers: int | None = 1,
     ) -> None:
+        if workers is None:
+            workers = len(os.sched_getaffinity(0)) or 1
         try:
             ipaddress.ip_address(bind.strip("[]"))
         except ValueError:
