@@ -506,16 +506,21 @@ pbx_relay *pbx_relay_new(const char *bind_host, int port_lo, int port_hi, int wo
 
 /* ---------------------------------------------------------------- packet path */
 
+/* Sent counters are bumped before the send and taken back if it fails: whoever receives
+ * the packet must never read a counter that does not include it yet. */
+static void count_sent(pbx_leg *l, size_t len, int sign) {
+    BUMP(l->sent_packets, (uint64_t)(int64_t)sign);
+    BUMP(l->sent_bytes, (uint64_t)((int64_t)sign * (int64_t)len));
+    if (sign < 0) BUMP(l->dropped_other, 1);  /* e.g. ECONNREFUSED, EAGAIN: lose it */
+}
+
 static void flush_sends(pbx_worker *w) {
+    for (int i = 0; i < w->scount; i++) count_sent(w->sleg[i], w->siov[i].iov_len, 1);
     if (w->scount == 1) {  /* sendto is cheaper than sendmmsg for one packet */
         struct msghdr *h = &w->smsg[0].msg_hdr;
         if (SYS_SENDTO(w->sfd, w->siov[0].iov_base, w->siov[0].iov_len, MSG_DONTWAIT,
-                   (struct sockaddr *)h->msg_name, h->msg_namelen) >= 0) {
-            BUMP(w->sleg[0]->sent_packets, 1);
-            BUMP(w->sleg[0]->sent_bytes, w->siov[0].iov_len);
-        } else {
-            BUMP(w->sleg[0]->dropped_other, 1);
-        }
+                       (struct sockaddr *)h->msg_name, h->msg_namelen) < 0)
+            count_sent(w->sleg[0], w->siov[0].iov_len, -1);
         w->scount = 0;
         return;
     }
@@ -524,13 +529,9 @@ static void flush_sends(pbx_worker *w) {
         int rc = SYS_SENDMMSG(w->sfd, w->smsg + off, (unsigned)(w->scount - off), MSG_DONTWAIT);
         if (rc < 0) {
             if (errno == EINTR) continue;
-            BUMP(w->sleg[off]->dropped_other, 1);  /* e.g. ECONNREFUSED, EAGAIN: lose one */
+            count_sent(w->sleg[off], w->siov[off].iov_len, -1);
             off++;
             continue;
-        }
-        for (int i = off; i < off + rc; i++) {
-            BUMP(w->sleg[i]->sent_packets, 1);
-            BUMP(w->sleg[i]->sent_bytes, w->siov[i].iov_len);
         }
         off += rc;
     }
@@ -874,13 +875,10 @@ static void players_tick(pbx_worker *w, int64_t now) {
             const pbx_sockaddr *to;
             socklen_t tolen;
             if (rtp_dest(l, &to, &tolen)) {
+                count_sent(l, 12 + PBX_FRAME_SAMPLES, 1);
                 if (sendto(l->rtp_fd, b, 12 + PBX_FRAME_SAMPLES, MSG_DONTWAIT,
-                           (const struct sockaddr *)to, tolen) > 0) {
-                    BUMP(l->sent_packets, 1);
-                    BUMP(l->sent_bytes, 12 + PBX_FRAME_SAMPLES);
-                } else {
-                    BUMP(l->dropped_other, 1);
-                }
+                           (const struct sockaddr *)to, tolen) < 0)
+                    count_sent(l, 12 + PBX_FRAME_SAMPLES, -1);
             }
             p->seq++;
             p->ts += PBX_FRAME_SAMPLES;

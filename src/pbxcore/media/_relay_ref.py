@@ -386,13 +386,15 @@ class Relay:
     def _send(self, out: _Leg, sock: socket.socket | None, data: bytes, to: Addr | None) -> bool:
         if sock is None or to is None:
             return False
+        # counted first: whoever receives the packet must find it in the counters
+        out.c["sent_packets"] += 1
+        out.c["sent_bytes"] += len(data)
         try:
             sock.sendto(data, to)
         except OSError:
+            out.c["sent_packets"] -= 1
+            out.c["sent_bytes"] -= len(data)
             out.c["dropped_other"] += 1
-            return True
-        out.c["sent_packets"] += 1
-        out.c["sent_bytes"] += len(data)
         return True
 
     def _other(self, leg: _Leg) -> _Leg:
