@@ -86,6 +86,8 @@ async def test_transcoding_when_b_picks_what_a_did_not_offer(engine):
 async def test_no_transcoding_when_b_picks_an_offered_codec(engine):
     a, b = Peer(), Peer()
     call = await engine.offer(sdp(a.addr[1], "8 0"), transcode=True)
+    # A offered no telephone-event, so B is not offered any either
+    assert [m.payload_types for m in call.offer_for_b.media] == [[8, 0]]
     answer_a = await engine.answer(call, sdp(b.addr[1], "8"))
     assert negotiated_audio(answer_a).codec.name == "PCMA"
     p = rtp(1, pt=8, payload=bytes(range(160)))

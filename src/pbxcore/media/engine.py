@@ -168,7 +168,7 @@ class MediaEngine:
                     self.advertise,
                     session.b.local_port,
                     codecs=[first, *others],
-                    telephone_event=a_audio.telephone_event or 101,
+                    telephone_event=a_audio.telephone_event,  # only if A can take events
                     ptime=20,
                 )
             else:
