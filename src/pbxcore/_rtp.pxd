@@ -1,5 +1,5 @@
 # cython: language_level=3
-# C-level interface of the RTP relay engine (_rtp_engine.c). The engine runs its own worker
+# C-level interface of the RTP relay engine (csrc/rtp_engine.c). The engine runs its own worker
 # threads and never touches Python objects; this module wraps it for Python.
 from libc.stdint cimport int16_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
@@ -8,7 +8,7 @@ cdef extern from "sys/socket.h":
     ctypedef unsigned int socklen_t
 
 
-cdef extern from "_rtp_engine.h" nogil:
+cdef extern from "csrc/rtp_engine.h" nogil:
     ctypedef struct pbx_sockaddr:
         pass
     enum:

@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Native RTP relay: worker threads with their own epoll sets, batched recvmmsg/sendmmsg.
 
-The engine is C (``_rtp_engine.c``) and never touches Python objects; :class:`Relay` is the
+The engine is C (``csrc/rtp_engine.c``) and never touches Python objects; :class:`Relay` is the
 thin handle Python holds. ``pbxcore.media.relay`` builds the public API on top of it.
 Sessions are named by integer ids, so a stale id raises ``KeyError`` instead of touching
 freed memory. Every call that waits for a worker releases the GIL.

@@ -1,6 +1,6 @@
-/* RTP relay engine, see _rtp_engine.h. Linux only (epoll, eventfd, recvmmsg/sendmmsg). */
+/* RTP relay engine, see rtp_engine.h. Linux only (epoll, eventfd, recvmmsg/sendmmsg). */
 #define _GNU_SOURCE
-#include "_rtp_engine.h"
+#include "rtp_engine.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
