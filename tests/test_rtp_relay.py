@@ -11,6 +11,7 @@ import random
 import socket
 import struct
 import threading
+import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -936,3 +937,30 @@ def test_fuzz_wav_prompt_parser(data):
     except ValueError:
         return
     assert len(prompt.pcm16) % 2 == 0
+
+
+def test_event_flood_is_bounded_and_counted(relay, peers):
+    a, _ = peers
+    s = relay.create_session()  # leg b has no peer: packets are counted, events raised
+
+    def caught_up(count: int) -> None:
+        for _ in range(500):  # bounded: the relay processes what is queued
+            if s.a.stats().packets + s.a.stats().dropped_invalid >= count:
+                return
+            time.sleep(0.01)
+        pytest.fail(f"relay did not process {count} packets")
+
+    n = 8300  # every packet a new SSRC: more events than the ring holds (8192)
+    for i in range(n):
+        a.send(rtp(i, ssrc=i + 1), s.a.local_port)
+        if i % 100 == 99:
+            caught_up(i + 1)  # never more queued than the relay's socket buffer holds
+    caught_up(n)
+    events = relay.poll_events()
+    dropped = relay.counters()["events_dropped"]
+    ssrc_changes = [e for e in events if isinstance(e, SsrcChanged)]
+    assert len(events) == 8192 and dropped > 0
+    # one LegLatched plus n - 1 SSRC changes were raised; what did not fit was counted
+    assert len(events) + dropped == n
+    assert len(ssrc_changes) == 8191
+    relay.delete_session(s)
