@@ -11,16 +11,14 @@ audioop has no μ-law↔A-law function: its baseline there is what audioop users
 
 from __future__ import annotations
 
-import os
-import platform
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from _common import machine, time_per_call
 from pbxcore import g711
 
 with warnings.catch_warnings():
@@ -70,43 +68,6 @@ def _inputs(name: str, mode: str) -> list[bytes]:
     return PACKET_PCM if encode else PACKET_CODES
 
 
-def _time_per_call(fn: Fn, inputs: list[bytes], min_seconds: float = 0.2) -> float:
-    """Best-of-5 seconds per call, each round cycling through all inputs."""
-    rounds = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(rounds):
-            for x in inputs:
-                fn(x)
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_seconds / 5:
-            break
-        rounds *= 2
-    best = elapsed
-    for _ in range(4):
-        t0 = time.perf_counter()
-        for _ in range(rounds):
-            for x in inputs:
-                fn(x)
-        best = min(best, time.perf_counter() - t0)
-    return best / (rounds * len(inputs))
-
-
-def machine() -> str:
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return (
-        f"{model or platform.processor()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}"
-    )
-
-
 def _fmt(mode: str, samples: int, seconds: float) -> str:
     if mode == "bulk":
         return f"{samples / seconds / 1e6:9.0f} MS/s"
@@ -124,8 +85,8 @@ def main() -> None:
     for mode in ("bulk", "packet"):
         for name in FUNCTIONS:
             inputs = _inputs(name, mode)
-            ours = _time_per_call(getattr(g711, name), inputs)
-            theirs = _time_per_call(baselines[name], inputs) if name in baselines else float("nan")
+            ours = time_per_call(getattr(g711, name), inputs)
+            theirs = time_per_call(baselines[name], inputs) if name in baselines else float("nan")
             samples = len(inputs[0]) // (2 if name.startswith("lin") else 1)
             print(
                 f"{name:<10} {mode:<7} {_fmt(mode, samples, ours):>14} "

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,23 +31,11 @@ from tests.jitter_sim import (
     score,
 )
 
+from _common import machine
 from pbxcore._jitter import JitterBuffer
 from pbxcore._jitter_ref import JitterBuffer as RefJitterBuffer
 
 CONFIG = {"min_delay_ms": 20, "max_delay_ms": 500}
-
-
-def machine() -> str:
-    try:
-        model = (
-            subprocess.run(["lscpu"], capture_output=True, text=True, check=False)
-            .stdout.split("Model name:")[1]
-            .splitlines()[0]
-            .strip()
-        )
-    except (IndexError, OSError):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def simulator_table(seconds: float) -> None:

@@ -22,7 +22,6 @@ import argparse
 import datetime
 import gc
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -37,24 +36,15 @@ import phonenumbers
 from phonenumbers.carrierdata import CARRIER_DATA
 from phonenumbers.geodata import GEOCODE_DATA
 
+from _common import machine as common_machine
 from pbxcore.routing import DialPlan, RouteEntry, RouteTable, RouteTrie
 
 DIGITS = "0123456789"
 
 
 def machine() -> str:
-    model = "?"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next(
-            (line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line),
-            "?",
-        )
-    except OSError:
-        pass
     return (
-        f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
-        f"numpy {np.__version__}, marisa-trie {version('marisa-trie')}, "
+        f"{common_machine()}, numpy {np.__version__}, marisa-trie {version('marisa-trie')}, "
         f"phonenumbers {phonenumbers.__version__}"
     )
 

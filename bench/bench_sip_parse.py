@@ -16,13 +16,10 @@ no multi-valued headers, no validation) and joins it back: a floor, not a compet
 
 from __future__ import annotations
 
-import os
-import platform
-import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
+from _common import machine, time_per_call
 from pbxcore.sip import make_response, parse_message, validate_request
 
 INVITE = (
@@ -170,41 +167,6 @@ CASES: dict[str, tuple[bytes, Fn, Fn]] = {
 }
 
 
-def _time_per_call(fn: Fn, data: bytes, min_seconds: float = 0.3) -> float:
-    """Best of 5 rounds, seconds per call."""
-    n = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn(data)
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_seconds / 5:
-            break
-        n *= 2
-    best = elapsed
-    for _ in range(4):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn(data)
-        best = min(best, time.perf_counter() - t0)
-    return best / n
-
-
-def machine() -> str:
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return (
-        f"{model or platform.processor()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}"
-    )
-
-
 def main() -> None:
     print(f"SIP parse benchmark on {machine()}")
     print(f"INVITE {len(INVITE)} octets (SDP 238), REGISTER {len(REGISTER)} octets")
@@ -214,8 +176,8 @@ def main() -> None:
     print("-" * len(header))
     for case, (data, pbx, naive) in CASES.items():
         assert parse_message(pbx(data)) is not None and naive(data)
-        t_pbx = _time_per_call(pbx, data)
-        t_naive = _time_per_call(naive, data)
+        t_pbx = time_per_call(pbx, [data], 0.3)
+        t_naive = time_per_call(naive, [data], 0.3)
         print(
             f"{case:15} {t_pbx * 1e6:12.2f} {t_naive * 1e6:12.2f} {1 / t_pbx:12,.0f}"
             f" {1 / t_naive:12,.0f} {t_naive / t_pbx:6.2f}x"
