@@ -960,7 +960,10 @@ static void recorders_tick(pbx_worker *w, int64_t now) {
         if (!rc->has_be || !rc->started) continue;
         while (now >= rc->next_ns) {
             int16_t frame[PBX_FRAME_SAMPLES];
-            rc->be.get(rc->be.ctx, frame, now);
+            /* each tick at its scheduled time: after a stall, catching up with `now` for
+               every missed tick would look like too little delay and make the jitter
+               buffer conceal and grow */
+            rc->be.get(rc->be.ctx, frame, rc->next_ns);
             rec_write(rc, frame, PBX_FRAME_SAMPLES);
             rc->next_ns += PBX_FRAME_NS;
         }
