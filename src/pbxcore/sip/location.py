@@ -83,7 +83,11 @@ class MemoryLocationService:
         return _by_q(self._current(aor, self._clock()))
 
     async def modify(self, aor: str, change: BindingChange) -> list[Binding]:
-        # the change is synchronous, so no other coroutine can interleave: no lock needed
+        return self.modify_now(aor, change)
+
+    def modify_now(self, aor: str, change: BindingChange) -> list[Binding]:
+        """:meth:`modify` without a coroutine (the change is synchronous, so nothing can
+        interleave: no lock needed)."""
         now = self._clock()
         updated = [b for b in change(list(self._current(aor, now))) if b.expires_at > now]
         if updated:

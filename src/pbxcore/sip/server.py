@@ -21,7 +21,9 @@ from collections.abc import Coroutine, Hashable, Iterable, Sequence
 from typing import Any
 
 from pbxcore.sip.errors import SipParseError
+from pbxcore.sip.fastpath import RegisterFastPath
 from pbxcore.sip.headers import Via, new_branch, new_tag
+from pbxcore.sip.location import MemoryLocationService
 from pbxcore.sip.message import (
     REASON_PHRASES,
     Request,
@@ -102,10 +104,12 @@ class _Destination:
 
     __slots__ = ("host", "layer", "port", "source", "transport")
 
-    def __init__(self, layer: TransportLayer, source: Source, via: Via) -> None:
+    def __init__(self, layer: TransportLayer, source: Source, via: Via | None) -> None:
         self.layer = layer
         self.source = source
         self.transport: TransportName = source.transport
+        if via is None:  # the caller sets host and port
+            return
         if source.reliable:
             # a new connection, if needed, goes to received (source) and sent-by port
             self.host = source.host
@@ -175,6 +179,10 @@ class SipServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tag = new_tag()
         self.stats = {"requests": 0, "responses": 0, "rejected": 0, "dropped": 0}
+        self._fast: RegisterFastPath | None = None
+        # only with the plain in-memory location service (a subclass may suspend in modify)
+        if registrar is not None and type(registrar.location) is MemoryLocationService:
+            self._fast = RegisterFastPath(self)
 
     async def start(self) -> list[ListenAddress]:
         """Bind every listening point; returns them with their actual ports."""
@@ -224,6 +232,15 @@ class SipServer:
             log.exception("failed on a message from %s", source)
 
     def _on_message(self, data: bytes, source: Source) -> None:
+        fast = self._fast
+        if (
+            fast is not None
+            and source.transport == "udp"
+            and data.startswith(b"REGISTER ")
+            and fast.handle(data, source)
+        ):
+            self.stats["requests"] += 1
+            return
         try:
             message = parse_message(data, stream=source.reliable)
         except SipParseError as exc:
@@ -340,6 +357,44 @@ class SipServer:
             return
         self._finish(response)
         tx.respond(bytes(response), response.status)
+
+    def _new_register_tx(
+        self, key: Hashable, source: Source, destination: tuple[str, int]
+    ) -> NonInviteServerTransaction[bytes]:
+        """The server transaction of a REGISTER the fast path answers (UDP)."""
+        target = _Destination(self.transport, source, None)
+        target.host, target.port = destination
+        tx: NonInviteServerTransaction[bytes] = NonInviteServerTransaction(
+            key,
+            reliable=source.reliable,
+            send=target.send,
+            scheduler=self._scheduler,
+            settings=self.timers,
+            on_terminated=self._forget_server_tx,
+        )
+        self._server_tx[key] = tx
+        return tx
+
+    def _answer_in_tx(  # noqa: PLR0917 - the parts of one error answer
+        self,
+        tx: NonInviteServerTransaction[bytes],
+        data: bytes,
+        source: Source,
+        status: int,
+        reason: str | None,
+        headers: list[tuple[str, str]],
+    ) -> None:
+        """A registrar error for a REGISTER the fast path took, built the general way."""
+        assert self.registrar is not None
+        request = parse_message(data)
+        assert isinstance(request, Request)
+        stamp_via(request, source)
+        if status == 500:
+            response = make_response(request, 500, to_tag=self._tag)
+        else:
+            response = self.registrar._reply(request, status, reason, headers)
+        self._finish(response)
+        tx.respond(bytes(response), status)
 
     def _cancel(self, tx: NonInviteServerTransaction[bytes], request: Request) -> None:
         via = request.top_via
