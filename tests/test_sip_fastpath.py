@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import re
 from collections.abc import Callable
 
@@ -17,6 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import pbxcore._sipscan as native
+import pbxcore._sipscan_ref as reference_scanner
+from pbxcore._sipscan_ref import Fields
 from pbxcore.sip.auth import DigestAuthenticator, NonceStore
 from pbxcore.sip.credentials import FileCredentialStore
 from pbxcore.sip.fastpath import RegisterFastPath
@@ -28,6 +32,7 @@ from pbxcore.sip.transport import ListenAddress, Source
 
 NOW = 1_700_000_000.0
 PEER = ("127.0.0.1", 5070)
+Scanner = Callable[[bytes], Fields | None]
 
 
 class Channel:
@@ -47,15 +52,19 @@ class Channel:
 class Node:
     """A server (with or without the fast path) and what it answers."""
 
-    def __init__(self, *, fast: bool, guard: GuardPolicy | None = None) -> None:
+    def __init__(
+        self, *, fast: bool, scan: Scanner = native.scan_register, guard: GuardPolicy | None = None
+    ) -> None:
         store = FileCredentialStore()
         store.add_user("pbx.test", "alice", "secret")
         store.add_user("pbx.test", "bob", "hunter2")
         clock: Callable[[], float] = lambda: NOW  # noqa: E731
+        nonces = NonceStore(secret=b"k" * 32, clock=clock)
+        nonces._counter = itertools.count(7)  # the same nonces on both nodes
         self.registrar = Registrar(
             store,
             MemoryLocationService(clock=clock),
-            authenticator=DigestAuthenticator(store, NonceStore(secret=b"k" * 32, clock=clock)),
+            authenticator=DigestAuthenticator(store, nonces),
             guard=BruteForceGuard(guard or GuardPolicy(max_failures=3), clock=clock),
             clock=clock,
         )
@@ -64,6 +73,7 @@ class Node:
         assert isinstance(self.server._fast, RegisterFastPath)
         self.fast_hits = 0
         if fast:
+            self.server._fast = RegisterFastPath(self.server, scan)
             handle = self.server._fast.handle
 
             def counting(data: bytes, source: Source) -> bool:
@@ -164,9 +174,19 @@ class Raw:
 Scenario = Callable[[Raw], list[str | None]]
 
 
-async def both(scenario: Scenario, **node_options: GuardPolicy) -> tuple[list[str | None], int]:
+SCANNERS = [native.scan_register, reference_scanner.scan_register]
+
+
+@pytest.fixture(params=SCANNERS, ids=["native", "ref"])
+def scan(request: pytest.FixtureRequest) -> Scanner:
+    return request.param  # type: ignore[no-any-return]
+
+
+async def both(
+    scenario: Scenario, scan: Scanner = native.scan_register
+) -> tuple[list[str | None], int]:
     """The transcripts of ``scenario`` with and without the fast path (must be equal)."""
-    fast, reference = Node(fast=True, **node_options), Node(fast=False, **node_options)
+    fast, reference = Node(fast=True, scan=scan), Node(fast=False)
     try:
         got, want = scenario(Raw(fast)), scenario(Raw(reference))
     finally:
@@ -190,8 +210,8 @@ def full_registration(
     return run
 
 
-async def test_plain_registration_takes_the_fast_path_and_matches() -> None:
-    transcript, hits = await both(full_registration())
+async def test_plain_registration_takes_the_fast_path_and_matches(scan: Scanner) -> None:
+    transcript, hits = await both(full_registration(), scan)
     assert hits == 2
     challenge, ok = transcript
     assert challenge is not None and ok is not None
@@ -201,7 +221,7 @@ async def test_plain_registration_takes_the_fast_path_and_matches() -> None:
     assert "Contact: <sip:alice@127.0.0.1:5070>;expires=3600\r\n" in ok
 
 
-async def test_replay_retransmission_and_refresh() -> None:
+async def test_replay_retransmission_and_refresh(scan: Scanner) -> None:
     def run(peer: Raw) -> list[str | None]:
         out = [peer.send(wire(register()))]
         auth = answer(peer.last)
@@ -214,7 +234,7 @@ async def test_replay_retransmission_and_refresh() -> None:
         out.append(peer.send(wire(register(branch="z9hG4bK-4", cseq=4, authorization=nc2))))
         return out
 
-    transcript, hits = await both(run)
+    transcript, hits = await both(run, scan)
     assert [t.split("\r\n")[0].split("\n")[1] for t in transcript if t] == [
         "SIP/2.0 401 Unauthorized",
         "SIP/2.0 200 OK",
@@ -225,7 +245,7 @@ async def test_replay_retransmission_and_refresh() -> None:
     assert hits == 2  # the challenge and the first 200; the rest took the general path
 
 
-async def test_wrong_password_and_guard_ban_go_the_general_way() -> None:
+async def test_wrong_password_and_guard_ban_go_the_general_way(scan: Scanner) -> None:
     def run(peer: Raw) -> list[str | None]:
         out = []
         for n in range(5):
@@ -234,7 +254,7 @@ async def test_wrong_password_and_guard_ban_go_the_general_way() -> None:
             out.append(peer.send(wire(register(branch=f"z9hG4bK-b{n}", authorization=auth))))
         return out
 
-    transcript, _ = await both(run)
+    transcript, _ = await both(run, scan)
     assert "403 Forbidden" in (transcript[1] or "")
     assert transcript[-1] is None or "403" in transcript[-1]
 
@@ -262,7 +282,7 @@ async def test_wrong_password_and_guard_ban_go_the_general_way() -> None:
     ],
 )
 async def test_variants_answer_as_the_general_path(
-    first: dict[str, object], second: dict[str, object]
+    first: dict[str, object], second: dict[str, object], scan: Scanner
 ) -> None:
     def make(options: dict[str, object]) -> Callable[..., list[str]]:
         def build(**more: object) -> list[str]:
@@ -270,14 +290,14 @@ async def test_variants_answer_as_the_general_path(
 
         return build
 
-    await both(full_registration(make(first), make(second)))
+    await both(full_registration(make(first), make(second)), scan)
 
 
-async def test_ipv6_source_is_left_to_the_general_path() -> None:
+async def test_ipv6_source_is_left_to_the_general_path(scan: Scanner) -> None:
     def run(peer: Raw) -> list[str | None]:
         return [peer.send(wire(register()), ("::1", 5070))]
 
-    transcript, hits = await both(run)
+    transcript, hits = await both(run, scan)
     assert hits == 0 and transcript[0] is not None
 
 
@@ -315,13 +335,14 @@ _MUTATIONS = st.sampled_from(
 
 @settings(max_examples=200, deadline=None)
 @given(
+    scan=st.sampled_from(SCANNERS),
     which=st.integers(0, 1),
     line=st.integers(0, 11),
     mutate=_MUTATIONS,
     duplicate=st.booleans(),
 )
 def test_mutated_registers_answer_as_the_general_path(
-    which: int, line: int, mutate: Callable[[str], str], duplicate: bool
+    scan: Scanner, which: int, line: int, mutate: Callable[[str], str], duplicate: bool
 ) -> None:
     def change(lines: list[str]) -> list[str]:
         index = min(line, len(lines) - 1)
@@ -340,4 +361,4 @@ def test_mutated_registers_answer_as_the_general_path(
         built = register(**more)  # type: ignore[arg-type]
         return change(built) if which == 1 else built
 
-    asyncio.run(both(full_registration(first, second)))
+    asyncio.run(both(full_registration(first, second), scan))

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pbxcore._sipscan import scan_register
+from pbxcore._sipscan_ref import Fields
 from pbxcore.sip.auth import AuthOutcome, DigestCredentials
 from pbxcore.sip.guard import GuardVerdict
 from pbxcore.sip.headers import Address
@@ -32,41 +35,7 @@ __all__ = ["RegisterFastPath"]
 
 log = logging.getLogger("pbxcore.sip.fastpath")
 
-# a conservative subset of the grammar: what does not match goes to the general parser
-_TOKEN = r"[A-Za-z0-9.!%*_+`'~-]+"
-_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,62}[A-Za-z0-9])?"
-_USER = r"[A-Za-z0-9._~-]{1,64}"
-_PORT = r"[1-9][0-9]{0,4}"
-_REQUEST_LINE = re.compile(rf"REGISTER sip:{_HOST} SIP/2\.0")
-_VIA = re.compile(rf"SIP/2\.0/UDP ({_HOST})(?::({_PORT}))?;branch=(z9hG4bK{_TOKEN})(;rport)?")
-_FROM = re.compile(rf"<sip:{_USER}@{_HOST}>;tag={_TOKEN}")
-_TO = re.compile(rf"<sip:({_USER})@({_HOST})>")
-_CALL_ID = re.compile(rf"{_TOKEN}(?:@{_TOKEN})?")
-_CSEQ = re.compile(r"([0-9]{1,9}) REGISTER")
-_CONTACT = re.compile(rf"<(sip:{_USER}@{_HOST}(?::{_PORT})?)>(?:;expires=([0-9]{{1,9}}))?")
-_SMALL_INT = re.compile(r"[0-9]{1,9}")
-_DIGEST = re.compile(
-    r'Digest [a-z]+=(?:"[^"\\\x00-\x1f]*"|[^\s,"]+)(?:, ?[a-z]+=(?:"[^"\\\x00-\x1f]*"|[^\s,"]+))*'
-)
-_DIGEST_PARAM = re.compile(r'([a-z]+)=(?:"([^"]*)"|([^\s,"]+))')
-
-# header names (lower-cased) the fast path understands; any other header sends the request
-# to the general path (Require, Route, Timestamp, compact forms, ...)
-_COPIED = ("via", "from", "to", "call-id", "cseq")
-_KNOWN = frozenset(
-    (
-        *_COPIED,
-        "contact",
-        "max-forwards",
-        "expires",
-        "content-length",
-        "authorization",
-        "user-agent",
-        "allow",
-        "supported",
-    )
-)
-_MAX_SIZE = 4096
+_DIGEST_PARAM = re.compile(r'([a-z]+)=(?:"([^"]*)"|([^ ,"]+))')
 
 
 class _Register:
@@ -93,7 +62,7 @@ class _Register:
     call_id: str
     contact: str
     contact_expires: int | None
-    copied: list[tuple[str, str, str]]
+    copied: list[tuple[str, str]]
     cseq: int
     expires: int | None
     rport: bool
@@ -103,93 +72,23 @@ class _Register:
     via_host: str
     via_port: int | None
 
-    def __init__(self) -> None:
-        self.authorization: str | None = None
-        self.expires: int | None = None
-        self.user_agent: str | None = None
-        self.contact = ""
-        self.contact_expires: int | None = None
-
-
-def _scan(data: bytes) -> _Register | None:
-    """The REGISTER in ``data`` if it is of the plain kind, else None."""
-    if len(data) > _MAX_SIZE or not data.endswith(b"\r\n\r\n"):
-        return None  # a body, or a message the general parser must judge
-    try:
-        text = data[:-4].decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    lines = text.split("\r\n")
-    if _REQUEST_LINE.fullmatch(lines[0]) is None:
-        return None
-    found = _Register()
-    copied: list[tuple[str, str, str]] = []
-    seen: set[str] = set()
-    for line in lines[1:]:
-        name, sep, value = line.partition(": ")
-        key = name.lower()
-        if not sep or key not in _KNOWN or key in seen:
-            return None
-        seen.add(key)
-        if key in _COPIED:
-            copied.append((name, key, value))
-            if key == "via":
-                match = _VIA.fullmatch(value)
-                if match is None:
-                    return None
-                found.via_host = match[1]
-                found.via_port = int(match[2]) if match[2] else None
-                if found.via_port is not None and found.via_port > 65535:
-                    return None
-                found.branch = match[3]
-                found.rport = match[4] is not None
-            elif key == "from":
-                if _FROM.fullmatch(value) is None:
-                    return None
-            elif key == "to":
-                match = _TO.fullmatch(value)
-                if match is None:
-                    return None
-                found.to_user, found.to_host = match[1], match[2]
-            elif key == "call-id":
-                if _CALL_ID.fullmatch(value) is None:
-                    return None
-                found.call_id = value
-            else:
-                match = _CSEQ.fullmatch(value)
-                if match is None:
-                    return None
-                found.cseq = int(match[1])
-        elif key == "contact":
-            match = _CONTACT.fullmatch(value)
-            if match is None:
-                return None
-            found.contact = match[1]
-            found.contact_expires = int(match[2]) if match[2] else None
-            if found.contact_expires is not None and found.contact_expires > 2**31 - 1:
-                return None
-        elif key == "authorization":
-            if _DIGEST.fullmatch(value) is None:
-                return None
-            found.authorization = value
-        elif key == "content-length":
-            if value != "0":
-                return None
-        elif key == "max-forwards":
-            if _SMALL_INT.fullmatch(value) is None or int(value) > 255:
-                return None
-        elif key == "expires":
-            if _SMALL_INT.fullmatch(value) is None:
-                return None
-            found.expires = int(value)
-        elif value != value.strip() or not value.isprintable():  # User-Agent, Allow, ...
-            return None
-        elif key == "user-agent":
-            found.user_agent = value
-    if len(copied) != len(_COPIED) or "contact" not in seen or found.cseq > 2**31 - 1:
-        return None
-    found.copied = copied
-    return found
+    def __init__(self, fields: Fields) -> None:
+        (
+            self.branch,
+            self.via_host,
+            self.via_port,
+            self.rport,
+            self.to_user,
+            self.to_host,
+            self.call_id,
+            self.cseq,
+            self.contact,
+            self.contact_expires,
+            self.expires,
+            self.authorization,
+            self.user_agent,
+            self.copied,
+        ) = fields
 
 
 def _credentials(value: str) -> DigestCredentials | None:
@@ -223,11 +122,14 @@ class RegisterFastPath:
     for anything it leaves to the general path.
     """
 
-    def __init__(self, server: SipServer) -> None:
+    def __init__(
+        self, server: SipServer, scan: Callable[[bytes], Fields | None] = scan_register
+    ) -> None:
         registrar = server.registrar
         if registrar is None or type(registrar.location) is not MemoryLocationService:
             raise ValueError("the REGISTER fast path needs a registrar with in-memory bindings")
         self._server = server
+        self._scan = scan
         self._registrar = registrar
         self._location = registrar.location
         self._to_tag = f";tag={registrar._tag}"
@@ -240,9 +142,10 @@ class RegisterFastPath:
         """Answer ``data`` (a datagram from ``source``) if it is a plain REGISTER."""
         if ":" in source.host:
             return False  # IPv6 sources: received= formatting is the general path's job
-        found = _scan(data)
-        if found is None:
+        fields = self._scan(data)
+        if fields is None:
             return False
+        found = _Register(fields)
         key = (found.branch, found.via_host.lower(), found.via_port, "REGISTER")
         if key in self._server._server_tx:
             return False  # a retransmission: its transaction answers it
@@ -341,8 +244,8 @@ class RegisterFastPath:
 
     def _head(self, status_line: str, found: _Register, source: Source) -> str:
         out = [status_line]
-        for name, key, value in found.copied:
-            if key == "via":
+        for name, value in found.copied:
+            if name == "Via":
                 if found.rport:
                     port = "" if found.via_port is None else f":{found.via_port}"
                     out.append(
@@ -353,7 +256,7 @@ class RegisterFastPath:
                     out.append(f"{name}: {value};received={source.host}")
                 else:
                     out.append(f"{name}: {value}")
-            elif key == "to":
+            elif name == "To":
                 out.append(f"{name}: {value}{self._to_tag}")
             else:
                 out.append(f"{name}: {value}")
