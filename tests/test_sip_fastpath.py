@@ -245,6 +245,43 @@ async def test_replay_retransmission_and_refresh(scan: Scanner) -> None:
     assert hits == 2  # the challenge and the first 200; the rest took the general path
 
 
+async def test_bindings_of_one_aor_across_registrations(scan: Scanner) -> None:
+    def run(peer: Raw) -> list[str | None]:
+        out: list[str | None] = []
+
+        def register_once(n: int, cseq: int, call_id: str, contact: str) -> None:
+            out.append(peer.send(wire(register(branch=f"z9hG4bK-a{n}", call_id=call_id))))
+            auth = answer(peer.last)
+            again = register(
+                branch=f"z9hG4bK-b{n}",
+                cseq=cseq,
+                authorization=auth,
+                call_id=call_id,
+                contact=contact,
+            )
+            out.append(peer.send(wire(again)))
+
+        register_once(1, 5, "one@h", "<sip:{user}@10.0.0.1:5060>")
+        register_once(2, 1, "two@h", "<sip:{user}@10.0.0.2:5060>;expires=600")  # a second
+        register_once(3, 9, "one@h", "<sip:{user}@10.0.0.1:5060>;expires=900")  # refresh
+        register_once(4, 3, "one@h", "<sip:{user}@10.0.0.1:5060>")  # older CSeq: 400
+        register_once(5, 10, "one@h", "<sip:{user}@10.0.0.1:5060>;expires=0")  # remove
+        register_once(6, 11, "one@h", "<sip:{user}@10.0.0.2:5060>")  # other Call-ID's
+        return out
+
+    transcript, hits = await both(run, scan)
+    statuses = [t.split("\n")[1].split("\r")[0] for t in transcript if t]
+    assert statuses[1::2] == [
+        "SIP/2.0 200 OK",
+        "SIP/2.0 200 OK",
+        "SIP/2.0 200 OK",
+        "SIP/2.0 400 Invalid CSeq number",
+        "SIP/2.0 200 OK",
+        "SIP/2.0 200 OK",
+    ]
+    assert hits == 12
+
+
 async def test_wrong_password_and_guard_ban_go_the_general_way(scan: Scanner) -> None:
     def run(peer: Raw) -> list[str | None]:
         out = []
@@ -266,6 +303,13 @@ async def test_wrong_password_and_guard_ban_go_the_general_way(scan: Scanner) ->
         pytest.param({}, {"contact": "<sip:{user}@127.0.0.1:5070>;expires=30"}, id="too-brief"),
         pytest.param({}, {"contact": "<sip:{user}@10.0.0.9>;expires=120"}, id="contact-expires"),
         pytest.param({}, {"contact": "*"}, id="wildcard"),
+        pytest.param({}, {"extra": ("Max-Forwards: 0",)}, id="max-forwards-0"),
+        pytest.param({"cseq": 0}, {"cseq": 0}, id="cseq-0"),
+        pytest.param(
+            {}, {"via": "SIP/2.0/UDP H.Example:5070;branch={branch};rport"}, id="via-case"
+        ),
+        pytest.param({}, {"contact": "<sip:{user}@127.0.0.1:65536>"}, id="contact-port"),
+        pytest.param({"via": "SIP/2.0/UDP 127.0.0.1:65536;branch={branch}"}, {}, id="via-port"),
         pytest.param({}, {"user": "bob"}, id="other-user"),
         pytest.param({"via": "SIP/2.0/UDP 127.0.0.1:5070;branch={branch}"}, {}, id="no-rport"),
         pytest.param(
@@ -323,6 +367,10 @@ _MUTATIONS = st.sampled_from(
         lambda s: s.replace("<", "", 1),
         lambda s: s.replace("sip:", "sips:", 1),
         lambda s: s.replace("1", "99999999999", 1),
+        lambda s: s.replace(":5070", ":99999"),
+        lambda s: s.replace(":5070", ":0"),
+        lambda s: s.replace("sip:", "sip:%41", 1),
+        lambda s: s.replace("pbx.test", "PBX.Test"),
         lambda s: s.replace("=", "=%41", 1),
         lambda s: s.replace("@", "", 1),
         lambda s: s.replace('"', "", 1),

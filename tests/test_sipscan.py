@@ -110,6 +110,7 @@ class TestScanner:
             (5, "CSeq: 2 INVITE"),
             (5, "CSeq: 1234567890 REGISTER"),
             (6, "Contact: *"),
+            (6, "Contact: <sip:alice@127.0.0.1:65536>"),
             (6, "Contact: <sip:alice@127.0.0.1:5070>;q=0.5"),
             (6, "Contact: <sip:alice@127.0.0.1:5070;transport=udp>"),
             (6, "Contact: <sip:alice@127.0.0.1:5070>, <sip:alice@10.0.0.1>"),

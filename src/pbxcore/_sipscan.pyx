@@ -322,7 +322,7 @@ cpdef object scan_register(bytes data):
         return None
     if i < stop[H_CONTACT] and p[i] == b":"[0]:
         i = port(p, i + 1, stop[H_CONTACT], &value)
-        if i < 0:
+        if i < 0 or value > 65535:
             return None
     contact_end = i
     i = literal(p, i, stop[H_CONTACT], b">", 1)

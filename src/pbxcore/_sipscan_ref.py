@@ -44,7 +44,7 @@ _FROM = re.compile(rf"<sip:{_USER}@{_HOST}>;tag={_TOKEN}")
 _TO = re.compile(rf"<sip:({_USER})@({_HOST})>")
 _CALL_ID = re.compile(rf"{_TOKEN}(?:@{_TOKEN})?")
 _CSEQ = re.compile(r"([0-9]{1,9}) REGISTER")
-_CONTACT = re.compile(rf"<(sip:{_USER}@{_HOST}(?::{_PORT})?)>(?:;expires=([0-9]{{1,9}}))?")
+_CONTACT = re.compile(rf"<(sip:{_USER}@{_HOST}(?::({_PORT}))?)>(?:;expires=([0-9]{{1,9}}))?")
 _SMALL_INT = re.compile(r"[0-9]{1,9}")
 _DIGEST = re.compile(r'Digest [a-z]+=(?:"[^"\\]*"|[^ ,"]+)(?:, ?[a-z]+=(?:"[^"\\]*"|[^ ,"]+))*')
 
@@ -98,7 +98,7 @@ def scan_register(data: bytes) -> Fields | None:
     ):
         return None
     port = int(via[2]) if via[2] else None
-    if port is not None and port > 65535:
+    if (port is not None and port > 65535) or (contact[2] and int(contact[2]) > 65535):
         return None
     authorization = fields.get("Authorization")
     if authorization is not None and _DIGEST.fullmatch(authorization) is None:
@@ -127,7 +127,7 @@ def scan_register(data: bytes) -> Fields | None:
         fields["Call-ID"],
         int(cseq[1]),
         contact[1],
-        int(contact[2]) if contact[2] else None,
+        int(contact[3]) if contact[3] else None,
         None if expires is None else int(expires),
         authorization,
         fields.get("User-Agent"),
