@@ -221,7 +221,34 @@ class RegisterFastPath:
     def _bind(
         self, found: _Register, expires: int, realm: str, source: Source, now: float
     ) -> list[Binding]:
+        """RFC 3261 §10.3 steps 6-7 for the one Contact, as apply_register does them."""
         aor = f"sip:{found.to_user}@{realm}"
+        call_id, cseq, contact = found.call_id, found.cseq, found.contact
+        location = self._location
+        stored_now = location._clock()
+        current = location._current(aor, stored_now)
+        if current and current[0].contact != contact:
+            return self._bind_general(found, expires, aor, source, now)
+        # the common case: a first registration, or a refresh of the first binding (the
+        # scanner's Contact grammar is its own canonical text, so text equality decides)
+        rest = current[1:]
+        if current:
+            first = current[0]
+            if first.call_id == call_id and cseq <= first.cseq:
+                raise RegistrarError(400, "Invalid CSeq number")
+        updated = rest
+        if expires:
+            binding = Binding(
+                aor, contact, now + expires, None, call_id, cseq, repr(source), found.user_agent
+            )
+            updated = [binding, *rest]
+        if len(updated) > self._registrar.policy.max_contacts:
+            raise RegistrarError(403, "Too Many Contacts")
+        return location.store(aor, updated, stored_now)
+
+    def _bind_general(
+        self, found: _Register, expires: int, aor: str, source: Source, now: float
+    ) -> list[Binding]:
         address = Address.parse(f"<{found.contact}>")
         call_id, cseq = found.call_id, found.cseq
         max_contacts = self._registrar.policy.max_contacts
