@@ -147,7 +147,10 @@ class RegisterFastPath:
             return False
         found = _Register(fields)
         key = (found.branch, found.via_host.lower(), found.via_port, "REGISTER")
-        if key in self._server._server_tx:
+        server = self._server
+        if server.completed.resend(key):
+            return True  # a retransmission of a REGISTER answered here
+        if key in server._server_tx:
             return False  # a retransmission: its transaction answers it
         registrar = self._registrar
         if registrar.guard.check(source.host) is not GuardVerdict.ALLOW:
@@ -196,17 +199,19 @@ class RegisterFastPath:
             return False
         guard.record_success(source.host, user_key)
         server = self._server
-        tx = server._new_register_tx(key, source, self._destination(found, source))
+        destination = self._destination(found, source)
         now = registrar._clock()
         try:
             bindings = self._bind(found, expires, realm, source, now)
         except RegistrarError as exc:
             # 400 Invalid CSeq, 403 Too Many Contacts: built as the general path builds them
-            server._answer_in_tx(tx, data, source, exc.status, exc.reason, exc.headers)
+            server._answer_register(
+                key, data, source, destination, exc.status, exc.reason, exc.headers
+            )
             return True
         except Exception:
             log.exception("registrar failed on REGISTER from %s", source)
-            server._answer_in_tx(tx, data, source, 500, None, [])
+            server._answer_register(key, data, source, destination, 500, None, [])
             return True
         contacts = "".join(f"Contact: {contact_value(b, now)}\r\n" for b in bindings)
         text = (
@@ -215,7 +220,8 @@ class RegisterFastPath:
             + f"Date: {registrar._date(now)}\r\n"
             + self._tail
         )
-        tx.respond(text.encode(), 200)
+        # the transaction, Completed until timer J: a table entry absorbs retransmissions
+        server.completed.add(key, text.encode(), (*destination, source))
         return True
 
     def _bind(

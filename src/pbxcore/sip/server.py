@@ -35,6 +35,7 @@ from pbxcore.sip.message import (
 )
 from pbxcore.sip.registrar import Drop, Registrar
 from pbxcore.sip.transaction import (
+    CompletedResponses,
     InviteClientTransaction,
     InviteServerTransaction,
     NonInviteClientTransaction,
@@ -179,6 +180,10 @@ class SipServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tag = new_tag()
         self.stats = {"requests": 0, "responses": 0, "rejected": 0, "dropped": 0}
+        # non-INVITE server transactions over UDP that answered at once (the fast path's)
+        self.completed: CompletedResponses[bytes] = CompletedResponses(
+            self._now, self._send_completed, wait=64 * self.timers.t1
+        )
         self._fast: RegisterFastPath | None = None
         # only with the plain in-memory location service (a subclass may suspend in modify)
         if registrar is not None and type(registrar.location) is MemoryLocationService:
@@ -204,6 +209,7 @@ class SipServer:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for tx in list(self._server_tx.values()) + list(self._client_tx.values()):
             tx._terminate()
+        self.completed.clear()
         await self.transport.close()
 
     async def __aenter__(self) -> SipServer:
@@ -263,8 +269,10 @@ class SipServer:
                 self._reply_stateless(request, source, exc.status, exc.reason, exc.unsupported)
             return
         key = server_key(request)
-        tx = self._server_tx.get(key)
         method = request.method
+        if method != "ACK" and self.completed.resend(key):
+            return  # a retransmission of a request already answered
+        tx = self._server_tx.get(key)
         if tx is not None:
             if isinstance(tx, InviteServerTransaction):
                 tx.receive_request(request, is_ack=method == "ACK")
@@ -336,6 +344,9 @@ class SipServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _now(self) -> float:
+        return self._scheduler.time()
+
     @property
     def _scheduler(self) -> asyncio.AbstractEventLoop:
         assert self._loop is not None, "SipServer.start() was not called"
@@ -358,28 +369,16 @@ class SipServer:
         self._finish(response)
         tx.respond(bytes(response), response.status)
 
-    def _new_register_tx(
-        self, key: Hashable, source: Source, destination: tuple[str, int]
-    ) -> NonInviteServerTransaction[bytes]:
-        """The server transaction of a REGISTER the fast path answers (UDP)."""
-        target = _Destination(self.transport, source, None)
-        target.host, target.port = destination
-        tx: NonInviteServerTransaction[bytes] = NonInviteServerTransaction(
-            key,
-            reliable=source.reliable,
-            send=target.send,
-            scheduler=self._scheduler,
-            settings=self.timers,
-            on_terminated=self._forget_server_tx,
-        )
-        self._server_tx[key] = tx
-        return tx
+    def _send_completed(self, data: bytes, destination: tuple[str, int, Source]) -> None:
+        host, port, source = destination
+        self.transport.send(data, source.transport, host, port, channel=source.channel)
 
-    def _answer_in_tx(  # noqa: PLR0917 - the parts of one error answer
+    def _answer_register(  # noqa: PLR0917 - the parts of one error answer
         self,
-        tx: NonInviteServerTransaction[bytes],
+        key: Hashable,
         data: bytes,
         source: Source,
+        destination: tuple[str, int],
         status: int,
         reason: str | None,
         headers: list[tuple[str, str]],
@@ -394,7 +393,7 @@ class SipServer:
         else:
             response = self.registrar._reply(request, status, reason, headers)
         self._finish(response)
-        tx.respond(bytes(response), status)
+        self.completed.add(key, bytes(response), (*destination, source))
 
     def _cancel(self, tx: NonInviteServerTransaction[bytes], request: Request) -> None:
         via = request.top_via
