@@ -63,7 +63,17 @@ class TestScanner:
             "sip:alice@127.0.0.1:5070",
             120,
             3600,
-            AUTH,
+            {
+                "username": "alice",
+                "realm": "pbx.test",
+                "cnonce": "6b8b4567",
+                "nc": "00000001",
+                "qop": "auth",
+                "uri": "sip:pbx.test",
+                "nonce": "AAAA-b_c=",
+                "response": "0123456789abcdef",
+                "algorithm": "MD5",
+            },
             "SIPp v3.6",
             [
                 ("Via", LINES[1][5:]),
@@ -73,6 +83,13 @@ class TestScanner:
                 ("CSeq", LINES[5][6:]),
             ],
         )
+
+    def test_digest_parameters(self, scan: Scanner) -> None:
+        lines = list(LINES)
+        lines[7] = 'Authorization: Digest a="",b=x=y\\,c="q, r",d=1'
+        fields = scan(wire(lines))
+        assert fields is not None
+        assert fields[11] == {"a": "", "b": "x=y\\", "c": "q, r", "d": "1"}
 
     def test_minimal_register(self, scan: Scanner) -> None:
         lines = [LINES[0], "To: <sip:b@h>", "From: <sip:b@h>;tag=t", "CSeq: 1 REGISTER"]
@@ -118,6 +135,8 @@ class TestScanner:
             (7, 'Authorization: Digest username="a\\"b",realm="pbx.test"'),
             (7, "Authorization: Digest username = alice"),
             (7, "Authorization: Digest username=alice,,realm=x"),
+            (7, "Authorization: Digest nc=1, nc=2"),
+            (7, "Authorization: Digest nc=1 ,cnonce=2"),
             (8, "Max-Forwards: 256"),
             (9, "Expires: -1"),
             (10, "User-Agent: trailing "),

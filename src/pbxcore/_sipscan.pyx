@@ -135,39 +135,54 @@ cdef inline Py_ssize_t sip_user_host(
     return host(p, i + 1, n)
 
 
-cdef inline bint digest(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
-    # Digest [a-z]+=("[^"\\]*"|[^ ,"]+)(, ?[a-z]+=("[^"\\]*"|[^ ,"]+))*
-    cdef Py_ssize_t j
+cdef inline str text(const unsigned char* p, Py_ssize_t start, Py_ssize_t end):
+    return PyUnicode_DecodeASCII(<const char*>p + start, end - start, NULL)
+
+
+cdef dict digest(const unsigned char* p, Py_ssize_t i, Py_ssize_t n):
+    # Digest [a-z]+=("[^"\\]*"|[^ ,"]+)(, ?[a-z]+=("[^"\\]*"|[^ ,"]+))*: the parameters,
+    # unquoted, or None (also for a repeated parameter)
+    cdef Py_ssize_t j, name_start, name_end, value_start, value_end
+    cdef dict params = {}
+    cdef str name
     i = literal(p, i, n, b"Digest ", 7)
     if i < 0:
-        return False
+        return None
     while True:
         j = i
         while j < n and b"a"[0] <= p[j] <= b"z"[0]:
             j += 1
         if j == i or j >= n or p[j] != b"="[0]:
-            return False
+            return None
+        name_start, name_end = i, j
         i = j + 1
         if i < n and p[i] == b'"'[0]:
             i += 1
+            value_start = i
             while i < n and p[i] != b'"'[0]:
                 if p[i] == b"\\"[0]:
-                    return False
+                    return None
                 i += 1
             if i >= n:
-                return False
+                return None
+            value_end = i
             i += 1
         else:
             j = i
             while j < n and p[j] != b" "[0] and p[j] != b","[0] and p[j] != b'"'[0]:
                 j += 1
             if j == i:
-                return False
+                return None
+            value_start, value_end = i, j
             i = j
+        name = text(p, name_start, name_end)
+        if name in params:
+            return None
+        params[name] = text(p, value_start, value_end)
         if i == n:
-            return True
+            return params
         if p[i] != b","[0]:
-            return False
+            return None
         i += 1
         if i < n and p[i] == b" "[0]:
             i += 1
@@ -190,10 +205,6 @@ cdef Py_ssize_t _k
 for _k in range(H_COUNT):
     KNOWN[_k] = PyBytes_AS_STRING(_parts[_k])
     KNOWN_LEN[_k] = PyBytes_GET_SIZE(_parts[_k])
-
-
-cdef inline str text(const unsigned char* p, Py_ssize_t start, Py_ssize_t end):
-    return PyUnicode_DecodeASCII(<const char*>p + start, end - start, NULL)
 
 
 cdef inline object optional(
@@ -333,8 +344,10 @@ cpdef object scan_register(bytes data):
         if i < 0 or digits(p, i, stop[H_CONTACT], 9, &contact_expires) != stop[H_CONTACT]:
             return None
     # the optional ones
+    cdef dict params = None
     if seen & (1u << H_AUTHORIZATION):
-        if not digest(p, start[H_AUTHORIZATION], stop[H_AUTHORIZATION]):
+        params = digest(p, start[H_AUTHORIZATION], stop[H_AUTHORIZATION])
+        if params is None:
             return None
     k = H_CONTENT_LENGTH
     if seen & (1u << k) and (stop[k] - start[k] != 1 or p[start[k]] != b"0"[0]):
@@ -364,7 +377,7 @@ cpdef object scan_register(bytes data):
         text(p, start[H_CONTACT] + 1, contact_end),
         None if contact_expires < 0 else contact_expires,
         None if expires < 0 else expires,
-        optional(p, start, stop, seen, H_AUTHORIZATION),
+        params,
         optional(p, start, stop, seen, H_USER_AGENT),
         copied,
     )

@@ -12,7 +12,8 @@ import re
 __all__ = ["Fields", "scan_register"]
 
 # branch, via host, via port, rport, To user, To host, Call-ID, CSeq number, Contact URI,
-# Contact expires, Expires, Authorization, User-Agent, copied (name, value) in order
+# Contact expires, Expires, Authorization's digest parameters (unquoted), User-Agent,
+# copied (name, value) in order
 Fields = tuple[
     str,
     str,
@@ -25,7 +26,7 @@ Fields = tuple[
     str,
     int | None,
     int | None,
-    str | None,
+    dict[str, str] | None,
     str | None,
     list[tuple[str, str]],
 ]
@@ -46,6 +47,7 @@ _CALL_ID = re.compile(rf"{_TOKEN}(?:@{_TOKEN})?")
 _CSEQ = re.compile(r"([0-9]{1,9}) REGISTER")
 _CONTACT = re.compile(rf"<(sip:{_USER}@{_HOST}(?::({_PORT}))?)>(?:;expires=([0-9]{{1,9}}))?")
 _SMALL_INT = re.compile(r"[0-9]{1,9}")
+_DIGEST_PARAM = re.compile(r'([a-z]+)=(?:"([^"]*)"|([^ ,"]+))')
 _DIGEST = re.compile(r'Digest [a-z]+=(?:"[^"\\]*"|[^ ,"]+)(?:, ?[a-z]+=(?:"[^"\\]*"|[^ ,"]+))*')
 
 # header names the fast path understands, as RFC 3261 spells them; any other header (or
@@ -101,8 +103,15 @@ def scan_register(data: bytes) -> Fields | None:
     if (port is not None and port > 65535) or (contact[2] and int(contact[2]) > 65535):
         return None
     authorization = fields.get("Authorization")
-    if authorization is not None and _DIGEST.fullmatch(authorization) is None:
-        return None
+    params: dict[str, str] | None = None
+    if authorization is not None:
+        if _DIGEST.fullmatch(authorization) is None:
+            return None
+        params = {}
+        for name, quoted, bare in _DIGEST_PARAM.findall(authorization, 7):
+            if name in params:
+                return None  # a repeated parameter: the general path answers 400
+            params[name] = quoted or bare
     if fields.get("Content-Length", "0") != "0":
         return None
     max_forwards = fields.get("Max-Forwards")
@@ -129,7 +138,7 @@ def scan_register(data: bytes) -> Fields | None:
         contact[1],
         int(contact[3]) if contact[3] else None,
         None if expires is None else int(expires),
-        authorization,
+        params,
         fields.get("User-Agent"),
         [pair for pair in pairs if pair[0] in COPIED],
     )

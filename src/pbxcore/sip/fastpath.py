@@ -15,7 +15,6 @@ the fast path did not exist.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -34,8 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["RegisterFastPath"]
 
 log = logging.getLogger("pbxcore.sip.fastpath")
-
-_DIGEST_PARAM = re.compile(r'([a-z]+)=(?:"([^"]*)"|([^ ,"]+))')
 
 
 class _Register:
@@ -57,7 +54,7 @@ class _Register:
         "via_host",
         "via_port",
     )
-    authorization: str | None
+    authorization: dict[str, str] | None
     branch: str
     call_id: str
     contact: str
@@ -91,24 +88,19 @@ class _Register:
         ) = fields
 
 
-def _credentials(value: str) -> DigestCredentials | None:
-    params: dict[str, str] = {}
-    for name, quoted, bare in _DIGEST_PARAM.findall(value, 7):
-        if name in params:
-            return None
-        params[name] = quoted or bare
+def _credentials(params: dict[str, str]) -> DigestCredentials | None:
     try:
         return DigestCredentials(
-            username=params["username"],
-            realm=params["realm"],
-            nonce=params["nonce"],
-            uri=params["uri"],
-            response=params["response"].lower(),
-            algorithm=params.get("algorithm", "MD5"),
-            qop=params.get("qop"),
-            nc=params.get("nc"),
-            cnonce=params.get("cnonce"),
-            opaque=params.get("opaque"),
+            params["username"],
+            params["realm"],
+            params["nonce"],
+            params["uri"],
+            params["response"].lower(),
+            params.get("algorithm", "MD5"),
+            params.get("qop"),
+            params.get("nc"),
+            params.get("cnonce"),
+            params.get("opaque"),
         )
     except KeyError:
         return None
