@@ -23,12 +23,13 @@ import pbxcore._sipscan_ref as reference_scanner
 from pbxcore._sipscan_ref import Fields
 from pbxcore.sip.auth import DigestAuthenticator, NonceStore
 from pbxcore.sip.credentials import FileCredentialStore
-from pbxcore.sip.fastpath import RegisterFastPath
+from pbxcore.sip.fastpath import _PLAIN_CONTACT, RegisterFastPath
 from pbxcore.sip.guard import BruteForceGuard, GuardPolicy
 from pbxcore.sip.location import MemoryLocationService
 from pbxcore.sip.registrar import Registrar
 from pbxcore.sip.server import SipServer
 from pbxcore.sip.transport import ListenAddress, Source
+from pbxcore.sip.uri import Uri
 
 NOW = 1_700_000_000.0
 PEER = ("127.0.0.1", 5070)
@@ -282,6 +283,63 @@ async def test_bindings_of_one_aor_across_registrations(scan: Scanner) -> None:
         "SIP/2.0 200 OK",
     ]
     assert hits == 12
+
+
+async def test_contacts_that_differ_as_text_but_not_as_uris(scan: Scanner) -> None:
+    def run(peer: Raw) -> list[str | None]:
+        out: list[str | None] = []
+        contacts = [
+            "<sip:{user}@Host.Example:5070>",
+            "<sip:{user}@10.0.0.3:5071>",
+            "<sip:{user}@host.example:5070>",  # the first one again (host case)
+            "<sip:{user}@host.example:5070;transport=udp>",  # a third (general path)
+            "<sip:{user}@10.0.0.3:5071>",  # refresh the second
+            "<sip:{user}@10.0.0.4>",  # a fourth, with a URI-parameter binding stored
+            "<sip:{user}@host.example>",  # no port: not the first
+        ]
+        for n, contact in enumerate(contacts):
+            out.append(peer.send(wire(register(branch=f"z9hG4bK-a{n}", call_id=f"c{n}"))))
+            again = register(
+                branch=f"z9hG4bK-b{n}",
+                cseq=2,
+                authorization=answer(peer.last),
+                call_id=f"c{n}",
+                contact=contact,
+            )
+            out.append(peer.send(wire(again)))
+        return out
+
+    transcript, _ = await both(run, scan)
+    assert transcript[-1] is not None and transcript[-1].count("Contact: ") == 5
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    first=st.tuples(
+        st.sampled_from(["a", "A", "a.b"]),
+        st.sampled_from(["h", "H", "h.x"]),
+        st.sampled_from([None, 5060, 5070]),
+    ),
+    second=st.tuples(
+        st.sampled_from(["a", "A", "a.b"]),
+        st.sampled_from(["h", "H", "h.x"]),
+        st.sampled_from([None, 5060, 5070]),
+    ),
+)
+def test_plain_contact_key_is_uri_equality(
+    first: tuple[str, str, int | None], second: tuple[str, str, int | None]
+) -> None:
+    def text(parts: tuple[str, str, int | None]) -> str:
+        user, host, port = parts
+        return f"sip:{user}@{host}" + ("" if port is None else f":{port}")
+
+    def key(value: str) -> tuple[str, str, str | None]:
+        match = _PLAIN_CONTACT.fullmatch(value)
+        assert match is not None
+        return match[1], match[2].lower(), match[3]
+
+    a, b = text(first), text(second)
+    assert (Uri.parse(a) == Uri.parse(b)) == (key(a) == key(b))
 
 
 async def test_wrong_password_and_guard_ban_go_the_general_way(scan: Scanner) -> None:

@@ -15,6 +15,7 @@ the fast path did not exist.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,13 @@ if TYPE_CHECKING:
 __all__ = ["RegisterFastPath"]
 
 log = logging.getLogger("pbxcore.sip.fastpath")
+
+
+# a stored contact in the scanner's Contact grammar: user, host, port
+_PLAIN_CONTACT = re.compile(
+    r"sip:([A-Za-z0-9._~-]{1,64})@([A-Za-z0-9](?:[A-Za-z0-9.-]{0,62}[A-Za-z0-9])?)"
+    r"(?::([1-9][0-9]{0,4}))?"
+)
 
 
 class _Register:
@@ -225,21 +233,40 @@ class RegisterFastPath:
         location = self._location
         stored_now = location._clock()
         current = location._current(aor, stored_now)
-        if current and current[0].contact != contact:
-            return self._bind_general(found, expires, aor, source, now)
-        # the common case: a first registration, or a refresh of the first binding (the
-        # scanner's Contact grammar is its own canonical text, so text equality decides)
-        rest = current[1:]
-        if current:
-            first = current[0]
-            if first.call_id == call_id and cseq <= first.cseq:
+        # which binding this Contact refreshes: the first one equal as a URI (RFC 3261
+        # §19.1.4). The scanner's Contact grammar has no parameters and no escapes, so
+        # against a stored contact of the same grammar, user, host (any case) and port
+        # decide; any other stored contact needs the general comparison.
+        index = None
+        mine = None
+        for position, binding in enumerate(current):
+            if binding.contact == contact:
+                index = position
+                break
+            other = _PLAIN_CONTACT.fullmatch(binding.contact)
+            if other is None:
+                return self._bind_general(found, expires, aor, source, now)
+            if mine is None:
+                parts = _PLAIN_CONTACT.fullmatch(contact)
+                assert parts is not None
+                mine = (parts[1], parts[2].lower(), parts[3])
+            if (other[1], other[2].lower(), other[3]) == mine:
+                index = position
+                break
+        updated = list(current)
+        if index is not None:
+            existing = current[index]
+            if existing.call_id == call_id and cseq <= existing.cseq:
                 raise RegistrarError(400, "Invalid CSeq number")
-        updated = rest
+            del updated[index]
         if expires:
             binding = Binding(
                 aor, contact, now + expires, None, call_id, cseq, repr(source), found.user_agent
             )
-            updated = [binding, *rest]
+            if index is None:
+                updated.append(binding)
+            else:
+                updated.insert(index, binding)
         if len(updated) > self._registrar.policy.max_contacts:
             raise RegistrarError(403, "Too Many Contacts")
         return location.store(aor, updated, stored_now)
