@@ -164,14 +164,17 @@ def write_users(folder: Path, count: int) -> tuple[Path, Path]:
 
 @contextlib.contextmanager
 def pbxcore_server(
-    folder: Path, users: Path, port: int, *, uvloop: bool, cpu: str
+    folder: Path, users: Path, port: int, *, uvloop: bool, cpu: str, guard: bool = False
 ) -> Iterator[int]:
+    # the per-source rate limit is off: every SIPp call comes from one address
     command = [
         "taskset", "-c", cpu, sys.executable, "-m", "pbxcore.cli_serve",
         "--sip-listen", f"udp:127.0.0.1:{port}", "--users", str(users),
-        "--rate-limit", "0", "--guard-failures", "0", "--log-level", "WARNING",
+        "--rate-limit", "0", "--log-level", "WARNING",
         "--uvloop" if uvloop else "--no-uvloop",
     ]  # fmt: skip
+    if not guard:
+        command += ["--guard-failures", "0"]
     log = (folder / "pbxcore.log").open("w")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
     try:
@@ -318,6 +321,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--servers", default="pbxcore,kamailio")
     parser.add_argument("--no-uvloop", action="store_true")
+    parser.add_argument(
+        "--guard", action="store_true", help="keep pbxcore's brute-force guard on (default: off)"
+    )
     parser.add_argument("--kamailio-mode", choices=sorted(KAMAILIO_STATEFUL), default="mirror")
     parser.add_argument("--server-cpu", default="1")
     parser.add_argument("--sipp-cpu", default="0")
@@ -339,7 +345,10 @@ def main() -> None:
         platform.processor(),
     )
     print(f"machine: {os.cpu_count()} CPUs, {cpu_model}; Python {platform.python_version()}")
-    print(f"pbxcore event loop: {'uvloop' if has_uvloop else 'asyncio'}; users: {args.users}")
+    print(
+        f"pbxcore event loop: {'uvloop' if has_uvloop else 'asyncio'}; users: {args.users}; "
+        f"brute-force guard {'on' if args.guard else 'off'}, per-source rate limit off"
+    )
     print(
         f"steps of {args.duration:g} s at {rates} registrations/s; server on CPU {args.server_cpu}, SIPp on CPU {args.sipp_cpu}"
     )
@@ -349,7 +358,9 @@ def main() -> None:
         toml, csv = write_users(folder, args.users)
         if "pbxcore" in servers:
             port = free_udp_port()
-            with pbxcore_server(folder, toml, port, uvloop=has_uvloop, cpu=args.server_cpu) as pid:
+            with pbxcore_server(
+                folder, toml, port, uvloop=has_uvloop, cpu=args.server_cpu, guard=args.guard
+            ) as pid:
                 results["pbxcore"] = bench_server(
                     "pbxcore serve", pid, port, csv, rates, args.duration, folder, args.sipp_cpu
                 )

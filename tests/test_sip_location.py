@@ -78,3 +78,18 @@ async def test_purge_and_expires_in() -> None:
     clock.now = 1050
     assert location.purge() == 1
     assert location.aors() == ["sip:b@a.test"]
+
+
+def test_modify_now_and_store_without_a_coroutine() -> None:
+    clock = Clock()
+    location = MemoryLocationService(clock=clock)
+    aor = "sip:alice@a.test"
+    one = location.modify_now(aor, lambda current: [*current, _binding("sip:a@1", 1060, 0.2)])
+    assert [b.contact for b in one] == ["sip:a@1"]
+    both = location.store(
+        aor, [*one, _binding("sip:a@2", 1030, 0.9), _binding("sip:a@3", 999)], clock.now
+    )
+    assert [b.contact for b in both] == ["sip:a@2", "sip:a@1"]  # by q, the expired one gone
+    clock.now = 1070
+    assert location.store(aor, location._current(aor, clock.now), clock.now) == []
+    assert len(location) == 0

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from pbxcore.sip.transaction import (
+    CompletedResponses,
     InviteClientTransaction,
     InviteServerTransaction,
     NonInviteClientTransaction,
@@ -328,3 +329,42 @@ def test_invite_server_2xx_terminates_and_reliable_has_no_g(clock: FakeScheduler
     assert reliable.timers == {"H"}
     reliable.receive_request("ACK", is_ack=True)
     assert reliable.state is S.TERMINATED  # timer I is 0 on reliable transports
+
+
+class TestCompletedResponses:
+    """The table form of a non-INVITE server transaction that answered at once (UDP)."""
+
+    def make(self) -> tuple[FakeScheduler, list[tuple[str, str]], CompletedResponses[str]]:
+        clock = FakeScheduler()
+        sent: list[tuple[str, str]] = []
+        table: CompletedResponses[str] = CompletedResponses(
+            clock.time, lambda response, where: sent.append((response, where)), wait=32.0
+        )
+        return clock, sent, table
+
+    def test_sends_then_absorbs_retransmissions_until_timer_j(self) -> None:
+        clock, sent, table = self.make()
+        table.add("k1", "200 OK", "peer")
+        assert sent == [("200 OK", "peer")] and "k1" in table
+        clock.advance(31.9)
+        assert table.resend("k1")
+        assert sent[-1] == ("200 OK", "peer") and len(sent) == 2
+        clock.advance(0.2)  # timer J has fired
+        assert not table.resend("k1") and "k1" not in table and len(sent) == 2
+        assert not table.resend("unknown")
+
+    def test_expired_buckets_are_dropped_and_newest_entry_wins(self) -> None:
+        clock, _, table = self.make()
+        for n in range(100):
+            table.add(f"k{n}", "200", "peer")
+            clock.advance(1.0)
+        assert len(table) <= 48  # 32 s of entries plus at most one slice of expired ones
+        table.add("k99", "second", "peer")
+        assert table.resend("k99")
+        assert "k0" not in table
+        table.clear()
+        assert len(table) == 0 and not table.resend("k99")
+
+    def test_timer_j_must_be_positive(self) -> None:
+        with pytest.raises(ValueError, match="timer J"):
+            CompletedResponses(lambda: 0.0, lambda r, w: None, wait=0)

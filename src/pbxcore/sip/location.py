@@ -83,14 +83,22 @@ class MemoryLocationService:
         return _by_q(self._current(aor, self._clock()))
 
     async def modify(self, aor: str, change: BindingChange) -> list[Binding]:
-        # the change is synchronous, so no other coroutine can interleave: no lock needed
+        return self.modify_now(aor, change)
+
+    def modify_now(self, aor: str, change: BindingChange) -> list[Binding]:
+        """:meth:`modify` without a coroutine (the change is synchronous, so nothing can
+        interleave: no lock needed)."""
         now = self._clock()
-        updated = [b for b in change(list(self._current(aor, now))) if b.expires_at > now]
+        return self.store(aor, change(list(self._current(aor, now))), now)
+
+    def store(self, aor: str, bindings: list[Binding], now: float) -> list[Binding]:
+        """Set the bindings of ``aor`` (those alive at ``now``); returns them by q."""
+        updated = [b for b in bindings if b.expires_at > now]
         if updated:
             self._bindings[aor] = updated
         else:
             self._bindings.pop(aor, None)
-        return _by_q(updated)
+        return _by_q(updated) if len(updated) > 1 else updated
 
     def purge(self) -> int:
         """Drop expired bindings everywhere; returns how many were dropped."""

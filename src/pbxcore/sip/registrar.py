@@ -26,7 +26,15 @@ from pbxcore.sip.location import Binding, LocationService
 from pbxcore.sip.message import Request, Response, make_response
 from pbxcore.sip.uri import Uri
 
-__all__ = ["DROP", "Drop", "Registrar", "RegistrarError", "RegistrarPolicy", "apply_register"]
+__all__ = [
+    "DROP",
+    "Drop",
+    "Registrar",
+    "RegistrarError",
+    "RegistrarPolicy",
+    "apply_register",
+    "contact_value",
+]
 
 log = logging.getLogger("pbxcore.sip.registrar")
 
@@ -297,7 +305,7 @@ class Registrar:
             bindings = await self.location.modify(aor, change)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("REGISTER %s from %s: %d binding(s)", aor, source, len(bindings))
-        headers = [("Contact", _contact_value(b, now)) for b in bindings]
+        headers = [("Contact", contact_value(b, now)) for b in bindings]
         headers.append(("Date", self._date(now)))  # §10.3 step 8: lets UAs set their clocks
         return self._reply(request, 200, "OK", headers)
 
@@ -309,7 +317,8 @@ class Registrar:
         return self._date_text
 
 
-def _contact_value(binding: Binding, now: float) -> str:
+def contact_value(binding: Binding, now: float) -> str:
+    """A Contact value of a 200 to REGISTER: the binding with its remaining expiry and q."""
     value = f"<{binding.contact}>;expires={binding.expires_in(now)}"
     if binding.q is not None:
         value += f";q={binding.q:g}"

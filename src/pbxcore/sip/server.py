@@ -21,7 +21,9 @@ from collections.abc import Coroutine, Hashable, Iterable, Sequence
 from typing import Any
 
 from pbxcore.sip.errors import SipParseError
+from pbxcore.sip.fastpath import RegisterFastPath
 from pbxcore.sip.headers import Via, new_branch, new_tag
+from pbxcore.sip.location import MemoryLocationService
 from pbxcore.sip.message import (
     REASON_PHRASES,
     Request,
@@ -33,6 +35,7 @@ from pbxcore.sip.message import (
 )
 from pbxcore.sip.registrar import Drop, Registrar
 from pbxcore.sip.transaction import (
+    CompletedResponses,
     InviteClientTransaction,
     InviteServerTransaction,
     NonInviteClientTransaction,
@@ -102,10 +105,12 @@ class _Destination:
 
     __slots__ = ("host", "layer", "port", "source", "transport")
 
-    def __init__(self, layer: TransportLayer, source: Source, via: Via) -> None:
+    def __init__(self, layer: TransportLayer, source: Source, via: Via | None) -> None:
         self.layer = layer
         self.source = source
         self.transport: TransportName = source.transport
+        if via is None:  # the caller sets host and port
+            return
         if source.reliable:
             # a new connection, if needed, goes to received (source) and sent-by port
             self.host = source.host
@@ -175,6 +180,14 @@ class SipServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tag = new_tag()
         self.stats = {"requests": 0, "responses": 0, "rejected": 0, "dropped": 0}
+        # non-INVITE server transactions over UDP that answered at once (the fast path's)
+        self.completed: CompletedResponses[bytes] = CompletedResponses(
+            self._now, self._send_completed, wait=64 * self.timers.t1
+        )
+        self._fast: RegisterFastPath | None = None
+        # only with the plain in-memory location service (a subclass may suspend in modify)
+        if registrar is not None and type(registrar.location) is MemoryLocationService:
+            self._fast = RegisterFastPath(self)
 
     async def start(self) -> list[ListenAddress]:
         """Bind every listening point; returns them with their actual ports."""
@@ -196,6 +209,7 @@ class SipServer:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for tx in list(self._server_tx.values()) + list(self._client_tx.values()):
             tx._terminate()
+        self.completed.clear()
         await self.transport.close()
 
     async def __aenter__(self) -> SipServer:
@@ -224,6 +238,15 @@ class SipServer:
             log.exception("failed on a message from %s", source)
 
     def _on_message(self, data: bytes, source: Source) -> None:
+        fast = self._fast
+        if (
+            fast is not None
+            and source.transport == "udp"
+            and data.startswith(b"REGISTER ")
+            and fast.handle(data, source)
+        ):
+            self.stats["requests"] += 1
+            return
         try:
             message = parse_message(data, stream=source.reliable)
         except SipParseError as exc:
@@ -246,8 +269,10 @@ class SipServer:
                 self._reply_stateless(request, source, exc.status, exc.reason, exc.unsupported)
             return
         key = server_key(request)
-        tx = self._server_tx.get(key)
         method = request.method
+        if method != "ACK" and self.completed.resend(key):
+            return  # a retransmission of a request already answered
+        tx = self._server_tx.get(key)
         if tx is not None:
             if isinstance(tx, InviteServerTransaction):
                 tx.receive_request(request, is_ack=method == "ACK")
@@ -319,6 +344,9 @@ class SipServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _now(self) -> float:
+        return self._scheduler.time()
+
     @property
     def _scheduler(self) -> asyncio.AbstractEventLoop:
         assert self._loop is not None, "SipServer.start() was not called"
@@ -340,6 +368,32 @@ class SipServer:
             return
         self._finish(response)
         tx.respond(bytes(response), response.status)
+
+    def _send_completed(self, data: bytes, destination: tuple[str, int, Source]) -> None:
+        host, port, source = destination
+        self.transport.send(data, source.transport, host, port, channel=source.channel)
+
+    def _answer_register(  # noqa: PLR0917 - the parts of one error answer
+        self,
+        key: Hashable,
+        data: bytes,
+        source: Source,
+        destination: tuple[str, int],
+        status: int,
+        reason: str | None,
+        headers: list[tuple[str, str]],
+    ) -> None:
+        """A registrar error for a REGISTER the fast path took, built the general way."""
+        assert self.registrar is not None
+        request = parse_message(data)
+        assert isinstance(request, Request)
+        stamp_via(request, source)
+        if status == 500:
+            response = make_response(request, 500, to_tag=self._tag)
+        else:
+            response = self.registrar._reply(request, status, reason, headers)
+        self._finish(response)
+        self.completed.add(key, bytes(response), (*destination, source))
 
     def _cancel(self, tx: NonInviteServerTransaction[bytes], request: Request) -> None:
         via = request.top_via

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 __all__ = [
+    "CompletedResponses",
     "InviteClientTransaction",
     "InviteServerTransaction",
     "NonInviteClientTransaction",
@@ -474,3 +476,64 @@ class InviteClientTransaction(_ClientTransaction[M]):
         self._ack = self._make_ack(response)
         self._send(self._ack)
         self._wait_then_terminate("D", self.settings.timer_d)
+
+
+class CompletedResponses(Generic[M]):
+    """Non-INVITE server transactions over UDP that answered at once, as table entries.
+
+    A non-INVITE server transaction that sends its final response straight away spends
+    its life in the Completed state (RFC 3261 §17.2.2): it resends that response to each
+    retransmission of the request until timer J (64*T1) fires. This table keeps exactly
+    that (key -> response and where to send it, until the deadline) without an object and
+    a timer per transaction: entries sit in dicts bucketed by time, a bucket is dropped
+    whole once everything in it has expired, and a lookup ignores expired entries.
+    """
+
+    def __init__(
+        self, clock: Callable[[], float], send: Callable[[M, Any], object], *, wait: float
+    ) -> None:
+        if wait <= 0:
+            raise ValueError(f"timer J must be positive, got {wait}")
+        self.wait = wait
+        self._clock = clock
+        self._send = send
+        self._slice = wait / 4
+        # (bucket start, key -> (deadline, response, destination)), oldest first
+        self._buckets: deque[tuple[float, dict[Hashable, tuple[float, M, Any]]]] = deque()
+
+    def add(self, key: Hashable, response: M, destination: Any) -> None:
+        """Send ``response`` to ``destination`` and keep it for timer J."""
+        now = self._clock()
+        buckets = self._buckets
+        if not buckets or now >= buckets[-1][0] + self._slice:
+            while buckets and buckets[0][0] + self._slice + self.wait < now:
+                buckets.popleft()
+            buckets.append((now, {}))
+        buckets[-1][1][key] = (now + self.wait, response, destination)
+        self._send(response, destination)
+
+    def resend(self, key: Hashable) -> bool:
+        """Resend the response of ``key`` (a retransmitted request); False if none is kept."""
+        for _, bucket in reversed(self._buckets):
+            entry = bucket.get(key)
+            if entry is not None:
+                if entry[0] <= self._clock():
+                    return False  # timer J has fired: the transaction is gone
+                self._send(entry[1], entry[2])
+                return True
+        return False
+
+    def __contains__(self, key: object) -> bool:
+        now = self._clock()
+        for _, bucket in reversed(self._buckets):
+            entry = bucket.get(key)
+            if entry is not None:
+                return bool(entry[0] > now)
+        return False
+
+    def __len__(self) -> int:
+        """Entries held, including expired ones not yet dropped with their bucket."""
+        return sum(len(bucket) for _, bucket in self._buckets)
+
+    def clear(self) -> None:
+        self._buckets.clear()

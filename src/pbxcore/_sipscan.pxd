@@ -1,0 +1,5 @@
+# cython: language_level=3
+# C-level interface of the REGISTER scanner: a native transport (a future recvmmsg loop)
+# can cimport it and call it with no Python call in between.
+
+cpdef object scan_register(bytes data)

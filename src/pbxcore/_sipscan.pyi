@@ -1,0 +1,3 @@
+from pbxcore._sipscan_ref import Fields
+
+def scan_register(data: bytes) -> Fields | None: ...

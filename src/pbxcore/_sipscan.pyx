@@ -1,0 +1,383 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
+"""The REGISTER fast path's scanner in C: one pass over the datagram, no regular expressions.
+
+:func:`scan_register` accepts exactly the messages :func:`pbxcore._sipscan_ref.scan_register`
+accepts and returns the same fields (the tests run both on the same inputs); see that
+module for the grammar. Anything outside it returns None, and the general parser decides.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeASCII
+
+cdef enum:
+    MAX_SIZE = 4096
+    H_VIA = 0
+    H_FROM = 1
+    H_TO = 2
+    H_CALL_ID = 3
+    H_CSEQ = 4
+    H_CONTACT = 5
+    H_MAX_FORWARDS = 6
+    H_EXPIRES = 7
+    H_CONTENT_LENGTH = 8
+    H_AUTHORIZATION = 9
+    H_USER_AGENT = 10
+    H_ALLOW = 11
+    H_SUPPORTED = 12
+    H_COUNT = 13
+    MANDATORY = 0x3F  # Via, From, To, Call-ID, CSeq, Contact
+
+cdef tuple NAMES = (
+    "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Max-Forwards", "Expires",
+    "Content-Length", "Authorization", "User-Agent", "Allow", "Supported",
+)
+
+
+cdef inline bint is_alnum(unsigned char c) noexcept nogil:
+    return (b"0"[0] <= c <= b"9"[0]) or (b"a"[0] <= c <= b"z"[0]) or (b"A"[0] <= c <= b"Z"[0])
+
+
+cdef inline bint is_digit(unsigned char c) noexcept nogil:
+    return b"0"[0] <= c <= b"9"[0]
+
+
+cdef inline bint is_host_char(unsigned char c) noexcept nogil:
+    return is_alnum(c) or c == b"."[0] or c == b"-"[0]
+
+
+cdef inline bint is_user_char(unsigned char c) noexcept nogil:
+    return is_alnum(c) or c == b"."[0] or c == b"_"[0] or c == b"~"[0] or c == b"-"[0]
+
+
+cdef inline bint is_token_char(unsigned char c) noexcept nogil:
+    return is_alnum(c) or c in b".!%*_+`'~-"
+
+
+cdef inline bint is_name_char(unsigned char c) noexcept nogil:
+    return (b"a"[0] <= c <= b"z"[0]) or (b"A"[0] <= c <= b"Z"[0]) or c == b"-"[0]
+
+
+cdef inline Py_ssize_t literal(
+    const unsigned char* p, Py_ssize_t i, Py_ssize_t n, const char* text, Py_ssize_t size
+) noexcept nogil:
+    """The end of ``text`` matched at i, or -1."""
+    cdef Py_ssize_t k
+    if n - i < size:
+        return -1
+    for k in range(size):
+        if p[i + k] != <unsigned char>text[k]:
+            return -1
+    return i + size
+
+
+cdef inline Py_ssize_t host(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    # [A-Za-z0-9](?:[A-Za-z0-9.-]{0,62}[A-Za-z0-9])? followed by a non-host character
+    cdef Py_ssize_t j = i
+    while j < n and is_host_char(p[j]):
+        j += 1
+    if j == i or j - i > 64 or not is_alnum(p[i]) or not is_alnum(p[j - 1]):
+        return -1
+    return j
+
+
+cdef inline Py_ssize_t user(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    # [A-Za-z0-9._~-]{1,64}
+    cdef Py_ssize_t j = i
+    while j < n and is_user_char(p[j]):
+        j += 1
+    if j == i or j - i > 64:
+        return -1
+    return j
+
+
+cdef inline Py_ssize_t token(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j = i
+    while j < n and is_token_char(p[j]):
+        j += 1
+    return -1 if j == i else j
+
+
+cdef inline Py_ssize_t digits(
+    const unsigned char* p, Py_ssize_t i, Py_ssize_t n, Py_ssize_t most, long* value
+) noexcept nogil:
+    # [0-9]{1,most}, a maximal run
+    cdef Py_ssize_t j = i
+    value[0] = 0
+    while j < n and is_digit(p[j]):
+        value[0] = value[0] * 10 + (p[j] - b"0"[0])
+        j += 1
+        if j - i > most:
+            return -1
+    return -1 if j == i else j
+
+
+cdef inline Py_ssize_t port(
+    const unsigned char* p, Py_ssize_t i, Py_ssize_t n, long* value
+) noexcept nogil:
+    # [1-9][0-9]{0,4}
+    if i >= n or p[i] == b"0"[0]:
+        return -1
+    return digits(p, i, n, 5, value)
+
+
+cdef inline Py_ssize_t sip_user_host(
+    const unsigned char* p, Py_ssize_t i, Py_ssize_t n, Py_ssize_t* at
+) noexcept nogil:
+    # <sip:USER@HOST (after "<"): the end of HOST, and where "@" is
+    i = literal(p, i, n, b"sip:", 4)
+    if i < 0:
+        return -1
+    i = user(p, i, n)
+    if i < 0 or i >= n or p[i] != b"@"[0]:
+        return -1
+    at[0] = i
+    return host(p, i + 1, n)
+
+
+cdef inline str text(const unsigned char* p, Py_ssize_t start, Py_ssize_t end):
+    return PyUnicode_DecodeASCII(<const char*>p + start, end - start, NULL)
+
+
+cdef dict digest(const unsigned char* p, Py_ssize_t i, Py_ssize_t n):
+    # Digest [a-z]+=("[^"\\]*"|[^ ,"]+)(, ?[a-z]+=("[^"\\]*"|[^ ,"]+))*: the parameters,
+    # unquoted, or None (also for a repeated parameter)
+    cdef Py_ssize_t j, name_start, name_end, value_start, value_end
+    cdef dict params = {}
+    cdef str name
+    i = literal(p, i, n, b"Digest ", 7)
+    if i < 0:
+        return None
+    while True:
+        j = i
+        while j < n and b"a"[0] <= p[j] <= b"z"[0]:
+            j += 1
+        if j == i or j >= n or p[j] != b"="[0]:
+            return None
+        name_start, name_end = i, j
+        i = j + 1
+        if i < n and p[i] == b'"'[0]:
+            i += 1
+            value_start = i
+            while i < n and p[i] != b'"'[0]:
+                if p[i] == b"\\"[0]:
+                    return None
+                i += 1
+            if i >= n:
+                return None
+            value_end = i
+            i += 1
+        else:
+            j = i
+            while j < n and p[j] != b" "[0] and p[j] != b","[0] and p[j] != b'"'[0]:
+                j += 1
+            if j == i:
+                return None
+            value_start, value_end = i, j
+            i = j
+        name = text(p, name_start, name_end)
+        if name in params:
+            return None
+        params[name] = text(p, value_start, value_end)
+        if i == n:
+            return params
+        if p[i] != b","[0]:
+            return None
+        i += 1
+        if i < n and p[i] == b" "[0]:
+            i += 1
+
+
+cdef inline int header_index(const unsigned char* p, Py_ssize_t size) noexcept nogil:
+    cdef int k
+    cdef const char* name
+    for k in range(H_COUNT):
+        name = KNOWN[k]
+        if KNOWN_LEN[k] == size and literal(p, 0, size, name, size) == size:
+            return k
+    return -1
+
+
+cdef const char* KNOWN[13]
+cdef Py_ssize_t KNOWN_LEN[13]
+cdef list _parts = [name.encode() for name in NAMES]
+cdef Py_ssize_t _k
+for _k in range(H_COUNT):
+    KNOWN[_k] = PyBytes_AS_STRING(_parts[_k])
+    KNOWN_LEN[_k] = PyBytes_GET_SIZE(_parts[_k])
+
+
+cdef inline object optional(
+    const unsigned char* p, Py_ssize_t* start, Py_ssize_t* stop, unsigned int seen, int k
+):
+    return text(p, start[k], stop[k]) if seen & (1u << k) else None
+
+
+cpdef object scan_register(bytes data):
+    """The fields of the plain REGISTER in ``data``, or None if it is not one."""
+    cdef const unsigned char* p
+    cdef Py_ssize_t n
+    cdef Py_ssize_t i, j, end, name_end, at_to, contact_end
+    cdef Py_ssize_t start[13]
+    cdef Py_ssize_t stop[13]
+    cdef int order[16]
+    cdef int count = 0, k
+    cdef unsigned int seen = 0
+    cdef long value, via_port = -1, cseq, contact_expires = -1, expires = -1
+    cdef bint rport = False
+    if data is None:
+        raise TypeError("scan_register() needs bytes, not None")
+    p = <const unsigned char*>PyBytes_AS_STRING(data)
+    n = PyBytes_GET_SIZE(data)
+    if n > MAX_SIZE or n < 4 or literal(p, n - 4, n, b"\r\n\r\n", 4) < 0:
+        return None
+    # request line: REGISTER sip:HOST SIP/2.0
+    i = literal(p, 0, n, b"REGISTER sip:", 13)
+    if i < 0:
+        return None
+    i = host(p, i, n)
+    if i < 0:
+        return None
+    i = literal(p, i, n, b" SIP/2.0\r\n", 10)
+    if i < 0:
+        return None
+    end = n - 2
+    while i < end:  # Name: printable ASCII value CRLF
+        j = i
+        while j < end and is_name_char(p[j]):
+            j += 1
+        if j == i:
+            return None
+        name_end = j
+        j = literal(p, j, end, b": ", 2)
+        if j < 0:
+            return None
+        k = header_index(p + i, name_end - i)
+        if k < 0 or seen & (1u << k):
+            return None
+        seen |= 1u << k
+        start[k] = j
+        while j < end and 0x20 <= p[j] <= 0x7E:
+            j += 1
+        stop[k] = j
+        if literal(p, j, end, b"\r\n", 2) < 0:
+            return None
+        if k <= H_CSEQ:
+            order[count] = k
+            count += 1
+        i = j + 2
+    if (seen & MANDATORY) != MANDATORY:
+        return None
+    # Via: SIP/2.0/UDP HOST[:PORT];branch=z9hG4bKTOKEN[;rport]
+    cdef Py_ssize_t via_host_start, via_host_end, branch_start, branch_end
+    i = literal(p, start[H_VIA], stop[H_VIA], b"SIP/2.0/UDP ", 12)
+    if i < 0:
+        return None
+    via_host_start = i
+    i = host(p, i, stop[H_VIA])
+    if i < 0:
+        return None
+    via_host_end = i
+    if i < stop[H_VIA] and p[i] == b":"[0]:
+        i = port(p, i + 1, stop[H_VIA], &via_port)
+        if i < 0 or via_port > 65535:
+            return None
+    i = literal(p, i, stop[H_VIA], b";branch=z9hG4bK", 15)
+    if i < 0:
+        return None
+    branch_start = i - 7
+    i = token(p, i, stop[H_VIA])
+    if i < 0:
+        return None
+    branch_end = i
+    if i != stop[H_VIA]:
+        if literal(p, i, stop[H_VIA], b";rport", 6) != stop[H_VIA]:
+            return None
+        rport = True
+    # From: <sip:USER@HOST>;tag=TOKEN
+    i = literal(p, start[H_FROM], stop[H_FROM], b"<", 1)
+    if i < 0:
+        return None
+    i = sip_user_host(p, i, stop[H_FROM], &at_to)
+    if i < 0:
+        return None
+    i = literal(p, i, stop[H_FROM], b">;tag=", 6)
+    if i < 0 or token(p, i, stop[H_FROM]) != stop[H_FROM]:
+        return None
+    # To: <sip:USER@HOST>
+    i = literal(p, start[H_TO], stop[H_TO], b"<", 1)
+    if i < 0:
+        return None
+    i = sip_user_host(p, i, stop[H_TO], &at_to)
+    if i < 0 or literal(p, i, stop[H_TO], b">", 1) != stop[H_TO]:
+        return None
+    cdef Py_ssize_t to_host_end = i
+    # Call-ID: TOKEN[@TOKEN]
+    i = token(p, start[H_CALL_ID], stop[H_CALL_ID])
+    if i < 0:
+        return None
+    if i != stop[H_CALL_ID]:
+        if p[i] != b"@"[0] or token(p, i + 1, stop[H_CALL_ID]) != stop[H_CALL_ID]:
+            return None
+    # CSeq: DIGITS REGISTER
+    i = digits(p, start[H_CSEQ], stop[H_CSEQ], 9, &cseq)
+    if i < 0 or literal(p, i, stop[H_CSEQ], b" REGISTER", 9) != stop[H_CSEQ]:
+        return None
+    # Contact: <sip:USER@HOST[:PORT]>[;expires=DIGITS]
+    cdef Py_ssize_t at_contact
+    i = literal(p, start[H_CONTACT], stop[H_CONTACT], b"<", 1)
+    if i < 0:
+        return None
+    i = sip_user_host(p, i, stop[H_CONTACT], &at_contact)
+    if i < 0:
+        return None
+    if i < stop[H_CONTACT] and p[i] == b":"[0]:
+        i = port(p, i + 1, stop[H_CONTACT], &value)
+        if i < 0 or value > 65535:
+            return None
+    contact_end = i
+    i = literal(p, i, stop[H_CONTACT], b">", 1)
+    if i < 0:
+        return None
+    if i != stop[H_CONTACT]:
+        i = literal(p, i, stop[H_CONTACT], b";expires=", 9)
+        if i < 0 or digits(p, i, stop[H_CONTACT], 9, &contact_expires) != stop[H_CONTACT]:
+            return None
+    # the optional ones
+    cdef dict params = None
+    if seen & (1u << H_AUTHORIZATION):
+        params = digest(p, start[H_AUTHORIZATION], stop[H_AUTHORIZATION])
+        if params is None:
+            return None
+    k = H_CONTENT_LENGTH
+    if seen & (1u << k) and (stop[k] - start[k] != 1 or p[start[k]] != b"0"[0]):
+        return None
+    k = H_MAX_FORWARDS
+    if seen & (1u << k) and (digits(p, start[k], stop[k], 9, &value) != stop[k] or value > 255):
+        return None
+    if seen & (1u << H_EXPIRES):
+        if digits(p, start[H_EXPIRES], stop[H_EXPIRES], 9, &expires) != stop[H_EXPIRES]:
+            return None
+    for k in (H_USER_AGENT, H_ALLOW, H_SUPPORTED):  # free text: no edge spaces
+        if seen & (1u << k) and stop[k] > start[k]:
+            if p[start[k]] == b" "[0] or p[stop[k] - 1] == b" "[0]:
+                return None
+    cdef list copied = []
+    for k in range(count):
+        copied.append((NAMES[order[k]], text(p, start[order[k]], stop[order[k]])))
+    return (
+        text(p, branch_start, branch_end),
+        text(p, via_host_start, via_host_end),
+        None if via_port < 0 else via_port,
+        rport,
+        text(p, start[H_TO] + 5, at_to),
+        text(p, at_to + 1, to_host_end),
+        text(p, start[H_CALL_ID], stop[H_CALL_ID]),
+        cseq,
+        text(p, start[H_CONTACT] + 1, contact_end),
+        None if contact_expires < 0 else contact_expires,
+        None if expires < 0 else expires,
+        params,
+        optional(p, start, stop, seen, H_USER_AGENT),
+        copied,
+    )

@@ -1,0 +1,144 @@
+"""Pure-Python reference of :mod:`pbxcore._sipscan` (the REGISTER fast path's scanner).
+
+:func:`scan_register` recognises the plain REGISTER (see :mod:`pbxcore.sip.fastpath`) and
+returns its fields, or None for anything else. The native module must accept exactly the
+same messages and return exactly the same fields; the tests hold both to that.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["Fields", "scan_register"]
+
+# branch, via host, via port, rport, To user, To host, Call-ID, CSeq number, Contact URI,
+# Contact expires, Expires, Authorization's digest parameters (unquoted), User-Agent,
+# copied (name, value) in order
+Fields = tuple[
+    str,
+    str,
+    int | None,
+    bool,
+    str,
+    str,
+    str,
+    int,
+    str,
+    int | None,
+    int | None,
+    dict[str, str] | None,
+    str | None,
+    list[tuple[str, str]],
+]
+
+MAX_SIZE = 4096
+
+# a conservative subset of the grammar: what does not match goes to the general parser
+_TOKEN = r"[A-Za-z0-9.!%*_+`'~-]+"
+_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,62}[A-Za-z0-9])?"
+_USER = r"[A-Za-z0-9._~-]{1,64}"
+_PORT = r"[1-9][0-9]{0,4}"
+_REQUEST_LINE = re.compile(rf"REGISTER sip:{_HOST} SIP/2\.0")
+_HEADER_LINE = re.compile(r"([A-Za-z-]+): ([ -~]*)\r\n")
+_VIA = re.compile(rf"SIP/2\.0/UDP ({_HOST})(?::({_PORT}))?;branch=(z9hG4bK{_TOKEN})(;rport)?")
+_FROM = re.compile(rf"<sip:{_USER}@{_HOST}>;tag={_TOKEN}")
+_TO = re.compile(rf"<sip:({_USER})@({_HOST})>")
+_CALL_ID = re.compile(rf"{_TOKEN}(?:@{_TOKEN})?")
+_CSEQ = re.compile(r"([0-9]{1,9}) REGISTER")
+_CONTACT = re.compile(rf"<(sip:{_USER}@{_HOST}(?::({_PORT}))?)>(?:;expires=([0-9]{{1,9}}))?")
+_SMALL_INT = re.compile(r"[0-9]{1,9}")
+_DIGEST_PARAM = re.compile(r'([a-z]+)=(?:"([^"]*)"|([^ ,"]+))')
+_DIGEST = re.compile(r'Digest [a-z]+=(?:"[^"\\]*"|[^ ,"]+)(?:, ?[a-z]+=(?:"[^"\\]*"|[^ ,"]+))*')
+
+# header names the fast path understands, as RFC 3261 spells them; any other header (or
+# spelling) sends the request to the general path (Require, Route, compact forms, ...)
+COPIED = frozenset(("Via", "From", "To", "Call-ID", "CSeq"))
+_MANDATORY = COPIED | {"Contact"}
+_KNOWN = _MANDATORY | {
+    "Max-Forwards",
+    "Expires",
+    "Content-Length",
+    "Authorization",
+    "User-Agent",
+    "Allow",
+    "Supported",
+}
+
+
+def scan_register(data: bytes) -> Fields | None:
+    """The fields of the plain REGISTER in ``data``, or None if it is not one."""
+    if len(data) > MAX_SIZE or not data.endswith(b"\r\n\r\n"):
+        return None  # a body, or a message the general parser must judge
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    end = text.find("\r\n")
+    if _REQUEST_LINE.fullmatch(text, 0, end) is None:
+        return None
+    # every line is one header (printable ASCII, no folding), each known and present once
+    pairs = _HEADER_LINE.findall(text, end + 2, len(text) - 2)
+    fields = dict(pairs)
+    if (
+        sum(len(name) + len(value) + 4 for name, value in pairs) != len(text) - end - 4
+        or len(fields) != len(pairs)
+        or not _KNOWN.issuperset(fields)
+        or not _MANDATORY.issubset(fields)
+    ):
+        return None
+    via = _VIA.fullmatch(fields["Via"])
+    to = _TO.fullmatch(fields["To"])
+    cseq = _CSEQ.fullmatch(fields["CSeq"])
+    contact = _CONTACT.fullmatch(fields["Contact"])
+    if (
+        via is None
+        or to is None
+        or cseq is None
+        or contact is None
+        or _FROM.fullmatch(fields["From"]) is None
+        or _CALL_ID.fullmatch(fields["Call-ID"]) is None
+    ):
+        return None
+    port = int(via[2]) if via[2] else None
+    if (port is not None and port > 65535) or (contact[2] and int(contact[2]) > 65535):
+        return None
+    authorization = fields.get("Authorization")
+    params: dict[str, str] | None = None
+    if authorization is not None:
+        if _DIGEST.fullmatch(authorization) is None:
+            return None
+        params = {}
+        for name, quoted, bare in _DIGEST_PARAM.findall(authorization, 7):
+            if name in params:
+                return None  # a repeated parameter: the general path answers 400
+            params[name] = quoted or bare
+    if fields.get("Content-Length", "0") != "0":
+        return None
+    max_forwards = fields.get("Max-Forwards")
+    if max_forwards is not None and (
+        _SMALL_INT.fullmatch(max_forwards) is None or int(max_forwards) > 255
+    ):
+        return None
+    expires = fields.get("Expires")
+    if expires is not None and _SMALL_INT.fullmatch(expires) is None:
+        return None
+    for name in ("User-Agent", "Allow", "Supported"):  # free text: no edge spaces
+        value = fields.get(name)
+        if value is not None and value != value.strip(" "):
+            return None
+    return (
+        via[3],
+        via[1],
+        port,
+        via[4] is not None,
+        to[1],
+        to[2],
+        fields["Call-ID"],
+        int(cseq[1]),
+        contact[1],
+        int(contact[3]) if contact[3] else None,
+        None if expires is None else int(expires),
+        params,
+        fields.get("User-Agent"),
+        [pair for pair in pairs if pair[0] in COPIED],
+    )

@@ -1,0 +1,214 @@
+"""The REGISTER scanner: the native module and its pure-Python reference, same tests.
+
+Both must accept exactly the same datagrams and return exactly the same fields; the
+fuzz tests compare them byte for byte on random and mutated messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pbxcore._sipscan as native
+import pbxcore._sipscan_ref as reference
+from pbxcore._sipscan_ref import Fields
+
+Scanner = Callable[[bytes], Fields | None]
+
+AUTH = (
+    'Digest username="alice",realm="pbx.test",cnonce="6b8b4567",nc=00000001,qop=auth,'
+    'uri="sip:pbx.test",nonce="AAAA-b_c=",response="0123456789abcdef",algorithm=MD5'
+)
+LINES = [
+    "REGISTER sip:pbx.test SIP/2.0",
+    "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1-2;rport",
+    "From: <sip:alice@pbx.test>;tag=12SIPpTag001",
+    "To: <sip:alice@pbx.test>",
+    "Call-ID: 1-2@127.0.0.1",
+    "CSeq: 2 REGISTER",
+    "Contact: <sip:alice@127.0.0.1:5070>;expires=120",
+    f"Authorization: {AUTH}",
+    "Max-Forwards: 70",
+    "Expires: 3600",
+    "User-Agent: SIPp v3.6",
+    "Allow: REGISTER, OPTIONS",
+    "Supported: path",
+    "Content-Length: 0",
+]
+
+
+def wire(lines: list[str]) -> bytes:
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@pytest.fixture(params=[native.scan_register, reference.scan_register], ids=["native", "ref"])
+def scan(request: pytest.FixtureRequest) -> Scanner:
+    return request.param  # type: ignore[no-any-return]
+
+
+class TestScanner:
+    def test_fields_of_a_full_register(self, scan: Scanner) -> None:
+        assert scan(wire(LINES)) == (
+            "z9hG4bK-1-2",
+            "127.0.0.1",
+            5070,
+            True,
+            "alice",
+            "pbx.test",
+            "1-2@127.0.0.1",
+            2,
+            "sip:alice@127.0.0.1:5070",
+            120,
+            3600,
+            {
+                "username": "alice",
+                "realm": "pbx.test",
+                "cnonce": "6b8b4567",
+                "nc": "00000001",
+                "qop": "auth",
+                "uri": "sip:pbx.test",
+                "nonce": "AAAA-b_c=",
+                "response": "0123456789abcdef",
+                "algorithm": "MD5",
+            },
+            "SIPp v3.6",
+            [
+                ("Via", LINES[1][5:]),
+                ("From", LINES[2][6:]),
+                ("To", LINES[3][4:]),
+                ("Call-ID", LINES[4][9:]),
+                ("CSeq", LINES[5][6:]),
+            ],
+        )
+
+    def test_digest_parameters(self, scan: Scanner) -> None:
+        lines = list(LINES)
+        lines[7] = 'Authorization: Digest a="",b=x=y\\,c="q, r",d=1'
+        fields = scan(wire(lines))
+        assert fields is not None
+        assert fields[11] == {"a": "", "b": "x=y\\", "c": "q, r", "d": "1"}
+
+    def test_minimal_register(self, scan: Scanner) -> None:
+        lines = [LINES[0], "To: <sip:b@h>", "From: <sip:b@h>;tag=t", "CSeq: 1 REGISTER"]
+        lines += ["Contact: <sip:b@h>", "Call-ID: c", "Via: SIP/2.0/UDP h;branch=z9hG4bKx"]
+        fields = scan(wire(lines))
+        assert fields is not None
+        assert fields[:4] == ("z9hG4bKx", "h", None, False)
+        assert fields[9:13] == (None, None, None, None)
+        assert [name for name, _ in fields[13]] == ["To", "From", "CSeq", "Call-ID", "Via"]
+
+    @pytest.mark.parametrize(
+        ("index", "line"),
+        [
+            (0, "REGISTER sip:pbx.test SIP/2.1"),
+            (0, "INVITE sip:pbx.test SIP/2.0"),
+            (0, "REGISTER sip:-pbx.test SIP/2.0"),
+            (1, "v: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1"),
+            (1, "via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1"),
+            (1, "Via: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bK-1"),
+            (1, "Via: SIP/2.0/UDP 127.0.0.1:70000;branch=z9hG4bK-1"),
+            (1, "Via: SIP/2.0/UDP 127.0.0.1:0;branch=z9hG4bK-1"),
+            (1, "Via: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK"),
+            (1, "Via: SIP/2.0/UDP 127.0.0.1;branch=1234"),
+            (1, "Via: SIP/2.0/UDP 127.0.0.1;rport;branch=z9hG4bK1"),
+            (1, "Via: SIP/2.0/UDP [::1];branch=z9hG4bK1"),
+            (1, "Via: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1, SIP/2.0/UDP h;branch=z9hG4bK2"),
+            (2, "From: <sip:alice@pbx.test>"),
+            (2, 'From: "A" <sip:alice@pbx.test>;tag=1'),
+            (3, "To: <sip:alice@pbx.test>;tag=1"),
+            (3, "To: <sip:al%41ice@pbx.test>"),
+            (3, "To: <sips:alice@pbx.test>"),
+            (3, "To: <sip:pbx.test>"),
+            (4, "Call-ID: a b"),
+            (4, "Call-ID: a@b@c"),
+            (5, "CSeq: 2 INVITE"),
+            (5, "CSeq: 1234567890 REGISTER"),
+            (6, "Contact: *"),
+            (6, "Contact: <sip:alice@127.0.0.1:65536>"),
+            (6, "Contact: <sip:alice@127.0.0.1:5070>;q=0.5"),
+            (6, "Contact: <sip:alice@127.0.0.1:5070;transport=udp>"),
+            (6, "Contact: <sip:alice@127.0.0.1:5070>, <sip:alice@10.0.0.1>"),
+            (7, "Authorization: Basic YWxpY2U6c2VjcmV0"),
+            (7, 'Authorization: Digest username="a\\"b",realm="pbx.test"'),
+            (7, "Authorization: Digest username = alice"),
+            (7, "Authorization: Digest username=alice,,realm=x"),
+            (7, "Authorization: Digest nc=1, nc=2"),
+            (7, "Authorization: Digest nc=1 ,cnonce=2"),
+            (8, "Max-Forwards: 256"),
+            (9, "Expires: -1"),
+            (10, "User-Agent: trailing "),
+            (10, "User-Agent:no-space"),
+            (10, "User-Agent: caf\u00e9"),
+            (11, "Require: gruu"),
+            (12, "Route: <sip:proxy>"),
+            (13, "Content-Length: 5"),
+            (13, "Content-Length:  0"),
+            (13, " Content-Length: 0"),
+            (13, "Content-Length: 0\tx"),
+        ],
+    )
+    def test_declines(self, scan: Scanner, index: int, line: str) -> None:
+        lines = list(LINES)
+        lines[index] = line
+        assert scan(wire(lines)) is None
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            b"",
+            b"\r\n\r\n",
+            wire(LINES)[:-2],  # no empty line
+            wire(LINES) + b"body",
+            wire([*LINES, LINES[4]]),  # Call-ID twice
+            wire(LINES[:3] + LINES[4:]),  # no To
+            wire(LINES).replace(b"\r\nFrom", b"\nFrom"),
+            wire(LINES).replace(b"\r\nFrom", b"\r\n From"),  # folded
+            wire(LINES).replace(b"Supported: path", b"Supported: " + b"x" * 4096),
+        ],
+    )
+    def test_declines_framing(self, scan: Scanner, data: bytes) -> None:
+        assert scan(data) is None
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    position=st.integers(0, len(wire(LINES))),
+    cut=st.integers(0, 3),
+    insert=st.sampled_from(
+        [b"", b" ", b"\r", b"\n", b"\r\n", b":", b";", b",", b'"', b"\\", b"@", b"<", b">",
+         b"0", b"9", b"a", b"Z", b"-", b"\x00", b"\x7f", b"\xc3\xa9", b"=", b"\t"]
+    ),
+)  # fmt: skip
+def test_native_matches_reference_on_mutations(position: int, cut: int, insert: bytes) -> None:
+    data = wire(LINES)
+    mutated = data[:position] + insert + data[position + cut :]
+    assert native.scan_register(mutated) == reference.scan_register(mutated)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_native_matches_reference_on_random_bytes(data: bytes) -> None:
+    assert native.scan_register(data) == reference.scan_register(data)
+
+
+_VALUE = st.text(alphabet=st.sampled_from("abz09-._~@:;<>\"=, \\/%!*+`'"), max_size=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(line=st.integers(0, len(LINES) - 1), head=_VALUE, tail=_VALUE, keep=st.integers(0, 80))
+def test_native_matches_reference_on_edited_values(
+    line: int, head: str, tail: str, keep: int
+) -> None:
+    lines = list(LINES)
+    name, sep, value = lines[line].partition(": ")
+    lines[line] = f"{name}{sep}{head}{value[:keep]}{tail}"
+    data = wire(lines)
+    assert native.scan_register(data) == reference.scan_register(data)
+
+
+def test_none_is_refused() -> None:
+    with pytest.raises(TypeError):
+        native.scan_register(None)  # type: ignore[arg-type]
