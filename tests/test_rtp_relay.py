@@ -297,6 +297,150 @@ def test_latch_event_and_reinvite_new_remote(relay, peers):
     relay.delete_session(s)
 
 
+# The native core connects a second socket to a latched peer (same port): these pin down that
+# every latching rule still holds after that, on both cores.
+
+
+def wait_latched(leg) -> None:
+    """Until the leg has learnt its peer: packets of two peers may be processed in any order."""
+    deadline = time.monotonic() + WAIT
+    while leg.stats().peer is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert leg.stats().peer is not None
+
+
+def test_latched_leg_answers_from_its_own_port(relay, peers):
+    a, b = peers
+    s = relay.create_session()
+    a.send(rtp(1), s.a.local_port)  # a latches
+    wait_latched(s.a)
+    b.send(rtp(2), s.b.local_port)  # b latches
+    assert a.recv_from() == (rtp(2), ("127.0.0.1", s.a.local_port))
+    for seq in range(3, 8):  # both legs connected now
+        a.send(rtp(seq), s.a.local_port)
+        assert b.recv_from() == (rtp(seq), ("127.0.0.1", s.b.local_port))
+        b.send(rtp(seq), s.b.local_port)
+        assert a.recv_from() == (rtp(seq), ("127.0.0.1", s.a.local_port))
+    st_ = s.stats()
+    assert (st_.a.packets, st_.b.packets, st_.a.sent_packets, st_.b.sent_packets) == (6, 6, 6, 5)
+    assert st_.a.dropped_other == 1  # rtp(1): b had no address yet
+    relay.delete_session(s)
+
+
+def test_relatch_after_connect_and_back(relay, peers):
+    a, b = peers
+    moved = Peer()
+    s = relay.create_session()
+    s.a.update(relatch=True)
+    s.b.update(remote=b.addr)
+    a.send(rtp(1), s.a.local_port)
+    assert b.recv() == rtp(1)
+    b.send(rtp(2), s.b.local_port)
+    assert a.recv() == rtp(2)
+    moved.send(rtp(3, ssrc=0xBEEF), s.a.local_port)  # re-latch to `moved`
+    assert b.recv() == rtp(3, ssrc=0xBEEF)
+    a.send(rtp(4, ssrc=0xBEEF), s.a.local_port)  # the old peer, the current SSRC: refused
+    assert b.nothing()
+    assert s.a.stats().dropped_unlatched == 1
+    b.send(rtp(5), s.b.local_port)
+    assert moved.recv() == rtp(5) and a.nothing()
+    a.send(rtp(6, ssrc=0xCAFE), s.a.local_port)  # back to `a` with a new SSRC
+    assert b.recv() == rtp(6, ssrc=0xCAFE)
+    moved.send(rtp(7, ssrc=0xBEEF), s.a.local_port)  # differs from 0xCAFE: re-latches again
+    assert b.recv() == rtp(7, ssrc=0xBEEF)
+    b.send(rtp(8), s.b.local_port)
+    assert moved.recv() == rtp(8) and a.nothing()
+    assert s.a.stats().peer == moved.addr
+    ev = wait_for(relay, SsrcChanged, 3)
+    assert [e.new_ssrc for e in ev] == [0xBEEF, 0xCAFE, 0xBEEF] and all(e.relatched for e in ev)
+    moved.close()
+    relay.delete_session(s)
+
+
+def test_reinvite_after_connect_relearns_peer(relay, peers):
+    a, b = peers
+    b2 = Peer()
+    s = relay.create_session()
+    s.b.update(remote=b.addr)
+    b.send(rtp(1), s.b.local_port)  # b latches (and is connected)
+    wait_latched(s.b)
+    assert a.nothing()  # a has no address yet
+    a.send(rtp(2), s.a.local_port)
+    assert b.recv() == rtp(2)
+    s.b.update(remote=b2.addr)  # re-INVITE
+    a.send(rtp(3), s.a.local_port)
+    assert b2.recv() == rtp(3) and b.nothing()
+    b2.send(rtp(4), s.b.local_port)  # b2 latches
+    assert a.recv() == rtp(4)
+    b.send(rtp(5), s.b.local_port)  # the old address is a stranger now
+    assert a.nothing()
+    assert s.b.stats().dropped_unlatched == 1
+    assert s.b.stats().peer == b2.addr
+    a.send(rtp(6), s.a.local_port)
+    assert b2.recv_from() == (rtp(6), ("127.0.0.1", s.b.local_port)) and b.nothing()
+    b2.close()
+    relay.delete_session(s)
+
+
+def test_reinvite_back_to_the_connected_address(relay, peers):
+    a, b = peers
+    b2 = Peer()
+    s = relay.create_session()
+    s.b.update(remote=b.addr)
+    b.send(rtp(1), s.b.local_port)  # b latches
+    wait_latched(s.b)
+    s.b.update(remote=b2.addr)
+    s.b.update(remote=b.addr)  # and back before b2 ever sent
+    a.send(rtp(2), s.a.local_port)
+    assert b.recv() == rtp(2)
+    b.send(rtp(3), s.b.local_port)  # re-latches to b
+    assert a.recv() == rtp(3)
+    assert s.b.stats().peer == b.addr
+    b2.close()
+    relay.delete_session(s)
+
+
+def test_burst_on_a_fresh_leg_keeps_its_order(relay, peers):
+    a, b = peers
+    s = relay.create_session()
+    s.b.update(remote=b.addr)
+    for seq in range(150):  # queued before and after the leg latches
+        a.send(rtp(seq), s.a.local_port)
+    got = [b.recv() for _ in range(150)]
+    assert got == [rtp(seq) for seq in range(150)]
+    assert s.a.stats().lost == 0
+    relay.delete_session(s)
+
+
+def test_peer_gone_and_back_keeps_counting_sent(relay, peers):
+    a, b = peers
+    s = relay.create_session()
+    b.send(rtp(1), s.b.local_port)  # b latches
+    wait_latched(s.b)
+    a.send(rtp(2), s.a.local_port)
+    assert b.recv() == rtp(2)
+    host, port = b.addr
+    b.close()  # b's port is unreachable now: ICMP errors for the relay
+    for seq in range(3, 6):
+        a.send(rtp(seq), s.a.local_port)
+    deadline = time.monotonic() + WAIT
+    while s.a.stats().packets < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    back.settimeout(WAIT)
+    try:
+        back.bind((host, port))
+    except OSError:
+        back.close()
+        pytest.skip("the peer's port was taken meanwhile")
+    a.send(rtp(6), s.a.local_port)
+    assert back.recvfrom(4096)[0] == rtp(6)  # an earlier ICMP error does not cost a packet
+    assert s.b.stats().sent_packets == 5
+    assert s.b.stats().dropped_other == 1  # rtp(1) only: a had no address yet
+    back.close()
+    relay.delete_session(s)
+
+
 # ---------------------------------------------------------------- counters
 
 

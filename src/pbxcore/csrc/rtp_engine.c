@@ -73,16 +73,23 @@ typedef struct pbx_recorder {
 
 typedef struct {
     pbx_leg *leg;
-    int rtcp;
-    int backlog;         /* read in batches: the socket had more than one packet queued */
+    int fd;
+    short rtcp;
+    short backlog;       /* read in batches: the socket had more than one packet queued */
     uint64_t last_loop;  /* worker loop of the last read */
 } pbx_sock;
 
 /* Field order follows the packet path, so that a packet touches few cache lines: first
  * what every received packet reads and writes, then configuration, then the cold rest. */
 struct pbx_leg {
-    pbx_sock rtp_tag, rtcp_tag;
+    pbx_sock rtp_tag, rtcp_tag, conn_tag;
     int rtp_fd, rtcp_fd;
+    /* A second RTP socket on the same port, connected to the latched peer: the peer's
+     * packets arrive on it (the kernel prefers the connected socket) and the relay sends
+     * to the peer through it, with the route cached in the socket instead of looked up per
+     * packet. Everything else still reaches rtp_fd, so counting and re-latching see it.
+     * conn_ok: latched and the peer is conn_fd's address, so sends may use conn_fd. */
+    int conn_fd, conn_ok, conn_fresh;
     int idx, latched, have_ssrc;
     uint32_t ssrc;
     pbx_session *sess;
@@ -516,11 +523,20 @@ static void count_sent(pbx_leg *l, size_t len, int sign) {
 
 static void flush_sends(pbx_worker *w) {
     for (int i = 0; i < w->scount; i++) count_sent(w->sleg[i], w->siov[i].iov_len, 1);
+    /* A connected socket reports an ICMP error of an earlier packet on the next send,
+     * which then did not go out; retrying once keeps the unconnected socket's behaviour
+     * (errors from the network are not ours to count). */
+    int retried = 0;
     if (w->scount == 1) {  /* sendto is cheaper than sendmmsg for one packet */
         struct msghdr *h = &w->smsg[0].msg_hdr;
-        if (SYS_SENDTO(w->sfd, w->siov[0].iov_base, w->siov[0].iov_len, MSG_DONTWAIT,
-                       (struct sockaddr *)h->msg_name, h->msg_namelen) < 0)
+        for (;;) {
+            if (SYS_SENDTO(w->sfd, w->siov[0].iov_base, w->siov[0].iov_len, MSG_DONTWAIT,
+                           (struct sockaddr *)h->msg_name, h->msg_namelen) >= 0)
+                break;
+            if (errno == ECONNREFUSED && !retried++) continue;
             count_sent(w->sleg[0], w->siov[0].iov_len, -1);
+            break;
+        }
         w->scount = 0;
         return;
     }
@@ -529,6 +545,7 @@ static void flush_sends(pbx_worker *w) {
         int rc = SYS_SENDMMSG(w->sfd, w->smsg + off, (unsigned)(w->scount - off), MSG_DONTWAIT);
         if (rc < 0) {
             if (errno == EINTR) continue;
+            if (errno == ECONNREFUSED && !retried++) continue;
             count_sent(w->sleg[off], w->siov[off].iov_len, -1);
             off++;
             continue;
@@ -545,8 +562,8 @@ static void queue_send(pbx_worker *w, pbx_leg *out, int fd, void *buf, size_t le
     w->sfd = fd;
     w->siov[i].iov_base = buf;
     w->siov[i].iov_len = len;
-    memcpy(&w->saddr[i], to, tolen);
-    w->smsg[i].msg_hdr.msg_name = &w->saddr[i];
+    if (tolen) memcpy(&w->saddr[i], to, tolen);
+    w->smsg[i].msg_hdr.msg_name = tolen ? &w->saddr[i] : NULL;
     w->smsg[i].msg_hdr.msg_namelen = tolen;
     w->smsg[i].msg_hdr.msg_iov = &w->siov[i];
     w->smsg[i].msg_hdr.msg_iovlen = 1;
@@ -643,6 +660,47 @@ static void dtmf_packet(pbx_relay *r, pbx_leg *l, const uint8_t *p, size_t n, ui
 static void rec_packet(pbx_recorder *rc, pbx_relay *r, int codec, const uint8_t *p, size_t n,
                        uint16_t seq, uint32_t ts, uint32_t ssrc, int64_t now);
 
+/* The leg latched (or re-latched) to l->peer: (re)connect its second socket there. Binding
+ * the same port takes SO_REUSEPORT on both sockets, switched off again right after so that
+ * nobody else can join the port; rtp_fd itself was bound without it, so port allocation
+ * still sees every port in use. On any failure the leg keeps sending through rtp_fd. */
+static void leg_connect(pbx_worker *w, pbx_leg *l) {
+    pbx_relay *r = w->r;
+    l->conn_ok = 0;
+    if (l->conn_fd < 0) {
+        int fd = socket(r->family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) return;
+        int on = 1, off = 0;
+        if (r->family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+        pbx_sockaddr a = r->bind_addr;
+        addr_set_port(&a, l->port);
+        setsockopt(l->rtp_fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
+        int rc = bind(fd, (struct sockaddr *)&a, r->bind_len);
+        setsockopt(l->rtp_fd, SOL_SOCKET, SO_REUSEPORT, &off, sizeof(off));
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &off, sizeof(off));
+        struct epoll_event ev = {.events = EPOLLIN};
+        ev.data.ptr = &l->conn_tag;
+        if (rc < 0 || epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            close(fd);
+            return;
+        }
+        l->conn_fd = fd;
+        l->conn_tag.fd = fd;
+    }
+    if (connect(l->conn_fd, &l->peer.sa, l->peer_len) < 0) return;
+    l->conn_ok = 1;
+    l->conn_fresh = 1;  /* see handle_readable */
+}
+
+static void leg_disconnect(pbx_worker *w, pbx_leg *l) {
+    l->conn_ok = 0;
+    if (l->conn_fd < 0) return;
+    epoll_ctl(w->epfd, EPOLL_CTL_DEL, l->conn_fd, NULL);
+    close(l->conn_fd);
+    l->conn_fd = -1;
+}
+
 static void handle_rtcp(pbx_worker *w, pbx_leg *l, uint8_t *buf, size_t len,
                         const pbx_sockaddr *src, socklen_t srclen) {
     pbx_leg *o = &l->sess->leg[1 - l->idx];
@@ -710,6 +768,7 @@ static void handle_rtp(pbx_worker *w, pbx_leg *l, uint8_t *buf, size_t len,
             memcpy(&l->peer, src, srclen);
             l->peer_len = srclen;
             STORE(l->latched, 1);
+            leg_connect(w, l);
             emit(r, PBX_EV_LATCHED, l, 0, 0, 0);
         }
         if (!l->have_ssrc) {
@@ -722,6 +781,7 @@ static void handle_rtp(pbx_worker *w, pbx_leg *l, uint8_t *buf, size_t len,
             memcpy(&l->peer, src, srclen);
             l->peer_len = srclen;
             l->rtcp_latched = 0;
+            leg_connect(w, l);
             emit(r, PBX_EV_SSRC_CHANGED, l, l->ssrc, ssrc, 1);
             l->ssrc = ssrc;
             seq_init(l, seq);
@@ -766,7 +826,8 @@ static void handle_rtp(pbx_worker *w, pbx_leg *l, uint8_t *buf, size_t len,
     } else if (pt == l->conf.te_pt && o->conf.te_pt >= 0 && o->conf.te_pt != pt) {
         buf[1] = (uint8_t)((buf[1] & 0x80) | (o->conf.te_pt & 0x7F));  /* payload untouched */
     }
-    queue_send(w, o, o->rtp_fd, buf, len, to, tolen);
+    if (o->conn_ok) queue_send(w, o, o->conn_fd, buf, len, NULL, 0);  /* to == o->peer */
+    else queue_send(w, o, o->rtp_fd, buf, len, to, tolen);
 }
 
 static void init_batches(pbx_worker *w) {
@@ -783,8 +844,9 @@ static void init_batches(pbx_worker *w) {
 
 static void handle_readable(pbx_worker *w, pbx_sock *sk, int64_t now) {
     pbx_leg *l = sk->leg;
-    int fd = sk->rtcp ? l->rtcp_fd : l->rtp_fd;
-    int n;
+    int fd = sk->fd;
+    int n, drain = 0;
+again:
     /* Level-triggered. At 50 pps per stream a wake-up finds one packet on a socket, and a
      * plain recvmsg costs less than recvmmsg (which also probes for a second datagram).
      * A socket that filled its last read, or is readable again on the very next loop,
@@ -818,6 +880,16 @@ static void handle_readable(pbx_worker *w, pbx_sock *sk, int64_t now) {
         else handle_rtp(w, l, w->rbuf[i], len, &w->raddr[i], alen, now);
     }
     flush_sends(w);  /* the buffers are reused by the next read */
+    if (l->conn_fresh) {
+        /* The leg just connected: from now on its peer's packets arrive on conn_fd. Read
+         * what is still queued here first, so that the peer's packets keep their order. */
+        l->conn_fresh = 0;
+        if (sk == &l->rtp_tag) drain = 64;  /* batches at most: a flood cannot hold us */
+    }
+    if (drain-- > 0) {
+        sk->backlog = 1;
+        goto again;
+    }
 }
 
 /* ---------------------------------------------------------------- player */
@@ -994,6 +1066,7 @@ static void apply_conf(pbx_leg *l, const pbx_leg_conf *c, int64_t now) {
         if (!(l->conf.remote.sa.sa_family == c->remote.sa.sa_family && addr_eq(&l->conf.remote, &c->remote, 1))) {
             /* a new SDP address (re-INVITE): learn the peer again */
             STORE(l->latched, 0);
+            l->conn_ok = 0;  /* conn_fd stays connected until the next latch: harmless */
             l->rtcp_latched = 0;
         }
         l->conf.remote = c->remote;
@@ -1025,6 +1098,7 @@ static void session_free(pbx_worker *w, pbx_session *s) {
         pbx_leg *l = &s->leg[i];
         if (l->player) player_end(w, l, 1);
         if (l->rec) rec_end(w, l);
+        leg_disconnect(w, l);
         if (l->rtp_fd >= 0) epoll_ctl(w->epfd, EPOLL_CTL_DEL, l->rtp_fd, NULL);
         if (l->rtcp_fd >= 0) epoll_ctl(w->epfd, EPOLL_CTL_DEL, l->rtcp_fd, NULL);
         free_ports(w->r, l);
@@ -1053,6 +1127,8 @@ static void apply_cmd(pbx_worker *w, pbx_cmd *c) {
         for (int i = 0; i < 2; i++) {
             pbx_leg *l = &s->leg[i];
             struct epoll_event ev = {.events = EPOLLIN};
+            l->rtp_tag.fd = l->rtp_fd;
+            l->rtcp_tag.fd = l->rtcp_fd;
             ev.data.ptr = &l->rtp_tag;
             epoll_ctl(w->epfd, EPOLL_CTL_ADD, l->rtp_fd, &ev);
             if (l->rtcp_fd >= 0) {
@@ -1315,11 +1391,13 @@ pbx_session *pbx_session_new(pbx_relay *r, uint64_t id, int rtcp_mux, char *err,
         pbx_leg *l = &s->leg[i];
         l->idx = i;
         l->sess = s;
-        l->rtp_fd = l->rtcp_fd = -1;
+        l->rtp_fd = l->rtcp_fd = l->conn_fd = -1;
         l->rtp_tag.leg = l;
         l->rtp_tag.rtcp = 0;
         l->rtcp_tag.leg = l;
         l->rtcp_tag.rtcp = 1;
+        l->conn_tag.leg = l;
+        l->conn_tag.rtcp = 0;
         l->conf.latch = 1;
         l->conf.te_pt = -1;
         l->conf.rtcp_mux = rtcp_mux;
