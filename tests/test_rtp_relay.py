@@ -99,8 +99,23 @@ class Peer:
 
 
 def port_range(size: int = 400) -> tuple[int, int]:
-    lo = random.randrange(40000, 60000 - size) & ~1
-    return lo, lo + size - 1
+    """A random even-aligned port range below the kernel's ephemeral range (32768+), where
+    port-0 binds of other tests and peers cannot land; small ranges are checked free."""
+    for _ in range(100):
+        lo = random.randrange(10000, 32000 - size) & ~1
+        if size > 64 or _all_free(lo, lo + size - 1):
+            return lo, lo + size - 1
+    raise RuntimeError(f"no free range of {size} ports")
+
+
+def _all_free(lo: int, hi: int) -> bool:
+    for port in range(lo, hi + 1):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
 
 
 class ReferenceRtpRelay(RtpRelay):
