@@ -365,6 +365,28 @@ class TestCompletedResponses:
         table.clear()
         assert len(table) == 0 and not table.resend("k99")
 
+    def test_flood_is_bounded_by_max_entries(self) -> None:
+        clock = FakeScheduler()
+        sent: list[tuple[str, str]] = []
+        table: CompletedResponses[str] = CompletedResponses(
+            clock.time, lambda r, w: sent.append((r, w)), wait=32.0, max_entries=1000
+        )
+        for n in range(20_000):  # 2,000 requests a second for 10 s
+            table.add(f"k{n}", "200", "peer")
+            clock.advance(0.0005)
+        assert len(table) <= 1250  # the cap plus at most one filling bucket
+        assert table.resend("k19999")  # the newest requests are still absorbed
+        assert not table.resend("k0")  # the oldest went early: processed afresh
+        assert len(sent) == 20_000 + 1
+
+    def test_same_key_counts_once(self) -> None:
+        _, _, table = self.make()
+        table.add("k", "first", "peer")
+        table.add("k", "second", "peer")
+        assert len(table) == 1
+
     def test_timer_j_must_be_positive(self) -> None:
         with pytest.raises(ValueError, match="timer J"):
             CompletedResponses(lambda: 0.0, lambda r, w: None, wait=0)
+        with pytest.raises(ValueError, match="max_entries"):
+            CompletedResponses(lambda: 0.0, lambda r, w: None, wait=1, max_entries=0)

@@ -487,17 +487,32 @@ class CompletedResponses(Generic[M]):
     that (key -> response and where to send it, until the deadline) without an object and
     a timer per transaction: entries sit in dicts bucketed by time, a bucket is dropped
     whole once everything in it has expired, and a lookup ignores expired entries.
+
+    ``max_entries`` bounds the memory a flood of requests can pin for timer J (to about
+    1.25x of it: a bucket also closes when it holds a quarter): past it the oldest bucket
+    goes early, and a late retransmission of one of its requests is then
+    processed afresh (for REGISTER: a new challenge or a replay rejection, never a crash).
     """
 
     def __init__(
-        self, clock: Callable[[], float], send: Callable[[M, Any], object], *, wait: float
+        self,
+        clock: Callable[[], float],
+        send: Callable[[M, Any], object],
+        *,
+        wait: float,
+        max_entries: int = 131_072,
     ) -> None:
         if wait <= 0:
             raise ValueError(f"timer J must be positive, got {wait}")
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
         self.wait = wait
+        self.max_entries = max_entries
         self._clock = clock
         self._send = send
         self._slice = wait / 4
+        self._bucket_cap = max(1, max_entries // 4)
+        self._count = 0
         # (bucket start, key -> (deadline, response, destination)), oldest first
         self._buckets: deque[tuple[float, dict[Hashable, tuple[float, M, Any]]]] = deque()
 
@@ -505,11 +520,20 @@ class CompletedResponses(Generic[M]):
         """Send ``response`` to ``destination`` and keep it for timer J."""
         now = self._clock()
         buckets = self._buckets
-        if not buckets or now >= buckets[-1][0] + self._slice:
+        if (
+            not buckets
+            or now >= buckets[-1][0] + self._slice
+            or len(buckets[-1][1]) >= self._bucket_cap
+        ):
             while buckets and buckets[0][0] + self._slice + self.wait < now:
-                buckets.popleft()
+                self._count -= len(buckets.popleft()[1])
             buckets.append((now, {}))
-        buckets[-1][1][key] = (now + self.wait, response, destination)
+        while self._count >= self.max_entries and len(buckets) > 1:
+            self._count -= len(buckets.popleft()[1])
+        newest = buckets[-1][1]
+        if key not in newest:
+            self._count += 1
+        newest[key] = (now + self.wait, response, destination)
         self._send(response, destination)
 
     def resend(self, key: Hashable) -> bool:
@@ -533,7 +557,8 @@ class CompletedResponses(Generic[M]):
 
     def __len__(self) -> int:
         """Entries held, including expired ones not yet dropped with their bucket."""
-        return sum(len(bucket) for _, bucket in self._buckets)
+        return self._count
 
     def clear(self) -> None:
         self._buckets.clear()
+        self._count = 0
