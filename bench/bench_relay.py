@@ -70,7 +70,12 @@ def free_port() -> int:
 
 
 def free_range(count: int, top: int = 32000) -> int:
-    """An even base port with `count` ports above it that are free right now."""
+    """An even base port with `count` ports above it that are free right now (below the
+    ephemeral range when they fit there, else up to 65534)."""
+    if count > top - 10000:
+        top = 65534
+    if count > top - 10000:
+        raise ValueError(f"{count} ports do not fit in 10000-{top}")
     for _ in range(50):
         lo = random.randrange(10000, top - count) & ~1
         socks = []
@@ -352,8 +357,9 @@ def throughput(args: argparse.Namespace, tools: dict[str, Path]) -> None:
 
 def capacity(args: argparse.Namespace, tools: dict[str, Path]) -> None:
     print("\n## capacity: G.711 sessions (2 x 50 pps) on one core under 0.1 % loss")
-    lo, hi, best = 250, 20000, 0
-    sessions = 1000
+    # 4 ports a session (RTP+RTCP on two legs) must fit in ports 10000-65534
+    lo, hi, best = 250, (65534 - 10000) // 4 - 2, 0
+    sessions, failed = 1000, False
     while lo <= hi:
         r = run_case(PbxRelay, sessions, "paced", args.seconds, tools)
         ok = r is not None and r["loss"] < 0.001
@@ -363,10 +369,10 @@ def capacity(args: argparse.Namespace, tools: dict[str, Path]) -> None:
         if ok:
             best, lo = sessions, sessions + 1
         else:
-            hi = sessions - 1
+            hi, failed = sessions - 1, True
         if hi - lo < max(100, best // 20):
             break
-        sessions = (lo + hi) // 2 if hi < 20000 else sessions * 2
+        sessions = (lo + hi) // 2 if failed else min(sessions * 2, hi)
     print(f"  capacity: about {best} sessions ({best * 100} packets/s relayed)")
 
 
