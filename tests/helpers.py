@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-# ../shared/testdata beside the checkout (CI lays shared/ next to the clone)
-SHARED = Path(os.environ.get("PBX_SHARED", REPO.parent / "shared"))
-TESTDATA = SHARED / "testdata"
+# conformance data and vectors copied into the project (sources: tests/data/SOURCES.md)
+TESTDATA = REPO / "tests" / "data"
+PEERS = REPO / "tests" / "peers"
 
 
 def require_binary(name: str) -> str:
     """Path of an external peer program; skip if absent, or fail when CI demands peers."""
     path = shutil.which(name)
     if path is None:
-        msg = f"{name} is not installed (see ../shared/peers/README.md)"
+        msg = f"{name} is not installed (apt-get install it: .ci/apt-packages.txt)"
         if os.environ.get("PBX_REQUIRE_PEERS"):
             pytest.fail(msg)
         pytest.skip(msg)

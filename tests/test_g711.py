@@ -1,6 +1,6 @@
 """G.711: the native module and the pure-Python reference run the same tests.
 
-Bit-exactness is checked against the ITU-T G.191 vectors in ../shared/testdata/g711/.
+Bit-exactness is checked against the ITU-T G.191 vectors in tests/data/g711/ (copied from ITU-T G.191, see tests/data/SOURCES.md).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import pytest
 
 from pbxcore.media import DtmfDigit
 from pbxcore.media.engine import MediaEngine
-from tests.helpers import REPO, SHARED, require_binary
+from tests.helpers import PEERS, REPO, require_binary
 from tests.peers.sip_media_proxy import SipMediaProxy
 from tests.test_rtp_relay import port_range
 
@@ -153,9 +153,7 @@ def read_pcm(path: Path) -> list[int]:
 def baresip_config(
     conf: Path, user: str, sip_port: int, ctrl_port: int, rtp: int, wav: Path, codec: str
 ) -> None:
-    script = SHARED / "peers" / "baresip-config.sh"
-    if not script.exists():
-        pytest.fail(f"{script} missing (the shared peers folder)")
+    script = PEERS / "baresip-config.sh"
     subprocess.run(
         ["sh", str(script), str(conf), user, str(sip_port), str(ctrl_port),
          f"{rtp}-{rtp + 20}", str(wav), "auto"],
