@@ -1,6 +1,7 @@
 """G.711: the native module and the pure-Python reference run the same tests.
 
-Bit-exactness is checked against the ITU-T G.191 vectors in tests/data/g711/ (copied from ITU-T G.191, see tests/data/SOURCES.md).
+Bit-exactness is checked against the ITU-T G.191 vectors in tests/data/g711/
+(copied from ITU-T G.191, see tests/data/SOURCES.md).
 """
 
 from __future__ import annotations
