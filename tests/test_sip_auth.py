@@ -18,9 +18,12 @@ from pbxcore.sip.auth import (
     NonceStore,
     compute_ha1,
     compute_response,
+    digest_uri_matches,
     parse_authorization,
 )
 from pbxcore.sip.credentials import FileCredentialStore, RealmPolicy
+
+URI = "sip:pbx.test"  # the Request-URI of the REGISTERs answered here
 
 
 class Clock:
@@ -212,49 +215,54 @@ def test_challenges_offer_sha256_then_md5_and_md5_can_be_disabled() -> None:
 def test_verify_ok_both_algorithms(index: int) -> None:
     auth = DigestAuthenticator(_store())
     creds = _answer(auth.challenges("pbx.test")[index], "alice", "secret")
-    assert auth.verify("REGISTER", creds, "pbx.test") is AuthOutcome.OK
+    assert auth.verify("REGISTER", creds, "pbx.test", request_uri=URI) is AuthOutcome.OK
 
 
 def test_verify_rejects_replay_but_accepts_next_nc() -> None:
     auth = DigestAuthenticator(_store())
     challenge = auth.challenges("pbx.test")[0]
     first = _answer(challenge, "alice", "secret")
-    assert auth.verify("REGISTER", first, "pbx.test") is AuthOutcome.OK
-    assert auth.verify("REGISTER", first, "pbx.test") is AuthOutcome.REPLAY
+    assert auth.verify("REGISTER", first, "pbx.test", request_uri=URI) is AuthOutcome.OK
+    assert auth.verify("REGISTER", first, "pbx.test", request_uri=URI) is AuthOutcome.REPLAY
     second = _answer(challenge, "alice", "secret", nc="00000002")
-    assert auth.verify("REGISTER", second, "pbx.test") is AuthOutcome.OK
+    assert auth.verify("REGISTER", second, "pbx.test", request_uri=URI) is AuthOutcome.OK
 
 
 def test_verify_failures() -> None:
     auth = DigestAuthenticator(_store())
     challenge = auth.challenges("pbx.test")[1]
     wrong = _answer(challenge, "alice", "wrong")
-    assert auth.verify("REGISTER", wrong, "pbx.test") is AuthOutcome.WRONG_RESPONSE
+    assert auth.verify("REGISTER", wrong, "pbx.test", request_uri=URI) is AuthOutcome.WRONG_RESPONSE
     assert AuthOutcome.WRONG_RESPONSE.is_failure
     nobody = _answer(challenge, "mallory", "secret")
-    assert auth.verify("REGISTER", nobody, "pbx.test") is AuthOutcome.UNKNOWN_USER
+    assert auth.verify("REGISTER", nobody, "pbx.test", request_uri=URI) is AuthOutcome.UNKNOWN_USER
     # answer computed for another method does not match
     other_method = _answer(challenge, "alice", "secret", method="INVITE")
-    assert auth.verify("REGISTER", other_method, "pbx.test") is AuthOutcome.WRONG_RESPONSE
+    assert (
+        auth.verify("REGISTER", other_method, "pbx.test", request_uri=URI)
+        is AuthOutcome.WRONG_RESPONSE
+    )
     # a wrong answer does not burn the nonce-count: the right one still passes
     right = _answer(challenge, "alice", "secret")
-    assert auth.verify("REGISTER", right, "pbx.test") is AuthOutcome.OK
+    assert auth.verify("REGISTER", right, "pbx.test", request_uri=URI) is AuthOutcome.OK
 
 
 def test_verify_policy_and_malformed() -> None:
     auth = DigestAuthenticator(_store())
     md5_challenge = auth.challenges("pbx.test")[1].replace("pbx.test", "sha.test")
     creds = _answer(md5_challenge, "bob", "hunter2")
-    assert auth.verify("REGISTER", creds, "sha.test") is AuthOutcome.UNSUPPORTED
+    assert auth.verify("REGISTER", creds, "sha.test", request_uri=URI) is AuthOutcome.UNSUPPORTED
     good = _answer(auth.challenges("pbx.test")[0], "alice", "secret")
     no_qop = replace(good, qop=None)
-    assert auth.verify("REGISTER", no_qop, "pbx.test") is AuthOutcome.UNSUPPORTED
+    assert auth.verify("REGISTER", no_qop, "pbx.test", request_uri=URI) is AuthOutcome.UNSUPPORTED
     bad_nc = replace(good, nc="1")
-    assert auth.verify("REGISTER", bad_nc, "pbx.test") is AuthOutcome.MALFORMED
+    assert auth.verify("REGISTER", bad_nc, "pbx.test", request_uri=URI) is AuthOutcome.MALFORMED
     foreign = replace(good, nonce="Zm9yZ2Vk")
-    assert auth.verify("REGISTER", foreign, "pbx.test") is AuthOutcome.INVALID_NONCE
+    assert (
+        auth.verify("REGISTER", foreign, "pbx.test", request_uri=URI) is AuthOutcome.INVALID_NONCE
+    )
     alg = replace(good, algorithm="MD5-sess")
-    assert auth.verify("REGISTER", alg, "pbx.test") is AuthOutcome.UNSUPPORTED
+    assert auth.verify("REGISTER", alg, "pbx.test", request_uri=URI) is AuthOutcome.UNSUPPORTED
 
 
 def test_verify_stale_nonce() -> None:
@@ -262,7 +270,7 @@ def test_verify_stale_nonce() -> None:
     auth = DigestAuthenticator(_store(), NonceStore(ttl=60, clock=clock))
     creds = _answer(auth.challenges("pbx.test")[0], "alice", "secret")
     clock.now += 61
-    assert auth.verify("REGISTER", creds, "pbx.test") is AuthOutcome.STALE
+    assert auth.verify("REGISTER", creds, "pbx.test", request_uri=URI) is AuthOutcome.STALE
     assert not AuthOutcome.STALE.is_failure
 
 
@@ -275,3 +283,66 @@ def test_pick_by_realm() -> None:
     picked = auth.pick(values, "pbx.test")
     assert picked is not None and picked.username == "alice"
     assert auth.pick(values[:1], "pbx.test") is None
+
+
+def test_verify_refuses_bad_bytes_as_malformed() -> None:
+    # the message layer keeps undecodable bytes as lone surrogates (surrogateescape)
+    auth = DigestAuthenticator(_store())
+    good = _answer(auth.challenges("pbx.test")[0], "alice", "secret")
+    for field in ("cnonce", "uri", "username", "response"):
+        bad = replace(good, **{field: getattr(good, field)[:3] + "\udcff"})
+        assert auth.verify("REGISTER", bad, "pbx.test", request_uri=URI) is AuthOutcome.MALFORMED
+    non_ascii_response = replace(good, response="\u00e9" * 64)
+    verdict = auth.verify("REGISTER", non_ascii_response, "pbx.test", request_uri=URI)
+    assert verdict is AuthOutcome.MALFORMED
+    assert auth.verify("REGISTER", good, "pbx.test", request_uri=URI) is AuthOutcome.OK
+
+
+# any text, lone surrogates (undecodable bytes) included
+_FIELD_TEXT = st.text(st.characters(exclude_categories=()), max_size=40) | st.just("c0\udcffee")
+_FIELDS = ["username", "realm", "nonce", "uri", "response", "algorithm", "qop", "nc", "cnonce"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(_FIELDS), _FIELD_TEXT)
+def test_verify_any_field_text_gives_an_outcome(field: str, text: str) -> None:
+    auth = DigestAuthenticator(_store(), NonceStore(secret=b"s" * 32))
+    good = _answer(auth.challenges("pbx.test")[0], "alice", "secret")
+    outcome = auth.verify("REGISTER", replace(good, **{field: text}), "pbx.test", request_uri=URI)
+    assert isinstance(outcome, AuthOutcome)
+
+
+def test_digest_uri_must_designate_the_request_uri() -> None:
+    auth = DigestAuthenticator(_store())
+    challenge = auth.challenges("pbx.test")[0]
+    # a response computed (correctly) for another URI: RFC 7616 §3.4.6 says 400
+    other = _answer(challenge, "alice", "secret", uri="sip:other.test")
+    assert auth.verify("REGISTER", other, "pbx.test", request_uri=URI) is AuthOutcome.URI_MISMATCH
+    junk = _answer(challenge, "alice", "secret", uri="not a uri")
+    assert auth.verify("REGISTER", junk, "pbx.test", request_uri=URI) is AuthOutcome.URI_MISMATCH
+    assert not AuthOutcome.URI_MISMATCH.is_failure
+    # equal as SIP URIs (RFC 3261 §19.1.4) though not as text: accepted
+    cased = _answer(challenge, "alice", "secret", uri="sip:PBX.test;transport=TCP")
+    verdict = auth.verify("REGISTER", cased, "pbx.test", request_uri="sip:pbx.test;transport=tcp")
+    assert verdict is AuthOutcome.OK
+    # the refused answers did not use up the nonce-count: the right one passes
+    right = _answer(challenge, "alice", "secret", nc="00000002")
+    assert auth.verify("REGISTER", right, "pbx.test", request_uri=URI) is AuthOutcome.OK
+
+
+@pytest.mark.parametrize(
+    ("digest_uri", "request_uri", "same"),
+    [
+        ("sip:pbx.test", "sip:pbx.test", True),
+        ("sip:PBX.Test:5060", "sip:pbx.test:5060", True),
+        ("sip:%61lice@pbx.test", "sip:alice@pbx.test", True),
+        ("sip:pbx.test", "sip:pbx.test:5060", False),
+        ("sip:pbx.test", "sips:pbx.test", False),
+        ("sip:pbx.test;transport=udp", "sip:pbx.test", False),
+        ("sip:pbx.test", "sip:pbx.test;lr", True),
+        ("", "sip:pbx.test", False),
+        ("sip:", "sip:pbx.test", False),
+    ],
+)
+def test_digest_uri_matches(digest_uri: str, request_uri: str, same: bool) -> None:
+    assert digest_uri_matches(digest_uri, request_uri) is same

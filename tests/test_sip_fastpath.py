@@ -142,6 +142,7 @@ def answer(
     password: str = "secret",
     nc: str = "00000001",
     realm: str = "pbx.test",
+    uri: str = "sip:pbx.test",
 ) -> str:
     """An Authorization value answering the MD5 challenge of ``response`` (raw text)."""
     nonce = "none"  # no challenge: answer anyway, with a nonce the server never issued
@@ -151,10 +152,10 @@ def answer(
             assert found is not None
             nonce = found[1]
     ha1 = hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()
-    ha2 = hashlib.md5(b"REGISTER:sip:pbx.test").hexdigest()
+    ha2 = hashlib.md5(f"REGISTER:{uri}".encode()).hexdigest()
     digest = hashlib.md5(f"{ha1}:{nonce}:{nc}:c0ffee:auth:{ha2}".encode()).hexdigest()
     return (
-        f'Digest username="{user}",realm="{realm}",nonce="{nonce}",uri="sip:pbx.test",'
+        f'Digest username="{user}",realm="{realm}",nonce="{nonce}",uri="{uri}",'
         f'response="{digest}",algorithm=MD5,cnonce="c0ffee",qop=auth,nc={nc}'
     )
 
@@ -395,6 +396,31 @@ async def test_variants_answer_as_the_general_path(
         return build
 
     await both(full_registration(make(first), make(second)), scan)
+
+
+@pytest.mark.parametrize("uri", ["sip:other.test", "sip:pbx.test:5070", "sip:alice@pbx.test"])
+async def test_digest_uri_other_than_the_request_uri_is_400(uri: str, scan: Scanner) -> None:
+    def run(peer: Raw) -> list[str | None]:
+        out = [peer.send(wire(register()))]
+        auth = answer(peer.last, uri=uri)  # right password, response for another URI
+        out.append(peer.send(wire(register(branch="z9hG4bK-2", cseq=2, authorization=auth))))
+        return out
+
+    transcript, _ = await both(run, scan)
+    assert "SIP/2.0 400 Digest URI Is Not The Request-URI" in (transcript[1] or "")
+
+
+@pytest.mark.parametrize("field", ["cnonce", "username", "response", "uri"])
+async def test_undecodable_byte_in_credentials_is_400(field: str, scan: Scanner) -> None:
+    def run(peer: Raw) -> list[str | None]:
+        out = [peer.send(wire(register()))]
+        data = wire(register(branch="z9hG4bK-2", cseq=2, authorization=answer(peer.last)))
+        at = data.index(f'{field}="'.encode()) + len(field) + 3
+        out.append(peer.send(data[:at] + b"\xff" + data[at:]))
+        return out
+
+    transcript, _ = await both(run, scan)
+    assert (transcript[1] or "").split("\n")[1].startswith("SIP/2.0 400 ")
 
 
 async def test_ipv6_source_is_left_to_the_general_path(scan: Scanner) -> None:

@@ -113,14 +113,44 @@ async def test_wrong_password_is_403_and_guard_bans(registrar: Registrar, clock:
     good = RegisteringUA("alice", "pbx.test", "secret")
     # the IP is banned now: even the right password gets 403 before any challenge
     assert (await _handle(registrar, good.register())).status == 403
-    # the user is banned too, from any IP
-    challenge = await _handle(registrar, good.register(), ip="198.51.100.99")
-    assert challenge.status == 401
-    answer = good.answer(challenge)
-    banned = await _handle(registrar, good.register(authorization=answer), ip="198.51.100.99")
-    assert banned.status == 403
     clock.now += 121
     assert (await _register(registrar, good)).status == 200
+
+
+async def test_guessing_from_one_address_does_not_lock_the_user_out(
+    registrar: Registrar, clock: Clock
+) -> None:
+    guesser = RegisteringUA("alice", "pbx.test", "nope")
+    for _ in range(10):
+        challenge = await _handle(registrar, guesser.register(), ip="203.0.113.66")
+        if challenge.status == 401:
+            wrong = guesser.answer(challenge)
+            answer = await _handle(registrar, guesser.register(authorization=wrong), "203.0.113.66")
+            assert answer.status == 403
+    # alice's own phone, from an address that never failed, still registers
+    phone = RegisteringUA("alice", "pbx.test", "secret")
+    assert (await _register(registrar, phone)).status == 200
+    clock.now += 30
+    assert (await _register(registrar, phone)).status == 200
+
+
+async def test_guessing_from_many_addresses_throttles_only_the_guessers(
+    registrar: Registrar,
+) -> None:
+    guesser = RegisteringUA("alice", "pbx.test", "nope")
+    for n in range(3):  # one failure each: no address ban, but alice is under attack now
+        challenge = await _handle(registrar, guesser.register(), ip=f"203.0.113.{n}")
+        wrong = guesser.answer(challenge)
+        answer = await _handle(registrar, guesser.register(authorization=wrong), f"203.0.113.{n}")
+        assert answer.status == 403
+    challenge = await _handle(registrar, guesser.register(), ip="203.0.113.0")
+    assert challenge.status == 401  # the address itself is not banned ...
+    right = RegisteringUA("alice", "pbx.test", "secret")
+    answer = await _handle(
+        registrar, right.register(authorization=right.answer(challenge)), "203.0.113.0"
+    )
+    assert answer.status == 403  # ... but it may not try alice again for a while
+    assert (await _register(registrar, right)).status == 200  # a clean address may
 
 
 async def test_guard_drop_action(clock: Clock) -> None:
@@ -240,6 +270,32 @@ async def test_malformed_authorization_is_400(registrar: Registrar) -> None:
     challenge = await _handle(registrar, ua.register())
     auth = ua.answer(challenge).replace("nc=00000001", "nc=1")
     assert (await _handle(registrar, ua.register(authorization=auth))).status == 400
+
+
+async def test_undecodable_bytes_in_credentials_are_400(registrar: Registrar) -> None:
+    ua = RegisteringUA("alice", "pbx.test", "secret")
+    for good, bad in [('cnonce="0a4f113b"', 'cnonce="0a4f\udcff13b"'), ("alice", "al\udcffice")]:
+        challenge = await _handle(registrar, ua.register())
+        auth = ua.answer(challenge).replace(good, bad)
+        request = ua.register(authorization=auth)
+        wire = bytes(request)
+        assert b"\xff" in wire  # the byte as it came off the wire
+        response = await _handle(registrar, request)
+        assert response.status == 400
+    assert (await _register(registrar, ua)).status == 200  # no failure was counted
+
+
+async def test_digest_uri_must_be_the_request_uri(registrar: Registrar) -> None:
+    ua = RegisteringUA("alice", "pbx.test", "secret")
+    for uri in ("sip:elsewhere.test", "sip:pbx.test:5070", "garbage"):
+        for _ in range(3):  # not counted as failed guesses: no ban follows
+            challenge = await _handle(registrar, ua.register())
+            auth = ua.answer(challenge, uri=uri)
+            response = await _handle(registrar, ua.register(authorization=auth))
+            assert response.status == 400
+    challenge = await _handle(registrar, ua.register())
+    auth = ua.answer(challenge, uri="sip:PBX.TEST")  # the same URI (RFC 3261 §19.1.4)
+    assert (await _handle(registrar, ua.register(authorization=auth))).status == 200
 
 
 async def test_out_of_order_cseq_is_rejected(registrar: Registrar) -> None:

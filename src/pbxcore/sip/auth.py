@@ -24,6 +24,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from pbxcore.sip.errors import SipParseError
+from pbxcore.sip.uri import Uri
+
 __all__ = [
     "AuthOutcome",
     "DigestAlgorithm",
@@ -33,6 +36,7 @@ __all__ = [
     "NonceStore",
     "compute_ha1",
     "compute_response",
+    "digest_uri_matches",
     "parse_authorization",
 ]
 
@@ -247,7 +251,8 @@ class AuthOutcome(enum.Enum):
     UNSUPPORTED = "unsupported"  # algorithm or qop not offered for this realm
     UNKNOWN_USER = "unknown-user"
     WRONG_RESPONSE = "wrong-response"
-    MALFORMED = "malformed"
+    MALFORMED = "malformed"  # unreadable parameters (bad nc, bytes that are not UTF-8 ...)
+    URI_MISMATCH = "uri-mismatch"  # digest uri is not the Request-URI: 400 (RFC 7616 §3.4.6)
 
     @property
     def is_failure(self) -> bool:
@@ -268,6 +273,33 @@ class HA1Source(Protocol):
 
 
 _HEX_NC = re.compile(r"[0-9a-fA-F]{8}")
+_HEX_RESPONSE = re.compile(r"[0-9a-f]{32}|[0-9a-f]{64}")  # MD5, SHA-256 (lowercased on parse)
+# what the message layer makes of bytes that are not UTF-8 (surrogateescape): H() of such a
+# parameter cannot be computed, so the request is malformed (400), never a server error
+_UNDECODABLE = re.compile("[\ud800-\udfff]")
+
+
+def digest_uri_matches(digest_uri: str, request_uri: str | Uri) -> bool:
+    """Whether the ``uri`` of digest credentials designates ``request_uri``.
+
+    RFC 7616 §3.4.6 (as RFC 2617 §3.2.2.5, which RFC 3261 §22.4 adopts): the server MUST
+    make sure that the "uri" parameter designates the same resource as the Request-URI,
+    and SHOULD answer 400 Bad Request if not. For SIP the resource is a URI, so "the same"
+    is URI equivalence (RFC 3261 §19.1.4: host case, escapes and parameters present on one
+    side only do not matter; user, ttl, method, maddr, transport do). An unparsable
+    ``uri`` designates nothing.
+    """
+    if isinstance(request_uri, str):
+        if digest_uri == request_uri:
+            return True
+        try:
+            request_uri = Uri.parse(request_uri)
+        except SipParseError:
+            return False
+    try:
+        return Uri.parse(digest_uri) == request_uri
+    except SipParseError:
+        return False
 
 
 class DigestAuthenticator:
@@ -286,8 +318,16 @@ class DigestAuthenticator:
             for alg in self.credentials.realm_algorithms(realm)
         ]
 
-    def verify(self, method: str, credentials: DigestCredentials, realm: str) -> AuthOutcome:
-        """Check an answer to one of our challenges for a request with ``method``."""
+    def verify(
+        self,
+        method: str,
+        credentials: DigestCredentials,
+        realm: str,
+        *,
+        request_uri: str | Uri,
+    ) -> AuthOutcome:
+        """Check an answer to one of our challenges for a request with ``method`` sent to
+        ``request_uri`` (the Request-URI, which the digest ``uri`` must designate)."""
         try:
             algorithm = DigestAlgorithm.from_token(credentials.algorithm)
         except ValueError:
@@ -301,6 +341,15 @@ class DigestAuthenticator:
             return AuthOutcome.MALFORMED
         if credentials.realm != realm:
             return AuthOutcome.MALFORMED
+        if (
+            _HEX_RESPONSE.fullmatch(credentials.response) is None
+            or _UNDECODABLE.search(credentials.username) is not None
+            or _UNDECODABLE.search(credentials.uri) is not None
+            or _UNDECODABLE.search(cnonce) is not None
+        ):
+            return AuthOutcome.MALFORMED
+        if not digest_uri_matches(credentials.uri, request_uri):
+            return AuthOutcome.URI_MISMATCH
         nonce_state = self.nonces.check(credentials.nonce, realm)
         if nonce_state is not AuthOutcome.OK:
             return nonce_state

@@ -195,7 +195,11 @@ class RegisterFastPath:
                 return False  # 423
             expires = min(expires, policy.max_expires)
         # the digest check is the last step that declines: it records the nonce-count
-        if registrar.authenticator.verify("REGISTER", credentials, realm) is not AuthOutcome.OK:
+        request_uri = data[9 : data.index(b" ", 9)].decode("ascii")  # the scanner checked it
+        outcome = registrar.authenticator.verify(
+            "REGISTER", credentials, realm, request_uri=request_uri
+        )
+        if outcome is not AuthOutcome.OK:
             return False
         guard.record_success(source.host, user_key)
         server = self._server

@@ -232,7 +232,9 @@ class Registrar:
         if verdict is not GuardVerdict.ALLOW:
             banned = self._banned(request, verdict)
             return None if isinstance(banned, Drop) else banned
-        outcome = self.authenticator.verify("REGISTER", credentials, realm)
+        outcome = self.authenticator.verify(
+            "REGISTER", credentials, realm, request_uri=request.uri_text or request.uri
+        )
         if outcome is not AuthOutcome.OK:
             if outcome.is_failure:
                 guard.record_failure(source_ip, user_key)
@@ -242,6 +244,8 @@ class Registrar:
                 return self._reply(request, 403, "Forbidden")
             if outcome is AuthOutcome.MALFORMED:
                 return self._reply(request, 400, "Malformed Authorization")
+            if outcome is AuthOutcome.URI_MISMATCH:
+                return self._reply(request, 400, "Digest URI Is Not The Request-URI")
             return self._challenge(request, realm, stale=outcome is AuthOutcome.STALE)
         guard.record_success(source_ip, user_key)
         if credentials.username != aor_uri.user_unescaped:
