@@ -261,6 +261,7 @@ def run_step(
         "-nostdin", "-timeout", f"{int(duration * 3 + 20)}s", "-recv_timeout", "5000",
         "-max_recv_loops", "5000", "-max_sched_loops", "5000",
         "-trace_stat", "-stf", str(stat), "-fd", "60", "-buff_size", str(4 * 1024 * 1024),
+        "-auth_uri", DOMAIN,  # digest uri = Request-URI, not SIPp's default
     ]  # fmt: skip
     before = cpu_seconds(server_pid)
     start = time.monotonic()

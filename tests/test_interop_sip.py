@@ -175,6 +175,7 @@ def test_sipp_registers_with_md5_digest(
     result = _sipp(
         server, "sipp_register_digest.xml", transport, family, tmp_path,
         "-s", "alice", "-au", "alice", "-ap", "secret", "-set", "domain", "sipp.test",
+        "-auth_uri", "sipp.test",  # digest uri sip:sipp.test, not SIPp's default
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
     messages = _messages(tmp_path)
@@ -191,6 +192,7 @@ def test_sipp_wrong_password_is_refused(
     result = _sipp(
         server, "sipp_register_wrong_password.xml", transport, family, tmp_path,
         "-s", "alice", "-au", "alice", "-ap", "wrong", "-set", "domain", "sipp.test",
+        "-auth_uri", "sipp.test",  # digest uri sip:sipp.test, not SIPp's default
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
     assert "SIP/2.0 403 Forbidden" in _messages(tmp_path)
