@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import resource
 import socket
 import ssl
 import subprocess
@@ -20,6 +22,8 @@ from pbxcore.sip.transport import (
     Source,
     StreamFramer,
     TransportLayer,
+    TransportLimits,
+    raise_open_file_limit,
 )
 from tests.helpers import require_binary
 
@@ -138,6 +142,51 @@ def test_rate_limiter_forgets_oldest_sources() -> None:
 def test_rate_limit_validation() -> None:
     with pytest.raises(ValueError):
         RateLimit(rate=0, burst=1)
+    with pytest.raises(ValueError):
+        RateLimit(rate=1, burst=1, byte_rate=-1)
+    with pytest.raises(ValueError):
+        RateLimit(rate=1, burst=1, byte_rate=100, byte_burst=0)
+
+
+def test_rate_limiter_counts_bytes_too() -> None:
+    now = [0.0]
+    limit = RateLimit(rate=100, burst=100, byte_rate=1000, byte_burst=1500)
+    limiter = RateLimiter(limit, clock=lambda: now[0])
+    assert limiter.allow("a", 1000)
+    assert not limiter.allow("a", 600)  # 500 bytes left: the datagram is dropped whole
+    assert limiter.allow("a", 500)
+    assert not limiter.allow("a", 1)
+    assert limiter.allow("b", 1500)  # per source
+    now[0] += 0.1  # 100 bytes back
+    assert limiter.allow("a", 100) and not limiter.allow("a", 1)
+    assert limiter.dropped == 3
+    # a stream is never cut: its bytes are taken on credit, and it waits off the debt
+    assert limiter.charge("c", 1000) == 0.0
+    assert limiter.charge("c", 1000) == pytest.approx(0.5)  # 500 bytes owed at 1000/s
+    assert limiter.debt("c") == pytest.approx(0.5)
+    now[0] += 0.5
+    assert limiter.debt("c") == 0.0
+    # without a byte rate, only messages count
+    free = RateLimiter(RateLimit(rate=100, burst=2, byte_rate=0), clock=lambda: now[0])
+    assert free.allow("a", 10**9) and free.charge("a", 10**9) == 0.0
+
+
+def test_limits_validation() -> None:
+    for bad in (
+        {"max_connections": 0},
+        {"max_connections_per_source": 0},
+        {"message_timeout": 0},
+        {"idle_timeout": -1},
+        {"report_interval": 0},
+    ):
+        with pytest.raises(ValueError):
+            TransportLimits(**bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="burst"):
+        TransportLayer(
+            lambda data, source: None,
+            rate_limit=RateLimit(rate=1, burst=1, byte_rate=10, byte_burst=100),
+            max_message_size=1000,
+        )
 
 
 # -- live sockets ----------------------------------------------------------------------
@@ -316,3 +365,209 @@ def test_listen_address_parse_random_text_raises_only_value_error(text: str) -> 
     for address in addresses:
         assert address.transport in ("udp", "tcp", "tls") and 0 <= address.port <= 65535
         assert ListenAddress.parse(str(address)) == [address]
+
+
+# -- resource limits ---------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _connect(
+    port: int, local: str = "127.0.0.1"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(local, 0))
+
+
+async def _closed(reader: asyncio.StreamReader) -> bool:
+    """Whether the server closed the connection (EOF, or a reset after an abort)."""
+    try:
+        return await asyncio.wait_for(reader.read(), 5) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def _open(reader: asyncio.StreamReader) -> bool:
+    """Whether the connection is still open: answers a keepalive ping with a pong."""
+    return await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
+
+
+def _refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "refus" in r.getMessage()]
+
+
+async def test_tcp_connections_are_capped_per_source_and_in_total(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="pbxcore.sip.transport")
+    clock = FakeClock()
+    collector = Collector()
+    limits = TransportLimits(max_connections=3, max_connections_per_source=2, report_interval=60)
+    layer = TransportLayer(collector, limits=limits, clock=clock)
+    writers = []
+    try:
+        (bound,) = await layer.listen([ListenAddress("tcp", "127.0.0.1", 0)])
+        for _ in range(2):
+            reader, writer = await _connect(bound.port)
+            writers.append(writer)
+            writer.write(MSG)
+            await collector.get()  # accepted and served
+        for _ in range(3):  # a third, fourth, fifth from 127.0.0.1: refused
+            reader, writer = await _connect(bound.port)
+            writers.append(writer)
+            assert await _closed(reader)
+        assert len([m for m in _refusals(caplog) if "127.0.0.1" in m]) == 1  # once per interval
+        _, other = await _connect(bound.port, "127.0.0.2")
+        writers.append(other)
+        other.write(MSG)
+        assert (await collector.get())[1].host == "127.0.0.2"
+        reader, writer = await _connect(bound.port, "127.0.0.3")  # 3 open: the total cap
+        writers.append(writer)
+        assert await _closed(reader)
+        assert any("127.0.0.3" in m for m in _refusals(caplog))
+        assert layer.connection_count == 3 and layer.refused == 4
+        clock.now += 61  # the next refusal from 127.0.0.1 is reported again, with the count
+        reader, writer = await _connect(bound.port)
+        writers.append(writer)
+        assert await _closed(reader)
+        lines = [m for m in _refusals(caplog) if "127.0.0.1" in m]
+        assert len(lines) == 2 and "2 more" in lines[1]
+        # closing one frees its place
+        writers[0].close()
+        await writers[0].wait_closed()
+        for _ in range(100):
+            if layer.connection_count == 2:
+                break
+            await asyncio.sleep(0.01)
+        reader, writer = await _connect(bound.port)
+        writers.append(writer)
+        writer.write(b"\r\n\r\n")
+        assert await _open(reader)
+    finally:
+        for writer in writers:
+            writer.close()
+        await layer.close()
+
+
+async def test_incomplete_message_times_out_from_its_first_byte(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="pbxcore.sip.transport")
+    clock = FakeClock()
+    collector = Collector()
+    limits = TransportLimits(message_timeout=30, idle_timeout=1000)
+    layer = TransportLayer(collector, limits=limits, clock=clock)
+    try:
+        (bound,) = await layer.listen([ListenAddress("tcp", "127.0.0.1", 0)])
+        slow_reader, slow = await _connect(bound.port)
+        steady_reader, steady = await _connect(bound.port)
+        slow.write(MSG + MSG2[:10])  # one message and the start of another
+        steady.write(MSG)
+        await collector.get()
+        await collector.get()
+        clock.now += 20
+        slow.write(MSG2[10:12])  # a trickle: does not restart the message's timer
+        steady.write(MSG)
+        await collector.get()
+        clock.now += 11  # 31 s after the second message's first byte
+        layer.sweep()
+        assert await _closed(slow_reader)
+        steady.write(b"\r\n\r\n")
+        assert await _open(steady_reader)
+        assert any("incomplete" in r.getMessage() for r in caplog.records)
+    finally:
+        slow.close()
+        steady.close()
+        await layer.close()
+
+
+async def test_idle_timeout_is_refreshed_by_messages_not_by_stray_bytes() -> None:
+    clock = FakeClock()
+    collector = Collector()
+    layer = TransportLayer(
+        collector, limits=TransportLimits(message_timeout=1000, idle_timeout=100), clock=clock
+    )
+    try:
+        (bound,) = await layer.listen([ListenAddress("tcp", "127.0.0.1", 0)])
+        trickle_reader, trickle = await _connect(bound.port)
+        busy_reader, busy = await _connect(bound.port)
+        for writer in (trickle, busy):
+            writer.write(MSG)
+            await collector.get()
+        clock.now += 60
+        trickle.write(MSG[:5])  # bytes, but no message
+        busy.write(MSG)
+        await collector.get()
+        clock.now += 41  # 101 s since trickle's last message, 41 s since busy's
+        layer.sweep()
+        assert await _closed(trickle_reader)
+        busy.write(b"\r\n\r\n")
+        assert await _open(busy_reader)
+    finally:
+        trickle.close()
+        busy.close()
+        await layer.close()
+
+
+async def test_tcp_byte_rate_pauses_reading_until_the_debt_is_paid() -> None:
+    clock = FakeClock()
+    collector = Collector()
+    limit = RateLimit(rate=1000, burst=1000, byte_rate=100, byte_burst=200)
+    layer = TransportLayer(collector, rate_limit=limit, max_message_size=200, clock=clock)
+    try:
+        (bound,) = await layer.listen([ListenAddress("tcp", "127.0.0.1", 0)])
+        _, writer = await _connect(bound.port)
+        writer.write(MSG * 3)  # 3 x 92 bytes at once: 76 bytes owed
+        for _ in range(3):
+            assert (await collector.get())[0] == MSG  # what was read is served
+        writer.write(MSG2)
+        await asyncio.sleep(0.3)  # the clock stands still: the debt is not paid
+        assert collector.queue.empty()
+        clock.now += 1.2  # paid
+        assert (await collector.get())[0] == MSG2
+        writer.close()
+    finally:
+        await layer.close()
+
+
+async def test_udp_byte_rate_drops_datagrams_over_the_budget() -> None:
+    clock = FakeClock()
+    collector = Collector()
+    limit = RateLimit(rate=1000, burst=1000, byte_rate=100, byte_burst=200)
+    layer = TransportLayer(collector, rate_limit=limit, max_message_size=200, clock=clock)
+    try:
+        (bound,) = await layer.listen([ListenAddress("udp", "127.0.0.1", 0)])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            for _ in range(5):  # 5 x 92 bytes: the burst covers 2
+                peer.sendto(MSG, ("127.0.0.1", bound.port))
+            for _ in range(2):
+                await collector.get()
+            clock.now += 1.1  # 110 bytes back
+            peer.sendto(MSG, ("127.0.0.1", bound.port))
+            await collector.get()
+            await asyncio.sleep(0.1)
+            assert collector.queue.empty()
+        assert layer.limiter is not None and layer.limiter.dropped == 3
+    finally:
+        await layer.close()
+
+
+async def test_listen_raises_the_open_file_limit_and_caps_connections_below_it() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard < 256:
+        pytest.skip(f"hard RLIMIT_NOFILE {hard}: nothing to test")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
+    layer = TransportLayer(Collector(), limits=TransportLimits(max_connections=10**9))
+    try:
+        await layer.listen([ListenAddress("tcp", "127.0.0.1", 0)])
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard
+        assert 0 < layer.connection_limit < hard  # descriptors left for everything else
+        assert raise_open_file_limit() == hard
+    finally:
+        await layer.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

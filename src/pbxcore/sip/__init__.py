@@ -89,7 +89,13 @@ from pbxcore.sip.transaction import (
     TransactionState,
     TransactionTimeoutError,
 )
-from pbxcore.sip.transport import ListenAddress, RateLimit, Source, TransportLayer
+from pbxcore.sip.transport import (
+    ListenAddress,
+    RateLimit,
+    Source,
+    TransportLayer,
+    TransportLimits,
+)
 
 __all__ += [
     "AuthOutcome",
@@ -122,6 +128,7 @@ __all__ += [
     "TransactionState",
     "TransactionTimeoutError",
     "TransportLayer",
+    "TransportLimits",
     "UserCredentials",
     "compute_ha1",
     "compute_response",

@@ -47,6 +47,7 @@ from pbxcore.sip.transport import (
     RateLimit,
     Source,
     TransportLayer,
+    TransportLimits,
     TransportName,
 )
 
@@ -165,13 +166,14 @@ class SipServer:
         rate_limit: RateLimit | None = None,
         ssl_context: ssl.SSLContext | None = None,
         server_header: str | None = "pbxcore",
+        limits: TransportLimits | None = None,
     ) -> None:
         self.registrar = registrar
         self.timers = timers or TimerSettings()
         self.server_header = server_header
         self._listen = list(listen)
         self.transport = TransportLayer(
-            self.on_message, rate_limit=rate_limit, ssl_context=ssl_context
+            self.on_message, rate_limit=rate_limit, ssl_context=ssl_context, limits=limits
         )
         self.addresses: list[ListenAddress] = []
         self._server_tx: dict[Hashable, Any] = {}

@@ -3,9 +3,12 @@
 The transport layer moves bytes: it frames stream input by Content-Length,
 keeps a table of open connections so responses go back over the connection
 the request came in on (and new connections are reused), answers RFC 5626
-CRLF keepalives, and drops input from sources that exceed a per-source rate
-(token bucket) before anything is parsed. Parsing and response routing by Via
-live in :mod:`pbxcore.sip.server`.
+CRLF keepalives, and limits each source's messages and bytes per second (token
+buckets, before anything is parsed: excess datagrams are dropped, a stream over
+its byte rate is paused). :class:`TransportLimits` bounds what a peer can hold:
+connections per source and in total (refusals are logged, once per source per
+interval), the time a message may take to arrive, and idle connections. Parsing and
+response routing by Via live in :mod:`pbxcore.sip.server`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import ipaddress
 import logging
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +36,9 @@ __all__ = [
     "Source",
     "StreamFramer",
     "TransportLayer",
+    "TransportLimits",
     "TransportName",
+    "raise_open_file_limit",
 ]
 
 log = logging.getLogger("pbxcore.sip.transport")
@@ -92,6 +98,10 @@ class ListenAddress:
         return f"{self.transport}:{host}:{self.port}"
 
 
+def _bracketed(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class _Channel:
     """Something a message arrived on and responses can be sent back through."""
 
@@ -131,18 +141,28 @@ MessageHandler = Callable[[bytes, Source], None]
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """Per-source token bucket: ``rate`` messages per second, bursts up to ``burst``."""
+    """Per-source token buckets: ``rate`` messages per second, bursts up to ``burst``, and
+    ``byte_rate`` bytes per second, bursts up to ``byte_burst`` (``byte_rate=0``: bytes
+    are not limited). A datagram larger than ``byte_burst`` never passes."""
 
     rate: float
     burst: float
+    byte_rate: float = 2_000_000.0
+    byte_burst: float = 4_000_000.0
 
     def __post_init__(self) -> None:
         if self.rate <= 0 or self.burst < 1:
             raise ValueError(f"rate limit needs rate > 0 and burst >= 1, got {self}")
+        if self.byte_rate < 0 or (self.byte_rate and self.byte_burst < 1):
+            raise ValueError(f"byte rate limit needs byte_rate >= 0 and byte_burst >= 1: {self}")
 
 
 class RateLimiter:
-    """Token buckets per source IP, the least recently created forgotten first."""
+    """Token buckets per source IP, the least recently created forgotten first.
+
+    A bucket is ``[message tokens, byte tokens, last refill]``; byte tokens go below zero
+    when a stream takes bytes on credit (:meth:`charge`).
+    """
 
     def __init__(
         self,
@@ -157,23 +177,131 @@ class RateLimiter:
         self._buckets: dict[str, list[float]] = {}
         self.dropped = 0
 
-    def allow(self, source_ip: str) -> bool:
-        """Take one token for ``source_ip``; False (and count a drop) if its bucket is empty."""
+    def _bucket(self, source_ip: str) -> list[float]:
         now = self._clock()
+        limit = self.limit
         bucket = self._buckets.get(source_ip)
         if bucket is None:
             if len(self._buckets) >= self._max_sources:
                 del self._buckets[next(iter(self._buckets))]
-            self._buckets[source_ip] = [self.limit.burst - 1.0, now]
-            return True
-        tokens = min(self.limit.burst, bucket[0] + (now - bucket[1]) * self.limit.rate)
-        bucket[1] = now
-        if tokens < 1.0:
-            bucket[0] = tokens
+            bucket = self._buckets[source_ip] = [limit.burst, limit.byte_burst, now]
+            return bucket
+        elapsed = now - bucket[2]
+        if elapsed > 0:
+            bucket[0] = min(limit.burst, bucket[0] + elapsed * limit.rate)
+            bucket[1] = min(limit.byte_burst, bucket[1] + elapsed * limit.byte_rate)
+            bucket[2] = now
+        return bucket
+
+    def allow(self, source_ip: str, size: int = 0) -> bool:
+        """Take one message token and ``size`` byte tokens for ``source_ip``; False (and
+        count a drop) if either bucket holds too few (then nothing is taken)."""
+        bucket = self._bucket(source_ip)
+        counts_bytes = size > 0 and self.limit.byte_rate > 0
+        if bucket[0] < 1.0 or (counts_bytes and bucket[1] < size):
             self.dropped += 1
             return False
-        bucket[0] = tokens - 1.0
+        bucket[0] -= 1.0
+        if counts_bytes:
+            bucket[1] -= size
         return True
+
+    def charge(self, source_ip: str, size: int) -> float:
+        """Take ``size`` byte tokens, on credit if need be (stream input, already read);
+        returns the seconds until the debt is paid, 0.0 if there is none."""
+        if self.limit.byte_rate <= 0:
+            return 0.0
+        bucket = self._bucket(source_ip)
+        bucket[1] -= size
+        return -bucket[1] / self.limit.byte_rate if bucket[1] < 0 else 0.0
+
+    def debt(self, source_ip: str) -> float:
+        """Seconds until ``source_ip``'s byte debt is paid (0.0: none)."""
+        if self.limit.byte_rate <= 0 or source_ip not in self._buckets:
+            return 0.0
+        tokens = self._bucket(source_ip)[1]
+        return -tokens / self.limit.byte_rate if tokens < 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TransportLimits:
+    """What peers may hold of a :class:`TransportLayer`.
+
+    ``max_connections``: open TCP/TLS connections in total (also lowered to what the
+    open-file limit leaves, see :func:`raise_open_file_limit`); ``max_connections_per_source``:
+    inbound connections from one IP address; ``message_timeout``: seconds from the first
+    byte of a stream message to its last (later bytes do not restart it), else the
+    connection is closed; ``idle_timeout``: seconds a connection may stay open without a
+    complete message, keepalive or response; ``report_interval``: refusals and timeouts
+    are logged once per source (and kind) per this many seconds.
+    """
+
+    max_connections: int = 10_000
+    max_connections_per_source: int = 64
+    message_timeout: float = 30.0
+    idle_timeout: float = 900.0
+    report_interval: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1 or self.max_connections_per_source < 1:
+            raise ValueError(f"connection limits must be >= 1: {self}")
+        if self.message_timeout <= 0 or self.idle_timeout <= 0 or self.report_interval <= 0:
+            raise ValueError(f"message_timeout, idle_timeout, report_interval must be > 0: {self}")
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; returns the soft limit in force.
+
+    Every connection costs a descriptor; at the usual soft default of 1,024 a few hundred
+    idle TCP peers starve the process (accept fails, new clients see EOF).
+    """
+    if sys.platform == "win32":
+        return 1 << 16  # no RLIMIT_NOFILE; the limit is per-process handles
+    import resource  # noqa: PLC0415 - POSIX only
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return int(soft) if soft != resource.RLIM_INFINITY else 1 << 20
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot raise the open file limit from %d to %d: %s", soft, wanted, exc)
+        return int(soft)
+    return int(wanted)
+
+
+def _connection_budget(open_files: int) -> int:
+    # leave a quarter of the descriptors (at least 64) to listening sockets, logs, media
+    return max(1, open_files - max(64, open_files // 4))
+
+
+class _Reports:
+    """Rate-limited log lines: one per key per ``interval``, counting what was held back."""
+
+    def __init__(self, interval: float, clock: Callable[[], float], max_keys: int = 4096) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._max_keys = max_keys
+        self._last: dict[tuple[str, str], list[float]] = {}  # key -> [logged at, held back]
+
+    def due(self, kind: str, source: str) -> int | None:
+        """None: say nothing now; else log, mentioning this many held back since."""
+        now = self._clock()
+        key = (kind, source)
+        entry = self._last.get(key)
+        if entry is not None and now - entry[0] < self._interval:
+            entry[1] += 1
+            return None
+        held = 0 if entry is None else int(entry[1])
+        if entry is None and len(self._last) >= self._max_keys:
+            del self._last[next(iter(self._last))]
+        self._last[key] = [now, 0.0]
+        return held
+
+
+def _more(held: int) -> str:
+    return f" ({held} more since the last report)" if held else ""
 
 
 class FramingError(ValueError):
@@ -192,6 +320,11 @@ class StreamFramer:
         self._buffer = bytearray()
         self._limits = ParseLimits(max_message_size=max_message_size)
         self.pings = 0
+
+    @property
+    def pending(self) -> bool:
+        """Whether part of a message is buffered (waiting for the rest)."""
+        return bool(self._buffer)
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the complete messages now available."""
@@ -238,7 +371,7 @@ class _UdpEndpoint(asyncio.DatagramProtocol, _Channel):
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         host, port = str(addr[0]), int(addr[1])
         layer = self._layer
-        if layer.limiter is not None and not layer.limiter.allow(host):
+        if layer.limiter is not None and not layer.limiter.allow(host, len(data)):
             return
         if len(data) < 4 or not data.strip():  # CRLF keepalives and stray bytes
             return
@@ -263,41 +396,85 @@ class _UdpEndpoint(asyncio.DatagramProtocol, _Channel):
 
 
 class _StreamConnection(asyncio.Protocol, _Channel):
-    def __init__(self, layer: TransportLayer, local: ListenAddress) -> None:
+    def __init__(self, layer: TransportLayer, local: ListenAddress, *, inbound: bool) -> None:
         self.transport = local.transport
         self.local = local
+        self.inbound = inbound
         self._layer = layer
         self._stream: asyncio.Transport | None = None
         self._framer = StreamFramer(layer.max_message_size)
         self.peer: tuple[str, int] = ("", 0)
-        self.last_activity = time.monotonic()
+        self.last_activity = layer._clock()
+        self.message_started: float | None = None  # first byte of the message in progress
+        self.counted = False  # in the layer's connection counts
+        self._resume: asyncio.TimerHandle | None = None
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._stream = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = (str(peer[0]), int(peer[1]))
-        self._layer._register(self)
+        if not self._layer._register(self):
+            self._stream.abort()
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = time.monotonic()
         layer = self._layer
+        host, port = self.peer
+        limiter = layer.limiter
+        if limiter is not None:
+            wait = limiter.charge(host, len(data))
+            if wait > 0.0:
+                self._pause(wait)
+        now = layer._clock()
+        framer = self._framer
         try:
-            messages = self._framer.feed(data)
+            messages = framer.feed(data)
         except FramingError as exc:
             log.info("closing %s connection from %s: %s", self.transport, self.peer, exc)
             self.abort()
             return
-        if self._framer.pings:
-            self._framer.pings = 0
+        if framer.pending:
+            if messages or self.message_started is None:
+                self.message_started = now  # a new message began in this chunk
+        else:
+            self.message_started = None
+        if messages or framer.pings:
+            self.last_activity = now  # stray bytes alone do not keep a connection open
+        if framer.pings:
+            framer.pings = 0
             self._write(b"\r\n")  # RFC 5626 pong
-        host, port = self.peer
         for message in messages:
-            if layer.limiter is not None and not layer.limiter.allow(host):
+            if limiter is not None and not limiter.allow(host):
                 continue
             layer.on_message(message, Source(self.transport, host, port, self))
 
+    def _pause(self, wait: float) -> None:
+        """Stop reading until the source's byte debt is paid (the sender is slowed down by
+        TCP flow control instead of losing messages)."""
+        if self._resume is not None or self._stream is None or self._stream.is_closing():
+            return
+        self._stream.pause_reading()
+        self._resume = asyncio.get_running_loop().call_later(
+            min(max(wait, 0.01), 1.0), self._try_resume
+        )
+
+    def _try_resume(self) -> None:
+        self._resume = None
+        limiter = self._layer.limiter
+        wait = limiter.debt(self.peer[0]) if limiter is not None else 0.0
+        if self._stream is None or self._stream.is_closing():
+            return
+        if wait > 0.0:
+            self._resume = asyncio.get_running_loop().call_later(
+                min(max(wait, 0.01), 1.0), self._try_resume
+            )
+            return
+        self._stream.resume_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
         self._layer._unregister(self)
         if not self.closed.done():
             self.closed.set_result(None)
@@ -309,7 +486,7 @@ class _StreamConnection(asyncio.Protocol, _Channel):
         return True
 
     def send(self, data: bytes, host: str, port: int) -> bool:
-        self.last_activity = time.monotonic()
+        self.last_activity = self._layer._clock()
         return self._write(data)
 
     @property
@@ -335,19 +512,36 @@ class TransportLayer:
         rate_limit: RateLimit | None = None,
         ssl_context: ssl.SSLContext | None = None,
         max_message_size: int = MAX_MESSAGE_SIZE,
-        idle_timeout: float = 900.0,
+        limits: TransportLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if (
+            rate_limit is not None
+            and rate_limit.byte_rate
+            and rate_limit.byte_burst < max_message_size
+        ):
+            raise ValueError(
+                f"byte_burst {rate_limit.byte_burst:g} is below the largest message "
+                f"({max_message_size} bytes): such messages could never pass"
+            )
         self.on_message = on_message
-        self.limiter = RateLimiter(rate_limit) if rate_limit is not None else None
+        self._clock = clock
+        self.limiter = RateLimiter(rate_limit, clock=clock) if rate_limit is not None else None
         self.ssl_context = ssl_context
         self.max_message_size = max_message_size
-        self.idle_timeout = idle_timeout
+        self.limits = limits if limits is not None else TransportLimits()
+        self.connection_limit = self.limits.max_connections
+        self.refused = 0  # connections refused by the limits
         self.listening: list[ListenAddress] = []
         self._udp: list[_UdpEndpoint] = []
         self._servers: list[asyncio.Server] = []
         self._connections: dict[tuple[TransportName, str, int], _StreamConnection] = {}
+        self._streams: set[_StreamConnection] = set()  # every counted connection
+        self._per_source: dict[str, int] = {}  # inbound connections per source IP
+        self._reports = _Reports(self.limits.report_interval, clock)
         self._pending: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._open_files: int | None = None
 
     # -- listening ---------------------------------------------------------------------
 
@@ -355,6 +549,12 @@ class TransportLayer:
         """Bind all ``addresses``; port 0 picks one free port shared by UDP and TCP of a host."""
         bound: list[ListenAddress] = []
         chosen: dict[str, int] = {}
+        if self._open_files is None and any(a.transport != "udp" for a in addresses):
+            self._open_files = raise_open_file_limit()
+            budget = _connection_budget(self._open_files)
+            if budget < self.limits.max_connections:
+                log.info("open file limit %d: at most %d SIP connections", self._open_files, budget)
+            self.connection_limit = min(self.limits.max_connections, budget)
         for address in addresses:
             port = address.port or chosen.get(address.host, 0)
             for attempt in range(20):
@@ -390,7 +590,7 @@ class TransportLayer:
             raise ValueError("a TLS listening point needs a certificate and key")
         local = address
         server = await loop.create_server(
-            lambda: _StreamConnection(self, local),
+            lambda: _StreamConnection(self, local, inbound=True),
             host=address.host,
             port=address.port,
             family=address.family,
@@ -404,28 +604,87 @@ class TransportLayer:
 
     # -- connections -------------------------------------------------------------------
 
-    def _register(self, connection: _StreamConnection) -> None:
+    def _register(self, connection: _StreamConnection) -> bool:
+        """Count a new connection; False if the limits refuse it (the caller aborts it)."""
+        host = connection.peer[0]
+        if connection.inbound:
+            reason = None
+            if len(self._streams) >= self.connection_limit:
+                reason = f"{self.connection_limit} connections open"
+            elif self._per_source.get(host, 0) >= self.limits.max_connections_per_source:
+                reason = f"{self.limits.max_connections_per_source} connections from {host}"
+            if reason is not None:
+                self.refused += 1
+                held = self._reports.due("refused", host)
+                if held is not None:
+                    log.warning(
+                        "refusing %s connection from %s: %s%s",
+                        connection.transport,
+                        _bracketed(*connection.peer),
+                        reason,
+                        _more(held),
+                    )
+                return False
+            self._per_source[host] = self._per_source.get(host, 0) + 1
+        connection.counted = True
+        self._streams.add(connection)
         self._connections[(connection.transport, *connection.peer)] = connection
+        return True
 
     def _unregister(self, connection: _StreamConnection) -> None:
         key = (connection.transport, *connection.peer)
         if self._connections.get(key) is connection:
             del self._connections[key]
+        if not connection.counted:
+            return
+        connection.counted = False
+        self._streams.discard(connection)
+        if connection.inbound:
+            host = connection.peer[0]
+            left = self._per_source.get(host, 1) - 1
+            if left:
+                self._per_source[host] = left
+            else:
+                self._per_source.pop(host, None)
 
     @property
     def connection_count(self) -> int:
-        return len(self._connections)
+        """Open TCP/TLS connections (inbound and outbound)."""
+        return len(self._streams)
 
     def _schedule_sweep(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._sweeper = loop.call_later(min(60.0, self.idle_timeout), self._sweep)
+        limits = self.limits
+        every = max(0.5, min(60.0, limits.idle_timeout, limits.message_timeout) / 4)
+        self._sweeper = asyncio.get_running_loop().call_later(every, self._sweep)
 
     def _sweep(self) -> None:
-        horizon = time.monotonic() - self.idle_timeout
-        for connection in list(self._connections.values()):
-            if connection.last_activity < horizon:
-                connection.close()
+        self.sweep()
         self._schedule_sweep()
+
+    def sweep(self) -> None:
+        """Close connections whose message in progress is overdue, or that are idle.
+
+        Runs by itself every few seconds once listening; public for tests and embedders
+        that drive the clock.
+        """
+        now = self._clock()
+        message_horizon = now - self.limits.message_timeout
+        idle_horizon = now - self.limits.idle_timeout
+        for connection in list(self._streams):
+            started = connection.message_started
+            if started is not None and started < message_horizon:
+                held = self._reports.due("timeout", connection.peer[0])
+                if held is not None:
+                    log.info(
+                        "closing %s connection from %s: message incomplete after %g s%s",
+                        connection.transport,
+                        _bracketed(*connection.peer),
+                        self.limits.message_timeout,
+                        _more(held),
+                    )
+                connection.abort()
+            elif connection.last_activity < idle_horizon:
+                connection.close()
 
     # -- sending -------------------------------------------------------------------------
 
@@ -469,11 +728,20 @@ class TransportLayer:
 
     async def _connect_and_send(self, data: bytes, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
+        if len(self._streams) >= self.connection_limit:
+            log.warning(
+                "cannot connect to tcp:%s: %d connections open",
+                _bracketed(host, port),
+                self.connection_limit,
+            )
+            return
         local = next((a for a in self.listening if a.transport == "tcp"), None)
         local = local or ListenAddress("tcp", "0.0.0.0", 0)
         try:
             _, protocol = await asyncio.wait_for(
-                loop.create_connection(lambda: _StreamConnection(self, local), host, port),
+                loop.create_connection(
+                    lambda: _StreamConnection(self, local, inbound=False), host, port
+                ),
                 timeout=10.0,
             )
         except (OSError, TimeoutError) as exc:
@@ -490,7 +758,7 @@ class TransportLayer:
             endpoint.close()
         for server in self._servers:
             server.close()
-        connections = list(self._connections.values())
+        connections = list(self._streams)
         for connection in connections:
             connection.close()
         for task in self._pending:
