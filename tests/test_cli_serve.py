@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -9,6 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from pbxcore.cli_serve import serve
+from tests.helpers import pbxcore_command
 
 app = typer.Typer()
 app.command("serve")(serve)
@@ -31,6 +36,13 @@ def users(tmp_path: Path) -> Path:
         (["--min-expires", "100", "--default-expires", "50"], "min_expires"),
         (["--guard-window", "0"], "positive"),
         (["--t1", "10"], "T1"),
+        (["--max-connections", "0"], "connection limits"),
+        (["--max-connections-per-ip", "0"], "connection limits"),
+        (["--message-timeout", "0"], "message_timeout"),
+        (["--idle-timeout", "-5"], "idle_timeout"),
+        (["--rate-bytes", "-1"], "byte_rate"),
+        (["--rate-bytes-burst", "1000"], "largest message"),
+        (["--nonce-ttl", "0"], "nonce ttl"),
     ],
 )
 def test_serve_rejects_bad_options(users: Path, args: list[str], message: str) -> None:
@@ -46,3 +58,49 @@ def test_serve_rejects_bad_users_file(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "users[0]" in result.output
     missing = CliRunner().invoke(app, ["serve", "--users", str(tmp_path / "none.toml")])
     assert missing.exit_code == 2 and "No such file" in missing.output
+
+
+def test_serve_help_names_the_transport_limits() -> None:
+    result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for option in (
+        "--rate-bytes",
+        "--rate-bytes-burst",
+        "--max-connections",
+        "--max-connections-per-ip",
+        "--message-timeout",
+        "--idle-timeout",
+    ):
+        assert option in result.output
+
+
+def test_serve_refuses_connections_over_the_per_ip_cap_and_logs_it(tmp_path: Path) -> None:
+    users = tmp_path / "users.toml"
+    users.write_text('[[users]]\ndomain = "pbx.test"\nusername = "alice"\npassword = "pw"\n')
+    log = tmp_path / "server.log"
+    command = [
+        *pbxcore_command(), "serve", "--sip-listen", "tcp:127.0.0.1:0", "--users", str(users),
+        "--max-connections-per-ip", "2", "--no-uvloop",
+    ]  # fmt: skip
+    with log.open("w") as log_file:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log_file, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("listening tcp:127.0.0.1:"), log.read_text()
+        port = int(line.rsplit(":", 1)[1])
+        kept = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+        for sock in kept:  # both are served: a keepalive ping gets its pong
+            sock.sendall(b"\r\n\r\n")
+            assert sock.recv(2) == b"\r\n"
+        third = socket.create_connection(("127.0.0.1", port), timeout=5)
+        with third, contextlib.suppress(ConnectionResetError):  # closed: EOF or reset
+            assert third.recv(10) == b""
+        for sock in kept:
+            sock.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+    text = log.read_text()
+    assert "refusing tcp connection from 127.0.0.1:" in text
+    assert "2 connections from 127.0.0.1" in text

@@ -25,7 +25,7 @@ from pbxcore.sip.location import MemoryLocationService
 from pbxcore.sip.registrar import Registrar, RegistrarPolicy
 from pbxcore.sip.server import SipServer
 from pbxcore.sip.transaction import TimerSettings
-from pbxcore.sip.transport import ListenAddress, RateLimit
+from pbxcore.sip.transport import ListenAddress, RateLimit, TransportLimits
 
 __all__ = ["run_server", "serve"]
 
@@ -52,11 +52,51 @@ def serve(  # noqa: PLR0917 - one parameter per command-line option
     default_expires: Annotated[int, typer.Option(help="Expiry when none is asked.")] = 3600,
     nonce_ttl: Annotated[float, typer.Option(help="Digest nonce lifetime, seconds.")] = 300.0,
     rate_limit: Annotated[
-        float, typer.Option(help="Messages per second per source IP (0: no limit).")
+        float,
+        typer.Option(help="Messages per second per source IP (0: no per-source limit at all)."),
     ] = 500.0,
     rate_burst: Annotated[float, typer.Option(help="Burst allowance per source IP.")] = 1000.0,
+    rate_bytes: Annotated[
+        float,
+        typer.Option(
+            help="Bytes per second per source IP, counted before parsing: datagrams over it "
+            "are dropped, TCP/TLS reading pauses (0: bytes not limited)."
+        ),
+    ] = 2_000_000.0,
+    rate_bytes_burst: Annotated[
+        float,
+        typer.Option(help="Byte burst allowance per source IP (at least 65535, one message)."),
+    ] = 4_000_000.0,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            help="Open TCP/TLS connections in total; the open-file limit is raised to its "
+            "hard maximum at start and this is lowered to fit in it. Refusals are logged."
+        ),
+    ] = 10_000,
+    max_connections_per_ip: Annotated[
+        int, typer.Option(help="Open TCP/TLS connections from one source IP.")
+    ] = 64,
+    message_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a TCP/TLS message may take from its first byte to its last "
+            "(later bytes do not extend it); then the connection is closed."
+        ),
+    ] = 30.0,
+    idle_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a TCP/TLS connection stays open without a complete message, "
+            "keepalive or response."
+        ),
+    ] = 900.0,
     guard_failures: Annotated[
-        int, typer.Option(help="Failed logins per IP or user before a ban (0: off).")
+        int,
+        typer.Option(
+            help="Failed logins from one IP before it is banned, or for one user before the "
+            "IPs that failed for it are refused for it (others still may log in; 0: off)."
+        ),
     ] = 10,
     guard_window: Annotated[float, typer.Option(help="Window for counting failures, s.")] = 60.0,
     guard_ban: Annotated[float, typer.Option(help="Ban duration, seconds.")] = 600.0,
@@ -90,22 +130,37 @@ def serve(  # noqa: PLR0917 - one parameter per command-line option
             action=guard_action,
         )
         timers = TimerSettings(t1=t1, t2=t2, t4=t4)
-        limit = RateLimit(rate_limit, rate_burst) if rate_limit > 0 else None
+        limit = (
+            RateLimit(rate_limit, rate_burst, byte_rate=rate_bytes, byte_burst=rate_bytes_burst)
+            if rate_limit > 0
+            else None
+        )
+        limits = TransportLimits(
+            max_connections=max_connections,
+            max_connections_per_source=max_connections_per_ip,
+            message_timeout=message_timeout,
+            idle_timeout=idle_timeout,
+        )
         context = _tls_context(tls_cert, tls_key, listen)
+        registrar = Registrar(
+            credentials,
+            MemoryLocationService(),
+            authenticator=DigestAuthenticator(credentials, NonceStore(ttl=nonce_ttl)),
+            guard=BruteForceGuard(guard),
+            policy=policy,
+        )
+        server = SipServer(
+            registrar,
+            listen=listen,
+            timers=timers,
+            rate_limit=limit,
+            ssl_context=context,
+            limits=limits,
+        )
     except (ValueError, OSError) as exc:
         typer.echo(f"pbxcore serve: {exc}", err=True)
         raise typer.Exit(2) from None
     log.info("%d users in %d domains from %s", len(credentials), len(credentials.realms), users)
-    registrar = Registrar(
-        credentials,
-        MemoryLocationService(),
-        authenticator=DigestAuthenticator(credentials, NonceStore(ttl=nonce_ttl)),
-        guard=BruteForceGuard(guard),
-        policy=policy,
-    )
-    server = SipServer(
-        registrar, listen=listen, timers=timers, rate_limit=limit, ssl_context=context
-    )
     runner_factory = _loop_factory(use_uvloop)
     try:
         with asyncio.Runner(loop_factory=runner_factory) as runner:
