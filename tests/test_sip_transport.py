@@ -454,6 +454,31 @@ async def test_tcp_connections_are_capped_per_source_and_in_total(
         await layer.close()
 
 
+async def test_refusal_reports_are_bounded_across_sources(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="pbxcore.sip.transport")
+    layer = TransportLayer(
+        Collector(), limits=TransportLimits(max_connections=1), clock=FakeClock()
+    )
+    writers = []
+    try:
+        (bound,) = await layer.listen([ListenAddress("tcp", "127.0.0.1", 0)])
+        _, first = await _connect(bound.port)
+        writers.append(first)
+        for n in range(150):  # one refusal from each of 150 addresses
+            reader, writer = await _connect(bound.port, f"127.0.1.{n + 1}")
+            writers.append(writer)
+            assert await _closed(reader)
+        assert layer.refused == 150
+        lines = _refusals(caplog)
+        assert 1 <= len(lines) <= 101  # one per source, at most 100 per interval, and a summary
+    finally:
+        for writer in writers:
+            writer.close()
+        await layer.close()
+
+
 async def test_incomplete_message_times_out_from_its_first_byte(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -277,13 +277,25 @@ def _connection_budget(open_files: int) -> int:
 
 
 class _Reports:
-    """Rate-limited log lines: one per key per ``interval``, counting what was held back."""
+    """Rate-limited log lines: one per key per ``interval``, counting what was held back,
+    and at most ``max_lines`` per interval over all keys (many sources, e.g. an IPv6
+    prefix, must not flood the log either)."""
 
-    def __init__(self, interval: float, clock: Callable[[], float], max_keys: int = 4096) -> None:
+    def __init__(
+        self,
+        interval: float,
+        clock: Callable[[], float],
+        *,
+        max_keys: int = 4096,
+        max_lines: int = 100,
+    ) -> None:
         self._interval = interval
         self._clock = clock
         self._max_keys = max_keys
+        self._max_lines = max_lines
         self._last: dict[tuple[str, str], list[float]] = {}  # key -> [logged at, held back]
+        self._window = float("-inf")  # start of the current interval over all keys
+        self._lines = 0
 
     def due(self, kind: str, source: str) -> int | None:
         """None: say nothing now; else log, mentioning this many held back since."""
@@ -292,6 +304,17 @@ class _Reports:
         entry = self._last.get(key)
         if entry is not None and now - entry[0] < self._interval:
             entry[1] += 1
+            return None
+        if now - self._window >= self._interval:
+            self._window, self._lines = now, 0
+        self._lines += 1
+        if self._lines > self._max_lines:
+            if self._lines == self._max_lines + 1:
+                log.warning(
+                    "more than %d connection reports in %g s: holding the rest back",
+                    self._max_lines,
+                    self._interval,
+                )
             return None
         held = 0 if entry is None else int(entry[1])
         if entry is None and len(self._last) >= self._max_keys:
