@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import ipaddress
 import logging
 import re
@@ -207,7 +208,7 @@ class _Destination:
         )
 
 
-Handler = Callable[["IncomingRequest"], Awaitable[None] | None]
+Handler = Callable[["IncomingRequest"], Awaitable[None] | object]
 """A per-method request handler: called once per new request (not for retransmissions).
 
 It answers through :meth:`IncomingRequest.respond`, at once or later; a coroutine
@@ -982,7 +983,7 @@ class SipStack:
             log.exception("%s handler failed", incoming.request.method)
             self._handler_failed(incoming)
             return
-        if result is not None:
+        if inspect.isawaitable(result):
             self._start(_guarded(result, incoming, self._handler_failed))
 
     def _handler_failed(self, incoming: IncomingRequest | _AckView) -> None:
