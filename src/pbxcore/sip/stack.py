@@ -113,6 +113,8 @@ KNOWN_METHODS = frozenset(
         "PUBLISH",
     }
 )
+# never matched to a dialog, whatever their To tag says
+_NO_DIALOG_MATCH = frozenset({"REGISTER", "OPTIONS", "CANCEL"})
 # in-dialog only: with no dialog to match they get 481 (RFC 3261 §12.2.2)
 _IN_DIALOG_ONLY = frozenset({"BYE", "UPDATE", "INFO", "PRACK", "NOTIFY"})
 
@@ -264,13 +266,13 @@ class IncomingRequest:
     __slots__ = (
         "_ack",
         "_cancel_callbacks",
+        "_local_tag",
         "_retransmit",
         "_stack",
         "_tx",
         "cancelled",
         "dialog",
         "final_status",
-        "local_tag",
         "request",
         "source",
     )
@@ -289,9 +291,7 @@ class IncomingRequest:
         self._tx = tx
         self.dialog = dialog
         self.final_status: int | None = None
-        # our To tag for this request's responses: the dialog's, or a fresh one
-        to_tag = request.to.tag
-        self.local_tag = to_tag if to_tag is not None else new_tag()
+        self._local_tag: str | None = None
         self.cancelled = False
         self._cancel_callbacks: list[Callable[[], object]] = []
         self._ack: asyncio.Future[Request] | None = None
@@ -300,6 +300,19 @@ class IncomingRequest:
     @property
     def method(self) -> str:
         return self.request.method
+
+    @property
+    def local_tag(self) -> str:
+        """Our To tag in the responses: the dialog's; a fresh one for a request that may
+        create a dialog; the stack's own for the others (OPTIONS, REGISTER, ...)."""
+        tag = self._local_tag
+        if tag is None:
+            request = self.request
+            tag = request.to.tag or (
+                new_tag() if request.method in DIALOG_CREATING else self._stack.tag
+            )
+            self._local_tag = tag
+        return tag
 
     @property
     def final_sent(self) -> bool:
@@ -700,6 +713,7 @@ class SipStack:
         self.addresses: list[ListenAddress] = []
         self._handlers: dict[str, Handler] = {}
         self._stateless: dict[str, StatelessCheck] = {}
+        self._allow: list[tuple[str, str]] | None = None  # the Allow header, cached
         self._fast_paths: list[FastPath] = []
         self._server_tx: dict[Hashable, Any] = {}
         self._client_tx: dict[Hashable, Any] = {}
@@ -790,6 +804,7 @@ class SipStack:
         method = method.upper()
         if method not in KNOWN_METHODS:
             raise ValueError(f"no handler can be registered for unknown method {method!r}")
+        self._allow = None
         if handler is None:
             self._handlers.pop(method, None)
             self._stateless.pop(method, None)
@@ -944,7 +959,7 @@ class SipStack:
             )
         self._server_tx[key] = tx
         dialog: Dialog | None = None
-        if request.to.tag is not None and method not in ("REGISTER", "OPTIONS", "CANCEL"):
+        if method not in _NO_DIALOG_MATCH and request.to.tag is not None:
             dialog_id = DialogId.of_request(request)
             entry = None if dialog_id is None else self._dialogs.get(dialog_id)
             if entry is None:
@@ -992,7 +1007,9 @@ class SipStack:
                 incoming.respond(500)
 
     def _default(self, incoming: IncomingRequest) -> None:
-        allow = [("Allow", ", ".join(self.allowed_methods))]
+        allow = self._allow
+        if allow is None:
+            allow = self._allow = [("Allow", ", ".join(self.allowed_methods))]
         method = incoming.method
         if method == "OPTIONS":
             incoming.respond(
