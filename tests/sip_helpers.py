@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from pbxcore.sip import Request, Response, new_tag
-from pbxcore.sip.auth import DigestAlgorithm, compute_ha1, compute_response
+from tests.helpers import digest_response
 
 
 def challenge_params(value: str) -> dict[str, str]:
@@ -82,16 +82,16 @@ class RegisteringUA:
         else:
             chosen = challenge
         params = challenge_params(chosen)
-        alg = DigestAlgorithm.from_token(params.get("algorithm", "MD5"))
+        alg = params.get("algorithm", "MD5")
         realm, nonce = params["realm"], params["nonce"]
-        ha1 = compute_ha1(alg, self.auth_user, realm, password or self.password)
         nc_text = f"{next(self.nc) if nc is None else nc:08x}"
         digest_uri = uri or f"sip:{self.domain}"
-        response = compute_response(
-            alg, ha1, nonce, "REGISTER", digest_uri, nc=nc_text, cnonce="0a4f113b"
-        )
+        response = digest_response(
+            alg, self.auth_user, realm, password or self.password, "REGISTER", digest_uri,
+            nonce, nc=nc_text, cnonce="0a4f113b",
+        )  # fmt: skip
         return (
             f'Digest username="{self.auth_user}", realm="{realm}", nonce="{nonce}", '
-            f'uri="{digest_uri}", response="{response}", algorithm={alg.value}, '
+            f'uri="{digest_uri}", response="{response}", algorithm={alg}, '
             f'qop=auth, nc={nc_text}, cnonce="0a4f113b"'
         )

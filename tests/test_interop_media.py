@@ -55,6 +55,33 @@ def free_udp_port(even: bool = False, span: int = 1) -> int:
     raise RuntimeError("no free UDP port")
 
 
+def pcap_rtp(path: Path) -> list[bytes]:
+    """The RTP packets (UDP payloads) of a pcap of Ethernet/IPv4/UDP frames, in order."""
+    data = path.read_bytes()
+    magic, _, _, _, _, _, link = struct.unpack("<IHHiIII", data[:24])
+    assert (magic, link) == (0xA1B2C3D4, 1), f"{path}: not a little-endian Ethernet pcap"
+    out, pos = [], 24
+    while pos < len(data):
+        length = struct.unpack("<8xI4x", data[pos : pos + 16])[0]
+        frame = data[pos + 16 : pos + 16 + length]
+        pos += 16 + length
+        ip = frame[14:]
+        assert frame[12:14] == b"\x08\x00" and ip[9] == 17, f"{path}: not IPv4/UDP"
+        udp = ip[(ip[0] & 0x0F) * 4 :]
+        out.append(udp[8 : struct.unpack("!H", udp[4:6])[0]])
+    return out
+
+
+class Heard(asyncio.DatagramProtocol):
+    """The caller's RTP port as far as the relay can tell: collects what comes back."""
+
+    def __init__(self) -> None:
+        self.packets: list[bytes] = []
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.packets.append(data)
+
+
 @contextlib.asynccontextmanager
 async def process(*argv: str, cwd: Path, log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
     """A peer process that is always stopped, whatever the test does."""
@@ -74,16 +101,33 @@ async def process(*argv: str, cwd: Path, log: Path) -> AsyncIterator[asyncio.sub
                     await proc.wait()
 
 
-async def test_sipp_pcap_through_relay_to_rtp_echo(tmp_path):
+@pytest.fixture
+async def caller_ear() -> AsyncIterator[tuple[int, Heard]]:
+    """SIPp's -mp for the caller, and what arrives on -mp+4, the port its SDP will name."""
+    uac_media = free_udp_port(even=True, span=6)
+    heard = Heard()
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: heard, local_addr=("127.0.0.1", uac_media + 4)
+    )
+    yield uac_media, heard
+    transport.close()
+
+
+async def test_sipp_pcap_through_relay_to_rtp_echo(tmp_path, caller_ear):
     sipp = require_binary("sipp")
     if not (SIPP_PCAPS / "g711a.pcap").exists():
         pytest.fail(f"SIPp pcaps missing in {SIPP_PCAPS} (package sip-tester)")
     (tmp_path / "pcap").symlink_to(SIPP_PCAPS)
     scenario = tmp_path / "uac_pcap_dtmf.xml"  # SIPp looks for pcap/ next to the scenario
-    shutil.copy(REPO / "tests" / "data" / "sipp_uac_pcap_dtmf.xml", scenario)
+    # SIPp binds -mp and -mp+2 itself and never reads them; it plays the pcaps from the
+    # port its SDP names (raw socket). Naming -mp+4, which the test listens on, lets the test
+    # hear what the relay sends back to the caller.
+    xml = (REPO / "tests" / "data" / "sipp_uac_pcap_dtmf.xml").read_text()
+    assert xml.count("m=audio [auto_media_port] ") == 1
+    scenario.write_text(xml.replace("m=audio [auto_media_port] ", "m=audio [auto_media_port+4] "))
     uas_port, uac_port = free_udp_port(), free_udp_port()
     echo_port = free_udp_port(even=True, span=4)
-    uac_media = free_udp_port(even=True, span=4)
+    uac_media, heard = caller_ear
     async with MediaEngine(ports=port_range()) as engine:
         proxy = SipMediaProxy(engine, ("127.0.0.1", uas_port))
         _, proxy_port = await proxy.start()
@@ -104,12 +148,27 @@ async def test_sipp_pcap_through_relay_to_rtp_echo(tmp_path):
         (call,) = proxy.calls.values()
         stats = call.session.stats()
         sent = G711A_PACKETS + 3 * DIGIT_PACKETS
-        # every packet crossed the relay to the echo, and every echo came back to the caller
+        # the relay counted every packet to the echo and every echo back to the caller ...
         assert stats.a.packets == sent
         assert stats.b.sent_packets == sent
         assert stats.b.packets == sent
         assert stats.a.sent_packets == sent
         assert stats.a.dropped_invalid == stats.a.dropped_unlatched == 0
+        assert stats.a.peer == ("127.0.0.1", uac_media + 4)
+        # and the caller heard its own audio and digits back, packet for packet
+        for _ in range(100):  # the last few may still be on their way through the loop
+            if len(heard.packets) >= sent:
+                break
+            await asyncio.sleep(0.02)
+        played = [
+            rtp
+            for name in ("g711a", "dtmf_2833_1", "dtmf_2833_5", "dtmf_2833_pound")
+            for rtp in pcap_rtp(SIPP_PCAPS / f"{name}.pcap")
+        ]
+        assert len(played) == sent
+        assert len(heard.packets) == sent
+        assert heard.packets == played
+        assert [p[1] & 0x7F for p in heard.packets].count(8) == G711A_PACKETS
         digits: list[DtmfDigit] = []
         with contextlib.suppress(TimeoutError):
             while len(digits) < 3:

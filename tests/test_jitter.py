@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from pbxcore import _jitter, _jitter_ref, g711
@@ -432,35 +432,59 @@ class TestJitterBuffer:
         max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
     )
     @given(
+        # per packet (offset from its place in the stream, jitter ms, 20 ms ticks after it):
+        # small offsets reorder and duplicate packets around the playout point; the SSRC and
+        # the sequence base change only at the few indexes of ssrc_changes and jumps, so
+        # most examples are one long stream
         ops=st.lists(
-            st.tuples(
-                st.integers(0, 0xFFFF), st.integers(-3, 40), st.integers(0, 3), st.booleans()
-            ),
+            st.tuples(st.integers(-4, 4), st.integers(-3, 40), st.integers(0, 2)),
+            min_size=30,
             max_size=120,
-        )
+        ),
+        ssrc_changes=st.lists(st.integers(0, 119), max_size=1),
+        jumps=st.lists(st.tuples(st.integers(0, 119), st.integers(0, 0xFFFF)), max_size=1),
     )
     def test_random_streams_play_each_packet_at_most_once(
-        self, jb_cls: Any, ops: list[tuple[int, int, int, bool]]
+        self,
+        jb_cls: Any,
+        ops: list[tuple[int, int, int]],
+        ssrc_changes: list[int],
+        jumps: list[tuple[int, int]],
     ) -> None:
         jb = jb_cls()
         t = 0.0
-        played: list[int] = []
-        base = 1000
-        for seq_off, jitter, ssrc, tick in ops:
-            seq = (base + seq_off % 200) & 0xFFFF
+        # the sequence numbers played, per stream: a reset (an SSRC change, a sequence jump)
+        # starts a new stream, which may reuse the numbers of the one before
+        streams: list[list[int]] = [[]]
+        resets = 0
+        replayed_offer = False  # a packet came again after it was played: the property bites
+        for i, (offset, jitter, ticks) in enumerate(ops):
+            ssrc = sum(1 for at in ssrc_changes if at <= i)
+            base = 1000 + sum(amount for at, amount in jumps if at <= i)
+            seq = (base + i + offset) & 0xFFFF
+            replayed_offer |= seq in streams[-1]
             jb.put(rtp(seq, 160 * seq, SILENCE, ssrc=ssrc), t + jitter / 1000)
-            if tick:
+            if jb.stats()["resets"] != resets:
+                resets = jb.stats()["resets"]
+                streams.append([])
+            for _ in range(ticks):
                 _, status = jb.get(t)
                 if status == 0:
-                    played.append(jb.last_played_seq)
+                    streams[-1].append(jb.last_played_seq)
                 t += FRAME
             assert jb.check_invariants() == []
         s = jb.stats()
         assert s["invariant_violations"] == 0
-        assert s["frames"] == len(played)
-        assert s["frames"] + s["concealed"] + s["empty"] == sum(1 for op in ops if op[3])
-        if s["ssrc_changes"] == 0 and s["resets"] == 0:
-            assert len(set(played)) == len(played)
+        assert s["frames"] == sum(len(played) for played in streams)
+        assert s["frames"] + s["concealed"] + s["empty"] == sum(op[2] for op in ops)
+        for played in streams:
+            assert len(set(played)) == len(played), played
+        # how often the property bites (pytest --hypothesis-show-statistics)
+        longest = max(len(played) for played in streams)
+        event(f"streams: {'1' if len(streams) == 1 else '2+'}")
+        event(f"SSRC changed: {s['ssrc_changes'] > 0}")
+        event(f"longest stream played {'10+' if longest >= 10 else '<10'} frames")
+        event(f"a played packet offered again: {replayed_offer}")
 
 
 @pytest.mark.parametrize("spec", TRACES, ids=lambda s: s.name)

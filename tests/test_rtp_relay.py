@@ -32,6 +32,7 @@ from pbxcore.media import (
     SsrcChanged,
     _relay_ref,
 )
+from tests.helpers import PortTakenError, retry_on_taken_port
 
 WAIT = 2.0  # seconds any single receive may take before the test fails
 
@@ -427,33 +428,39 @@ def test_burst_on_a_fresh_leg_keeps_its_order(relay, peers):
     relay.delete_session(s)
 
 
-def test_peer_gone_and_back_keeps_counting_sent(relay, peers):
-    a, b = peers
-    s = relay.create_session()
-    b.send(rtp(1), s.b.local_port)  # b latches
-    wait_latched(s.b)
-    a.send(rtp(2), s.a.local_port)
-    assert b.recv() == rtp(2)
-    host, port = b.addr
-    b.close()  # b's port is unreachable now: ICMP errors for the relay
-    for seq in range(3, 6):
-        a.send(rtp(seq), s.a.local_port)
-    deadline = time.monotonic() + WAIT
-    while s.a.stats().packets < 4 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    back.settimeout(WAIT)
-    try:
-        back.bind((host, port))
-    except OSError:
-        back.close()
-        pytest.skip("the peer's port was taken meanwhile")
-    a.send(rtp(6), s.a.local_port)
-    assert back.recvfrom(4096)[0] == rtp(6)  # an earlier ICMP error does not cost a packet
-    assert s.b.stats().sent_packets == 5
-    assert s.b.stats().dropped_other == 1  # rtp(1) only: a had no address yet
-    back.close()
-    relay.delete_session(s)
+def test_peer_gone_and_back_keeps_counting_sent(relay):
+    def attempt() -> None:
+        a, b = Peer(), Peer()
+        s = relay.create_session()
+        back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        back.settimeout(WAIT)
+        try:
+            b.send(rtp(1), s.b.local_port)  # b latches
+            wait_latched(s.b)
+            a.send(rtp(2), s.a.local_port)
+            assert b.recv() == rtp(2)
+            host, port = b.addr
+            b.close()  # b's port is unreachable now: ICMP errors for the relay
+            for seq in range(3, 6):
+                a.send(rtp(seq), s.a.local_port)
+            deadline = time.monotonic() + WAIT
+            while s.a.stats().packets < 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            try:
+                back.bind((host, port))
+            except OSError as exc:  # another test's port-0 bind got it: again, on new ports
+                raise PortTakenError(f"{host}:{port}") from exc
+            a.send(rtp(6), s.a.local_port)
+            assert back.recvfrom(4096)[0] == rtp(6)  # an earlier ICMP error costs no packet
+            assert s.b.stats().sent_packets == 5
+            assert s.b.stats().dropped_other == 1  # rtp(1) only: a had no address yet
+        finally:
+            back.close()
+            a.close()
+            b.close()
+            relay.delete_session(s)
+
+    retry_on_taken_port(attempt)
 
 
 # ---------------------------------------------------------------- counters

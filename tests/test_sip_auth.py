@@ -22,6 +22,7 @@ from pbxcore.sip.auth import (
     parse_authorization,
 )
 from pbxcore.sip.credentials import FileCredentialStore, RealmPolicy
+from tests.helpers import digest_response
 
 URI = "sip:pbx.test"  # the Request-URI of the REGISTERs answered here
 
@@ -185,16 +186,17 @@ def _answer(
     )
     realm = params["realm"].strip('"')
     nonce = params["nonce"].strip('"')
-    algorithm = DigestAlgorithm.from_token(params["algorithm"])
-    ha1 = compute_ha1(algorithm, username, realm, password)
+    algorithm = params["algorithm"]
     return DigestCredentials(
         username=username,
         realm=realm,
         nonce=nonce,
         uri=uri,
         response=response
-        or compute_response(algorithm, ha1, nonce, method, uri, nc=nc, cnonce="c0ffee"),
-        algorithm=algorithm.value,
+        or digest_response(
+            algorithm, username, realm, password, method, uri, nonce, nc=nc, cnonce="c0ffee"
+        ),
+        algorithm=algorithm,
         qop="auth",
         nc=nc,
         cnonce="c0ffee",

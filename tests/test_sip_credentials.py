@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pbxcore.sip.auth import DigestAlgorithm, compute_ha1
+from pbxcore.sip.auth import DigestAlgorithm
 from pbxcore.sip.credentials import CredentialStore, FileCredentialStore, RealmPolicy
+from tests.helpers import digest_ha1
 
 
 def test_from_toml_hashes_passwords(tmp_path: Path) -> None:
@@ -15,7 +16,7 @@ def test_from_toml_hashes_passwords(tmp_path: Path) -> None:
     path.write_text(
         '[[users]]\ndomain = "Tenant.Example"\nusername = "101"\npassword = "s3cret"\n\n'
         f'[[users]]\ndomain = "other.example"\nusername = "bob"\n'
-        f'ha1_md5 = "{compute_ha1(DigestAlgorithm.MD5, "bob", "other.example", "pw")}"\n\n'
+        f'ha1_md5 = "{digest_ha1("MD5", "bob", "other.example", "pw")}"\n\n'
         '[[domains]]\nname = "sha.example"\nmd5 = false\n'
         '[[domains]]\nname = "old.example"\nalgorithms = ["MD5", "SHA-256"]\n'
     )
@@ -23,11 +24,11 @@ def test_from_toml_hashes_passwords(tmp_path: Path) -> None:
     assert isinstance(store, CredentialStore)
     assert store.realms == ["old.example", "other.example", "sha.example", "tenant.example"]
     assert store.realm_algorithms("old.example") == (DigestAlgorithm.MD5, DigestAlgorithm.SHA256)
-    assert store.lookup_ha1("tenant.example", "101", DigestAlgorithm.MD5) == compute_ha1(
-        DigestAlgorithm.MD5, "101", "tenant.example", "s3cret"
+    assert store.lookup_ha1("tenant.example", "101", DigestAlgorithm.MD5) == digest_ha1(
+        "MD5", "101", "tenant.example", "s3cret"
     )
-    assert store.lookup_ha1("TENANT.example", "101", DigestAlgorithm.SHA256) == compute_ha1(
-        DigestAlgorithm.SHA256, "101", "tenant.example", "s3cret"
+    assert store.lookup_ha1("TENANT.example", "101", DigestAlgorithm.SHA256) == digest_ha1(
+        "SHA-256", "101", "tenant.example", "s3cret"
     )
     assert store.lookup_ha1("other.example", "bob", DigestAlgorithm.SHA256) is None
     assert store.lookup_ha1("tenant.example", "102", DigestAlgorithm.MD5) is None

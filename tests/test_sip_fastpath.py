@@ -25,10 +25,10 @@ from pbxcore.sip.auth import DigestAuthenticator, NonceStore
 from pbxcore.sip.credentials import FileCredentialStore
 from pbxcore.sip.fastpath import _PLAIN_CONTACT, RegisterFastPath
 from pbxcore.sip.guard import BruteForceGuard, GuardPolicy
-from pbxcore.sip.location import MemoryLocationService
+from pbxcore.sip.location import Binding, BindingChange, MemoryLocationService
 from pbxcore.sip.registrar import Registrar
-from pbxcore.sip.server import SipServer
-from pbxcore.sip.transport import ListenAddress, Source
+from pbxcore.sip.stack import SipStack
+from pbxcore.sip.transport import Source
 from pbxcore.sip.uri import Uri
 
 NOW = 1_700_000_000.0
@@ -54,7 +54,12 @@ class Node:
     """A server (with or without the fast path) and what it answers."""
 
     def __init__(
-        self, *, fast: bool, scan: Scanner = native.scan_register, guard: GuardPolicy | None = None
+        self,
+        *,
+        fast: bool,
+        scan: Scanner = native.scan_register,
+        guard: GuardPolicy | None = None,
+        location: MemoryLocationService | None = None,
     ) -> None:
         store = FileCredentialStore()
         store.add_user("pbx.test", "alice", "secret")
@@ -64,27 +69,26 @@ class Node:
         nonces._counter = itertools.count(7)  # the same nonces on both nodes
         self.registrar = Registrar(
             store,
-            MemoryLocationService(clock=clock),
+            MemoryLocationService(clock=clock) if location is None else location,
             authenticator=DigestAuthenticator(store, nonces),
             guard=BruteForceGuard(guard or GuardPolicy(max_failures=3), clock=clock),
             clock=clock,
         )
-        self.server = SipServer(self.registrar, listen=[ListenAddress("udp", "127.0.0.1", 0)])
-        self.server._loop = asyncio.get_running_loop()  # no sockets: the channel answers
-        assert isinstance(self.server._fast, RegisterFastPath)
+        # no listening points: the test channel carries the answers
+        self.server = SipStack(listen=[])
+        self.registrar.attach(self.server, fast_path=False)
         self.fast_hits = 0
         if fast:
-            self.server._fast = RegisterFastPath(self.server, scan)
-            handle = self.server._fast.handle
+            fast_path = RegisterFastPath(self.server, self.registrar, scan)
+            handle = fast_path.handle
 
             def counting(data: bytes, source: Source) -> bool:
                 taken = handle(data, source)
                 self.fast_hits += taken
                 return taken
 
-            self.server._fast.handle = counting  # type: ignore[method-assign]
-        else:
-            self.server._fast = None
+            fast_path.handle = counting  # type: ignore[method-assign]
+            self.server.add_fast_path(fast_path)
         self.channel = Channel()
 
     def send(self, data: bytes, source: tuple[str, int] = PEER) -> str | None:
@@ -96,9 +100,13 @@ class Node:
         text = data.decode("utf-8", "replace")
         # what differs between two servers by design: nonces (counter) and tags (random)
         text = re.sub(r'nonce="[^"]*"', 'nonce="N"', text)
-        for tag in (self.registrar._tag, self.server._tag):
+        for tag in (self.registrar.tag, self.server.tag):
             text = text.replace(f"tag={tag}", "tag=T")
         return f"-> {host}:{port}\n{text}"
+
+    async def start(self) -> Node:
+        await self.server.start()
+        return self
 
     async def close(self) -> None:
         await self.server.stop()
@@ -188,7 +196,8 @@ async def both(
     scenario: Scenario, scan: Scanner = native.scan_register
 ) -> tuple[list[str | None], int]:
     """The transcripts of ``scenario`` with and without the fast path (must be equal)."""
-    fast, reference = Node(fast=True, scan=scan), Node(fast=False)
+    fast = await Node(fast=True, scan=scan).start()
+    reference = await Node(fast=False).start()
     try:
         got, want = scenario(Raw(fast)), scenario(Raw(reference))
     finally:
@@ -431,15 +440,47 @@ async def test_ipv6_source_is_left_to_the_general_path(scan: Scanner) -> None:
     assert hits == 0 and transcript[0] is not None
 
 
-def test_needs_the_plain_memory_location_service() -> None:
-    class Other(MemoryLocationService):
-        pass
+def test_needs_a_location_service_with_immediate_operations() -> None:
+    class Remote:
+        """Only the two coroutines of LocationService (a database, say)."""
 
-    registrar = Registrar(FileCredentialStore(), Other())
-    server = SipServer(registrar, listen=[])
-    assert server._fast is None
-    with pytest.raises(ValueError, match="in-memory"):
-        RegisterFastPath(server)
+        async def lookup(self, aor: str) -> list[Binding]:
+            return []
+
+        async def modify(self, aor: str, change: BindingChange) -> list[Binding]:
+            return change([])
+
+    registrar = Registrar(FileCredentialStore(), Remote())
+    server = SipStack(listen=[])
+    registrar.attach(server)
+    assert server.handler("REGISTER") is not None
+    with pytest.raises(ValueError, match="immediate operations"):
+        RegisterFastPath(server, registrar)
+
+
+async def test_any_immediate_location_service_gets_the_fast_path() -> None:
+    class Counting(MemoryLocationService):
+        """A subclass (not the plain class): the fast path still works through it."""
+
+        reads = 0
+
+        def bindings_now(self, aor: str) -> tuple[list[Binding], float]:
+            Counting.reads += 1  # only the fast path reads this way
+            return super().bindings_now(aor)
+
+    location = Counting(clock=lambda: NOW)
+    node = await Node(fast=True, location=location).start()
+    try:
+        raw = Raw(node)
+        raw.send(wire(register()))
+        ok = raw.send(wire(register(branch="z9hG4bK-2", cseq=2, authorization=answer(raw.last))))
+        assert ok is not None and "200 OK" in ok
+        assert node.fast_hits == 2 and Counting.reads == 1
+        assert [b.contact for b in location.bindings_now("sip:alice@pbx.test")[0]] == [
+            "sip:alice@127.0.0.1:5070"
+        ]
+    finally:
+        await node.close()
 
 
 _MUTATIONS = st.sampled_from(

@@ -11,11 +11,13 @@ from pbxcore.sip.guard import BruteForceGuard, GuardAction, GuardPolicy
 from pbxcore.sip.location import Binding, MemoryLocationService
 from pbxcore.sip.registrar import (
     DROP,
+    ContactUpdate,
     Registrar,
     RegistrarError,
     RegistrarPolicy,
     apply_register,
 )
+from pbxcore.sip.uri import Uri
 from tests.sip_helpers import RegisteringUA
 
 
@@ -324,12 +326,17 @@ def _binding(contact: str, call_id: str = "c1", cseq: int = 1) -> Binding:
     )
 
 
+def _update(text: str, expires: int) -> ContactUpdate:
+    uri = Uri.parse(text)
+    return ContactUpdate(str(uri), uri, None, expires)
+
+
 def test_apply_register_rules() -> None:
     current = [_binding("sip:a@1", "c1", 5)]
-    new = Address.parse("<sip:a@1>")
+    new = _update("sip:a@1", 60)
     # another Call-ID may update whatever its CSeq
     updated = apply_register(
-        current, aor="sip:a@x", contacts=[(new, 60)], call_id="c2", cseq=1, now=1000.0
+        current, aor="sip:a@x", contacts=[new], call_id="c2", cseq=1, now=1000.0
     )
     assert updated[0].call_id == "c2" and updated[0].expires_at == 1060.0
     with pytest.raises(RegistrarError, match="CSeq"):
@@ -339,8 +346,88 @@ def test_apply_register_rules() -> None:
     )
     # removing an unknown contact is not an error
     assert (
-        apply_register([], aor="sip:a@x", contacts=[(new, 0)], call_id="c1", cseq=1, now=1.0) == []
+        apply_register(
+            [], aor="sip:a@x", contacts=[_update("sip:a@1", 0)], call_id="c1", cseq=1, now=1.0
+        )
+        == []
     )
+    # equal URIs (RFC 3261 §19.1.4: host case, escapes) refresh the binding in its place
+    two = [_binding("sip:a@1"), _binding("sip:%62@Host.example")]
+    updated = apply_register(
+        two,
+        aor="sip:a@x",
+        contacts=[_update("sip:b@host.EXAMPLE", 90), _update("sip:c@3", 90)],
+        call_id="c2",
+        cseq=1,
+        now=1000.0,
+    )
+    assert [b.contact for b in updated] == ["sip:a@1", "sip:b@host.EXAMPLE", "sip:c@3"]
+    assert updated[1].expires_at == 1090.0
+
+
+def test_apply_register_compares_contacts_in_linear_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 2,000 stored bindings refreshed by 2,000 contacts: each contact is looked up, not
+    # compared with every stored one (4,000,000 comparisons before the fix)
+    stored = [_binding(f"sip:u{i}@10.0.{i // 250}.{i % 250}") for i in range(2000)]
+    updates = [_update(b.contact, 60) for b in stored]
+    calls = 0
+    original = Uri.__eq__
+
+    def counting(self: Uri, other: object) -> bool:
+        nonlocal calls
+        calls += 1
+        return original(self, other)
+
+    monkeypatch.setattr(Uri, "__eq__", counting)
+    updated = apply_register(
+        stored,
+        aor="sip:a@x",
+        contacts=updates,
+        call_id="c2",
+        cseq=1,
+        now=1000.0,
+        max_contacts=2000,
+    )
+    assert len(updated) == 2000 and all(b.call_id == "c2" for b in updated)
+    assert calls <= 2 * len(updates)
+
+
+async def test_thousands_of_contacts_are_refused_before_they_are_parsed(
+    registrar: Registrar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ua = RegisteringUA("alice", "pbx.test", "secret")
+    challenge = await _handle(registrar, ua.register())
+    many = ", ".join(f"<sip:alice@10.1.{i // 250}.{i % 250}:5060>" for i in range(2000))
+    request = ua.register(contacts=[many], authorization=ua.answer(challenge))
+    parses = 0
+    original = Uri.parse.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[Uri], text: str) -> Uri:
+        nonlocal parses
+        parses += 1
+        return original(cls, text)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Uri, "parse", classmethod(counting))
+    response = await _handle(registrar, request)
+    assert response.status == 403 and response.reason == "Too Many Contacts"
+    assert parses < 10  # the To and the digest uri, never the 2,000 contacts
+
+
+async def test_credentials_and_policy_can_be_swapped_at_run_time(
+    registrar: Registrar, clock: Clock
+) -> None:
+    dave = RegisteringUA("dave", "new.test", "pw", contact="sip:dave@198.51.100.9")
+    assert (await _handle(registrar, dave.register())).status == 404  # not served yet
+    store = FileCredentialStore()
+    store.add_user("new.test", "dave", "pw")
+    registrar.credentials = store  # what a new configuration snapshot does
+    assert registrar.authenticator.credentials is store
+    assert (await _register(registrar, dave)).status == 200
+    alice = RegisteringUA("alice", "pbx.test", "secret")
+    assert (await _handle(registrar, alice.register())).status == 404  # pbx.test is gone
+    registrar.policy = RegistrarPolicy(min_expires=900, max_expires=3600, default_expires=1800)
+    brief = await _register(registrar, dave, expires=600)
+    assert brief.status == 423 and brief.headers.get("min-expires") == "900"
 
 
 @pytest.mark.parametrize(

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from pbxcore.sip import Request, Response, parse_message
 from pbxcore.sip.credentials import FileCredentialStore
 from pbxcore.sip.guard import BruteForceGuard, GuardAction, GuardPolicy
-from pbxcore.sip.location import MemoryLocationService
+from pbxcore.sip.location import Binding, BindingChange, MemoryLocationService
 from pbxcore.sip.registrar import Registrar
 from pbxcore.sip.server import SipServer, server_key, stamp_via
 from pbxcore.sip.transaction import TimerSettings, TransactionTimeoutError
-from pbxcore.sip.transport import ListenAddress, Source
+from pbxcore.sip.transport import ListenAddress, Source, TransportLayer
 from tests.helpers import require_binary
 from tests.sip_helpers import RegisteringUA
 
@@ -331,9 +331,15 @@ async def test_register_with_a_suspending_location_service(client: SipServer) ->
 
 
 async def test_stop_cancels_a_suspended_register() -> None:
-    class Stuck(MemoryLocationService):
-        async def modify(self, aor, change):  # type: ignore[no-untyped-def]
+    class Stuck:
+        """A location service that never answers (no immediate operations: no fast path)."""
+
+        async def lookup(self, aor: str) -> list[Binding]:
+            return []
+
+        async def modify(self, aor: str, change: BindingChange) -> list[Binding]:
             await asyncio.Event().wait()
+            return []
 
     store = FileCredentialStore()
     store.add_user("pbx.test", "alice", "secret")
@@ -472,3 +478,58 @@ async def test_guard_drops_banned_source_silently() -> None:
             assert (await peer.recv()).status == 200
         finally:
             peer.close()
+
+
+@pytest.mark.parametrize("claimed", ["192.0.2.99", "evil.example", "::1"])
+@pytest.mark.parametrize("method", ["OPTIONS", "INVITE"])
+async def test_responses_go_to_the_real_source_not_a_received_the_sender_wrote(
+    registrar_server: SipServer, claimed: str, method: str
+) -> None:
+    # RFC 3261 §18.2.1: received is set from the packet's source, whatever the Via says
+    peer = RawUdp(registrar_server)
+    via = f"SIP/2.0/UDP 127.0.0.1:{peer.port};branch=z9hG4bKrecv{method};received={claimed}"
+    try:
+        for round_ in range(3):  # retransmissions too: the transaction still answers
+            peer.send(_raw(method, peer.port, via=via))
+            response = await peer.recv()
+            if method == "INVITE" and round_ == 0:
+                assert response.status == 100
+                response = await peer.recv()
+            assert response.status == (200 if method == "OPTIONS" else 405)
+            assert response.top_via.received == "127.0.0.1"
+            assert response.top_via.params.get("received") == "127.0.0.1"
+        assert registrar_server.transport.send_errors == 0
+    finally:
+        peer.close()
+
+
+async def test_an_unparseable_request_is_answered_toward_its_real_source(
+    registrar_server: SipServer,
+) -> None:
+    peer = RawUdp(registrar_server)
+    via = f"SIP/2.0/UDP 127.0.0.1:{peer.port};branch=z9hG4bKbad;received=192.0.2.1"
+    try:
+        bad = _raw("OPTIONS", peer.port, via=via).replace(b"CSeq: 1 OPTIONS", b"CSeq: x OPTIONS")
+        peer.send(bad)
+        response = await peer.recv()
+        assert response.status == 400 and response.top_via.received == "127.0.0.1"
+    finally:
+        peer.close()
+
+
+def test_a_failing_send_is_counted_and_never_raised() -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def run() -> int:
+        layer = TransportLayer(lambda data, source: None)
+        await layer.listen(ListenAddress.parse("udp:127.0.0.1:0"))
+        try:
+            # a name, not an address: uvloop's sendto raises ValueError at once
+            assert layer.send(b"OPTIONS", "udp", "no-such-host.invalid", 5060) is False
+            assert layer.send(b"OPTIONS", "udp", "no-such-host.invalid", 5060) is False
+            return layer.send_errors
+        finally:
+            await layer.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(run()) == 2

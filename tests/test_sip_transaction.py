@@ -212,16 +212,32 @@ async def test_invite_client_non_2xx_sends_ack_and_absorbs_retransmissions(
     assert tx.state is S.TERMINATED
 
 
-async def test_invite_client_2xx_terminates_without_ack(clock: FakeScheduler) -> None:
+async def test_invite_client_2xx_accepted_hands_every_2xx_up_without_ack(
+    clock: FakeScheduler,
+) -> None:
     wire = Wire(clock)
+    seen: list[str] = []
     tx: InviteClientTransaction[str] = InviteClientTransaction(
-        "k", "INVITE", reliable=True, send=wire, scheduler=clock, make_ack=lambda r: "ACK"
+        "k",
+        "INVITE",
+        reliable=True,
+        send=wire,
+        scheduler=clock,
+        make_ack=lambda r: "ACK",
+        on_2xx=lambda r, s: seen.append(r),
     )
     tx.start()
     assert tx.timers == {"B"}
     tx.receive_response("200", 200)
-    assert tx.state is S.TERMINATED and tx.final.result() == "200"
+    # RFC 6026 §8.4: Accepted, timer M; the 2xx's ACK is the TU's, not the transaction's
+    assert tx.state is S.ACCEPTED and tx.timers == {"M"} and tx.final.result() == "200"
+    tx.receive_response("200-again", 200)  # retransmission
+    tx.receive_response("200-fork", 200)  # another fork
+    tx.receive_response("486", 486)  # a non-2xx in Accepted is dropped
+    assert seen == ["200", "200-again", "200-fork"]
     assert wire.times("ACK") == []
+    clock.advance(32.1)  # timer M = 64*T1
+    assert tx.state is S.TERMINATED
 
 
 async def test_invite_client_reliable_non_2xx_terminates_at_once(clock: FakeScheduler) -> None:
@@ -312,7 +328,7 @@ def test_invite_server_ack_confirms_then_timer_i(clock: FakeScheduler) -> None:
     assert tx.state is S.TERMINATED
 
 
-def test_invite_server_2xx_terminates_and_reliable_has_no_g(clock: FakeScheduler) -> None:
+def test_invite_server_2xx_accepted_and_reliable_has_no_g(clock: FakeScheduler) -> None:
     wire = Wire(clock)
     ok: InviteServerTransaction[str] = InviteServerTransaction(
         "k", reliable=False, send=wire, scheduler=clock
@@ -320,6 +336,15 @@ def test_invite_server_2xx_terminates_and_reliable_has_no_g(clock: FakeScheduler
     ok.respond("180", 180)
     assert ok.state is S.PROCEEDING
     ok.respond("200", 200)
+    # RFC 6026 §7.1: Accepted until timer L; the TU's 2xx retransmissions pass through,
+    # retransmitted INVITEs are absorbed, a late non-2xx is refused
+    assert ok.state is S.ACCEPTED and ok.timers == {"L"}
+    assert ok.respond("200", 200)
+    assert not ok.respond("500", 500)
+    before = len(wire.sent)
+    ok.receive_request("INVITE")
+    assert len(wire.sent) == before
+    clock.advance(32.1)
     assert ok.state is S.TERMINATED
     assert not ok.respond("200", 200)
     reliable: InviteServerTransaction[str] = InviteServerTransaction(

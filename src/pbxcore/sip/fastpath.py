@@ -3,9 +3,12 @@
 :class:`RegisterFastPath` recognises the plain REGISTER that phones (and SIPp) send:
 full header names, one Via (UDP, RFC 3261 branch), ``<sip:user@domain>`` in From and To,
 one ``<sip:user@host[:port]>`` Contact, no body, nothing the registrar would have to look
-at twice. For such a request it does what :class:`~pbxcore.sip.server.SipServer` and the
-:class:`~pbxcore.sip.registrar.Registrar` do, with the same checks and the same response
-bytes, without building message, header and URI objects. Anything else, and every answer
+at twice. For such a request it does what :class:`~pbxcore.sip.stack.SipStack` and the
+:class:`~pbxcore.sip.registrar.Registrar` do, with the same checks, the same rules
+(:meth:`RegistrarPolicy.grant`, :func:`apply_register`) and the same response bytes,
+without building message, header and URI objects. It works through public APIs only:
+the stack's, the registrar's, and those of any
+:class:`~pbxcore.sip.location.ImmediateLocationService`. Anything else, and every answer
 other than the challenge and a successful registration (failed or replayed credentials,
 banned sources, 423, retransmissions, ...), goes to the general path untouched: the fast
 path declines *before* it changes any state, so the general path sees the request as if
@@ -16,19 +19,28 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 from pbxcore._sipscan import scan_register
 from pbxcore._sipscan_ref import Fields
 from pbxcore.sip.auth import AuthOutcome, DigestCredentials
 from pbxcore.sip.guard import GuardVerdict
-from pbxcore.sip.headers import Address
-from pbxcore.sip.location import Binding, MemoryLocationService
-from pbxcore.sip.registrar import RegistrarError, apply_register, contact_value
+from pbxcore.sip.location import Binding, ImmediateLocationService
+from pbxcore.sip.message import Request, make_response, parse_message
+from pbxcore.sip.registrar import (
+    ContactUpdate,
+    Registrar,
+    RegistrarError,
+    apply_register,
+    contact_key,
+    contact_value,
+)
+from pbxcore.sip.stack import stamp_via
+from pbxcore.sip.uri import Uri
 
 if TYPE_CHECKING:
-    from pbxcore.sip.server import SipServer
+    from pbxcore.sip.stack import SipStack
     from pbxcore.sip.transport import Source
 
 __all__ = ["RegisterFastPath"]
@@ -114,26 +126,44 @@ def _credentials(params: dict[str, str]) -> DigestCredentials | None:
         return None
 
 
+class _NotPlainError(Exception):
+    """A stored contact outside the scanner's grammar: the general comparison decides."""
+
+
+def _plain_key(contact: str) -> Hashable:
+    """The RFC 3261 §19.1.4 identity of a contact in the scanner's grammar (no
+    parameters, no escapes): user, host in any case, port."""
+    parts = _PLAIN_CONTACT.fullmatch(contact)
+    if parts is None:
+        raise _NotPlainError(contact)
+    return (parts[1], parts[2].lower(), parts[3])
+
+
 class RegisterFastPath:
     """The plain REGISTER over UDP, answered without the general message machinery.
 
-    Used by :class:`~pbxcore.sip.server.SipServer` when its registrar keeps bindings in a
-    :class:`~pbxcore.sip.location.MemoryLocationService`; :meth:`handle` returns False
-    for anything it leaves to the general path.
+    :meth:`Registrar.attach` adds it to a stack when the registrar's location service is
+    an :class:`~pbxcore.sip.location.ImmediateLocationService`; :meth:`handle` returns
+    False for anything it leaves to the general path.
     """
 
+    prefix = b"REGISTER "
+
     def __init__(
-        self, server: SipServer, scan: Callable[[bytes], Fields | None] = scan_register
+        self,
+        stack: SipStack,
+        registrar: Registrar,
+        scan: Callable[[bytes], Fields | None] = scan_register,
     ) -> None:
-        registrar = server.registrar
-        if registrar is None or type(registrar.location) is not MemoryLocationService:
-            raise ValueError("the REGISTER fast path needs a registrar with in-memory bindings")
-        self._server = server
+        if not isinstance(registrar.location, ImmediateLocationService):
+            raise ValueError(
+                "the REGISTER fast path needs a location service with immediate operations"
+            )
+        self._stack = stack
         self._scan = scan
         self._registrar = registrar
-        self._location = registrar.location
-        self._to_tag = f";tag={registrar._tag}"
-        server_header = server.server_header
+        self._location: ImmediateLocationService = registrar.location
+        server_header = stack.server_header
         self._tail = (f"Server: {server_header}\r\n" if server_header else "") + (
             "Content-Length: 0\r\n\r\n"
         )
@@ -147,10 +177,10 @@ class RegisterFastPath:
             return False
         found = _Register(fields)
         key = (found.branch, found.via_host.lower(), found.via_port, "REGISTER")
-        server = self._server
-        if server.completed.resend(key):
+        stack = self._stack
+        if stack.completed.resend(key):
             return True  # a retransmission of a REGISTER answered here
-        if key in server._server_tx:
+        if stack.has_server_transaction(key):
             return False  # a retransmission: its transaction answers it
         registrar = self._registrar
         if registrar.guard.check(source.host) is not GuardVerdict.ALLOW:
@@ -163,7 +193,7 @@ class RegisterFastPath:
             extra = "".join(f"WWW-Authenticate: {c}\r\n" for c in challenges)
             host, port = self._destination(found, source)
             text = self._head("SIP/2.0 401 Unauthorized", found, source) + extra + self._tail
-            self._server.transport.send(text.encode(), "udp", host, port, channel=source.channel)
+            stack.transport.send(text.encode(), "udp", host, port, channel=source.channel)
             return True
         return self._authenticated(data, found, realm, key, source)
 
@@ -186,14 +216,10 @@ class RegisterFastPath:
         guard = registrar.guard
         if guard.check(source.host, user_key) is not GuardVerdict.ALLOW:
             return False
-        policy = registrar.policy
-        expires = found.contact_expires
-        if expires is None:
-            expires = policy.default_expires if found.expires is None else found.expires
-        if expires:
-            if expires < policy.min_expires:
-                return False  # 423
-            expires = min(expires, policy.max_expires)
+        try:
+            expires = registrar.policy.grant(found.contact_expires, found.expires)
+        except RegistrarError:
+            return False  # 423: the general path answers it
         # the digest check is the last step that declines: it records the nonce-count
         request_uri = data[9 : data.index(b" ", 9)].decode("ascii")  # the scanner checked it
         outcome = registrar.authenticator.verify(
@@ -202,84 +228,83 @@ class RegisterFastPath:
         if outcome is not AuthOutcome.OK:
             return False
         guard.record_success(source.host, user_key)
-        server = self._server
-        destination = self._destination(found, source)
-        now = registrar._clock()
+        stack = self._stack
+        now = registrar.clock()
         try:
             bindings = self._bind(found, expires, realm, source, now)
         except RegistrarError as exc:
             # 400 Invalid CSeq, 403 Too Many Contacts: built as the general path builds them
-            server._answer_register(
-                key, data, source, destination, exc.status, exc.reason, exc.headers
-            )
+            self._answer_general(key, data, source, exc.status, exc.reason, exc.headers)
             return True
         except Exception:
             log.exception("registrar failed on REGISTER from %s", source)
-            server._answer_register(key, data, source, destination, 500, None, [])
+            self._answer_general(key, data, source, 500, None, [])
             return True
         contacts = "".join(f"Contact: {contact_value(b, now)}\r\n" for b in bindings)
         text = (
             self._head("SIP/2.0 200 OK", found, source)
             + contacts
-            + f"Date: {registrar._date(now)}\r\n"
+            + f"Date: {registrar.date(now)}\r\n"
             + self._tail
         )
         # the transaction, Completed until timer J: a table entry absorbs retransmissions
-        server.completed.add(key, text.encode(), (*destination, source))
+        host, port = self._destination(found, source)
+        stack.completed.add(key, text.encode(), (host, port, source))
         return True
+
+    def _answer_general(  # noqa: PLR0917 - the parts of one error answer
+        self,
+        key: Hashable,
+        data: bytes,
+        source: Source,
+        status: int,
+        reason: str | None,
+        headers: list[tuple[str, str]],
+    ) -> None:
+        """A registrar error for a REGISTER the fast path took, built the general way."""
+        request = parse_message(data)
+        assert isinstance(request, Request)
+        stamp_via(request, source)
+        registrar = self._registrar
+        if status == 500:
+            response = make_response(request, 500, to_tag=registrar.tag)
+        else:
+            response = registrar.reply(request, status, reason, headers)
+        self._stack.complete(key, response, request, source)
 
     def _bind(
         self, found: _Register, expires: int, realm: str, source: Source, now: float
     ) -> list[Binding]:
-        """RFC 3261 §10.3 steps 6-7 for the one Contact, as apply_register does them."""
+        """RFC 3261 §10.3 steps 6-7 for the one Contact, through :func:`apply_register`."""
         aor = f"sip:{found.to_user}@{realm}"
-        call_id, cseq, contact = found.call_id, found.cseq, found.contact
         location = self._location
-        stored_now = location._clock()
-        current = location._current(aor, stored_now)
-        # which binding this Contact refreshes: the first one equal as a URI (RFC 3261
-        # §19.1.4). The scanner's Contact grammar has no parameters and no escapes, so
-        # against a stored contact of the same grammar, user, host (any case) and port
-        # decide; any other stored contact needs the general comparison.
-        index = None
-        mine = None
-        for position, binding in enumerate(current):
-            if binding.contact == contact:
-                index = position
-                break
-            other = _PLAIN_CONTACT.fullmatch(binding.contact)
-            if other is None:
-                return self._bind_general(found, expires, aor, source, now)
-            if mine is None:
-                parts = _PLAIN_CONTACT.fullmatch(contact)
-                assert parts is not None
-                mine = (parts[1], parts[2].lower(), parts[3])
-            if (other[1], other[2].lower(), other[3]) == mine:
-                index = position
-                break
-        updated = list(current)
-        if index is not None:
-            existing = current[index]
-            if existing.call_id == call_id and cseq <= existing.cseq:
-                raise RegistrarError(400, "Invalid CSeq number")
-            del updated[index]
-        if expires:
-            binding = Binding(
-                aor, contact, now + expires, None, call_id, cseq, repr(source), found.user_agent
+        current, stored_now = location.bindings_now(aor)
+        change = self._change(found, expires, aor, source, now, plain=True)
+        try:
+            updated = change(current)
+        except _NotPlainError:
+            # a stored contact outside the scanner's grammar: compare parsed URIs
+            return location.modify_now(
+                aor, self._change(found, expires, aor, source, now, plain=False)
             )
-            if index is None:
-                updated.append(binding)
-            else:
-                updated.insert(index, binding)
-        if len(updated) > self._registrar.policy.max_contacts:
-            raise RegistrarError(403, "Too Many Contacts")
         return location.store(aor, updated, stored_now)
 
-    def _bind_general(
-        self, found: _Register, expires: int, aor: str, source: Source, now: float
-    ) -> list[Binding]:
-        address = Address.parse(f"<{found.contact}>")
-        call_id, cseq = found.call_id, found.cseq
+    def _change(
+        self,
+        found: _Register,
+        expires: int,
+        aor: str,
+        source: Source,
+        now: float,
+        *,
+        plain: bool,
+    ) -> Callable[[list[Binding]], list[Binding]]:
+        contact = found.contact
+        key: Callable[[str], Hashable] = _plain_key if plain else contact_key
+        update = ContactUpdate(
+            contact, _plain_key(contact) if plain else Uri.parse(contact), None, expires
+        )
+        call_id, cseq, user_agent = found.call_id, found.cseq, found.user_agent
         max_contacts = self._registrar.policy.max_contacts
         where = repr(source)
 
@@ -287,18 +312,20 @@ class RegisterFastPath:
             return apply_register(
                 current,
                 aor=aor,
-                contacts=[(address, expires)],
+                contacts=[update],
                 call_id=call_id,
                 cseq=cseq,
                 now=now,
                 source=where,
-                user_agent=found.user_agent,
+                user_agent=user_agent,
                 max_contacts=max_contacts,
+                key=key,
             )
 
-        return self._location.modify_now(aor, change)
+        return change
 
     def _head(self, status_line: str, found: _Register, source: Source) -> str:
+        to_tag = f";tag={self._registrar.tag}"
         out = [status_line]
         for name, value in found.copied:
             if name == "Via":
@@ -313,7 +340,7 @@ class RegisterFastPath:
                 else:
                     out.append(f"{name}: {value}")
             elif name == "To":
-                out.append(f"{name}: {value}{self._to_tag}")
+                out.append(f"{name}: {value}{to_tag}")
             else:
                 out.append(f"{name}: {value}")
         out.append("")

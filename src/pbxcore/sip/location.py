@@ -13,7 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Binding", "BindingChange", "LocationService", "MemoryLocationService"]
+__all__ = [
+    "Binding",
+    "BindingChange",
+    "ImmediateLocationService",
+    "LocationService",
+    "MemoryLocationService",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +61,24 @@ class LocationService(Protocol):
         ...
 
 
+@runtime_checkable
+class ImmediateLocationService(LocationService, Protocol):
+    """A location service that can also read and write without suspending (bindings held
+    in this process): what the REGISTER fast path needs to answer within one callback."""
+
+    def bindings_now(self, aor: str) -> tuple[list[Binding], float]:
+        """The unexpired bindings of ``aor`` in stored order, and the service's clock."""
+        ...
+
+    def store(self, aor: str, bindings: list[Binding], now: float) -> list[Binding]:
+        """Set the bindings of ``aor`` (those alive at ``now``); returns them by q."""
+        ...
+
+    def modify_now(self, aor: str, change: BindingChange) -> list[Binding]:
+        """:meth:`LocationService.modify` without a coroutine."""
+        ...
+
+
 def _by_q(bindings: list[Binding]) -> list[Binding]:
     # q absent counts as 1.0 for ordering; ties keep registration order
     return sorted(bindings, key=lambda b: -(1.0 if b.q is None else b.q))
@@ -81,6 +105,10 @@ class MemoryLocationService:
 
     async def lookup(self, aor: str) -> list[Binding]:
         return _by_q(self._current(aor, self._clock()))
+
+    def bindings_now(self, aor: str) -> tuple[list[Binding], float]:
+        now = self._clock()
+        return self._current(aor, now), now
 
     async def modify(self, aor: str, change: BindingChange) -> list[Binding]:
         return self.modify_now(aor, change)

@@ -13,26 +13,33 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from email.utils import formatdate
+from typing import TYPE_CHECKING
 
 from pbxcore.sip.auth import AuthOutcome, DigestAuthenticator
 from pbxcore.sip.credentials import CredentialStore
 from pbxcore.sip.errors import SipParseError
 from pbxcore.sip.guard import BruteForceGuard, GuardVerdict
-from pbxcore.sip.headers import Address, new_tag
-from pbxcore.sip.location import Binding, LocationService
+from pbxcore.sip.headers import new_tag
+from pbxcore.sip.location import Binding, ImmediateLocationService, LocationService
 from pbxcore.sip.message import Request, Response, make_response
 from pbxcore.sip.uri import Uri
 
+if TYPE_CHECKING:
+    from pbxcore.sip.stack import IncomingRequest, SipStack
+    from pbxcore.sip.transport import Source
+
 __all__ = [
     "DROP",
+    "ContactUpdate",
     "Drop",
     "Registrar",
     "RegistrarError",
     "RegistrarPolicy",
     "apply_register",
+    "contact_key",
     "contact_value",
 ]
 
@@ -54,6 +61,21 @@ class RegistrarPolicy:
         if self.max_contacts < 1:
             raise ValueError("max_contacts must be >= 1")
 
+    def grant(self, contact_expires: int | None, header_expires: int | None) -> int:
+        """RFC 3261 §10.3 step 7: the expiry granted to one Contact: its ``expires``
+        parameter, else the Expires header, else the default; capped at the maximum; 0
+        (remove) stays 0. Raises :class:`RegistrarError` 423 below the minimum."""
+        expires = contact_expires
+        if expires is None:
+            expires = self.default_expires if header_expires is None else header_expires
+        if not expires:
+            return 0
+        if expires < self.min_expires:
+            raise RegistrarError(
+                423, "Interval Too Brief", [("Min-Expires", str(self.min_expires))]
+            )
+        return min(expires, self.max_expires)
+
 
 class Drop(enum.Enum):
     """Marker: send nothing at all (the brute-force guard drops the source)."""
@@ -74,78 +96,91 @@ class RegistrarError(Exception):
         self.headers = headers or []
 
 
+@dataclass(frozen=True, slots=True)
+class ContactUpdate:
+    """One Contact of a REGISTER: its URI as sent, the key it compares by (RFC 3261
+    §19.1.4 equality), its q and the expiry granted (0 removes it)."""
+
+    contact: str
+    key: Hashable
+    q: float | None
+    expires: int
+
+
+def contact_key(contact: str) -> Hashable:
+    """What a stored contact compares by: its parsed URI (hash and equality follow RFC
+    3261 §19.1.4), or the text itself if it no longer parses."""
+    try:
+        return Uri.parse(contact)
+    except SipParseError:
+        return contact
+
+
 def apply_register(
     current: list[Binding],
     *,
     aor: str,
-    contacts: list[tuple[Address, int]] | None,
+    contacts: list[ContactUpdate] | None,
     call_id: str,
     cseq: int,
     now: float,
     source: str = "",
     user_agent: str | None = None,
     max_contacts: int = 16,
+    key: Callable[[str], Hashable] = contact_key,
 ) -> list[Binding]:
-    """RFC 3261 §10.3 steps 6-7: the bindings after a REGISTER.
+    """RFC 3261 §10.3 steps 6-7: the bindings after a REGISTER (the one place this rule
+    is written; the general path and the fast path both call it).
 
-    ``contacts`` pairs each Contact with its granted expiry (0 removes it);
-    ``None`` means ``Contact: *`` (remove everything). Raises
-    :class:`RegistrarError` for an out-of-order request or too many contacts.
+    ``contacts`` lists the request's Contacts; ``None`` means ``Contact: *`` (remove
+    everything). ``key`` maps a stored contact to what the updates' keys compare with.
+    Raises :class:`RegistrarError` for an out-of-order request or too many contacts.
+    Linear in the number of contacts: stored bindings are indexed by key once.
     """
     if contacts is None:
         for binding in current:
             if binding.call_id == call_id and cseq <= binding.cseq:
                 raise RegistrarError(400, "Invalid CSeq number")
         return []
-    updated = list(current)
-    for address, expires in contacts:
-        uri = address.uri
-        text = str(uri)
-        index = next(
-            (
-                i
-                for i, b in enumerate(updated)
-                if b.contact == text or _same_contact(b.contact, uri)
-            ),
-            None,
-        )
-        if index is not None:
-            existing = updated[index]
+    if len(contacts) > max_contacts + len(current):
+        raise RegistrarError(403, "Too Many Contacts")  # cannot end within the limit
+    # insertion-ordered: a refreshed binding keeps its place, a new one goes last
+    updated: dict[Hashable, Binding] = {}
+    for binding in current:
+        updated.setdefault(key(binding.contact), binding)
+    for update in contacts:
+        existing = updated.get(update.key)
+        if existing is not None:
             if existing.call_id == call_id and cseq <= existing.cseq:
                 raise RegistrarError(400, "Invalid CSeq number")
-            if expires == 0:
-                del updated[index]
+            if update.expires == 0:
+                del updated[update.key]
                 continue
-        elif not expires:
+        elif not update.expires:
             continue
-        binding = Binding(
+        updated[update.key] = Binding(
             aor=aor,
-            contact=text,
-            expires_at=now + expires,
-            q=address.q,
+            contact=update.contact,
+            expires_at=now + update.expires,
+            q=update.q,
             call_id=call_id,
             cseq=cseq,
             source=source,
             user_agent=user_agent,
         )
-        if index is None:
-            updated.append(binding)
-        else:
-            updated[index] = binding
     if len(updated) > max_contacts:
         raise RegistrarError(403, "Too Many Contacts")
-    return updated
-
-
-def _same_contact(stored: str, uri: Uri) -> bool:
-    try:
-        return Uri.parse(stored) == uri
-    except SipParseError:
-        return False
+    return list(updated.values())
 
 
 class Registrar:
-    """Handles REGISTER requests: authenticate, then update the location service."""
+    """Handles REGISTER requests: authenticate, then update the location service.
+
+    :attr:`credentials` and :attr:`policy` may be replaced while the server runs (the
+    tenancy layer swaps in each new configuration snapshot); every REGISTER reads the
+    ones in place when it arrives. :meth:`attach` makes the registrar a stack's REGISTER
+    handler.
+    """
 
     def __init__(
         self,
@@ -157,33 +192,84 @@ class Registrar:
         policy: RegistrarPolicy | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.credentials = credentials
         self.location = location
         self.authenticator = authenticator or DigestAuthenticator(credentials)
+        self.credentials = credentials
         self.guard = guard or BruteForceGuard()
         self.policy = policy or RegistrarPolicy()
-        self._clock = clock
-        self._tag = new_tag()
+        self.clock = clock
+        self.tag = new_tag()
         self._date_second = -1
         self._date_text = ""
 
-    def _reply(
+    @property
+    def credentials(self) -> CredentialStore:
+        """Realms and HA1 values; assign a new store to change them at run time."""
+        return self._credentials
+
+    @credentials.setter
+    def credentials(self, store: CredentialStore) -> None:
+        # one assignment each: a REGISTER sees the old store or the new one, never a mix
+        self._credentials = store
+        self.authenticator.credentials = store
+
+    # -- as a stack's REGISTER handler ------------------------------------------------------
+
+    def attach(self, stack: SipStack, *, fast_path: bool = True) -> None:
+        """Serve REGISTER on ``stack``: stateless challenges and bans first, then
+        :meth:`handle` in a transaction; plus the UDP fast path when the location service
+        offers immediate operations (:class:`~pbxcore.sip.location.ImmediateLocationService`)."""
+
+        def stateless(request: Request, source: Source) -> bool:
+            early = self.precheck(request, source.host)
+            if early is None:
+                return False
+            if not isinstance(early, Drop):
+                stack.send_stateless(early, request, source)
+            return True
+
+        async def handler(incoming: IncomingRequest) -> None:
+            try:
+                response = await self.handle(
+                    incoming.request,
+                    incoming.source.host,
+                    repr(incoming.source),
+                    prechecked=True,
+                )
+            except Exception:
+                log.exception("registrar failed on REGISTER from %s", incoming.source)
+                response = make_response(incoming.request, 500, to_tag=self.tag)
+            if response is None:
+                incoming.drop()  # banned source: say nothing
+                return
+            incoming.send(response)
+
+        stack.set_handler("REGISTER", handler, stateless=stateless)
+        if fast_path and isinstance(self.location, ImmediateLocationService):
+            from pbxcore.sip.fastpath import RegisterFastPath  # noqa: PLC0415 - a cycle
+
+            stack.add_fast_path(RegisterFastPath(stack, self))
+
+    # -- the rules --------------------------------------------------------------------------
+
+    def reply(
         self,
         request: Request,
         status: int,
         reason: str | None = None,
         headers: list[tuple[str, str]] | None = None,
     ) -> Response:
-        return make_response(request, status, reason, to_tag=self._tag, headers=headers)
+        """A response of the registrar's (its To tag) to ``request``."""
+        return make_response(request, status, reason, to_tag=self.tag, headers=headers)
 
     def _challenge(self, request: Request, realm: str, *, stale: bool = False) -> Response:
         challenges = self.authenticator.challenges(realm, stale=stale)
-        return self._reply(request, 401, None, [("WWW-Authenticate", c) for c in challenges])
+        return self.reply(request, 401, None, [("WWW-Authenticate", c) for c in challenges])
 
     def _banned(self, request: Request, verdict: GuardVerdict) -> Response | Drop:
         if verdict is GuardVerdict.DROP:
             return DROP
-        return self._reply(request, 403, "Forbidden")
+        return self.reply(request, 403, "Forbidden")
 
     def precheck(self, request: Request, source_ip: str) -> Response | Drop | None:
         """The answer to a REGISTER that needs no state: a 401 challenge when it carries no
@@ -198,10 +284,10 @@ class Registrar:
             return self._banned(request, verdict)
         aor_uri = request.to.uri
         if not aor_uri.is_sip or not aor_uri.user:
-            return self._reply(request, 404, "Not Found")
+            return self.reply(request, 404, "Not Found")
         realm = aor_uri.host.lower()
         if not self.credentials.realm_algorithms(realm):
-            return self._reply(request, 404, "Domain Not Served")
+            return self.reply(request, 404, "Domain Not Served")
         if "authorization" in request.headers:
             return None  # handle() parses the credentials and says what is wrong with them
         return self._challenge(request, realm)
@@ -224,7 +310,7 @@ class Registrar:
         try:
             credentials = self.authenticator.pick(request.headers.get_all("authorization"), realm)
         except ValueError:
-            return self._reply(request, 400, "Malformed Authorization")
+            return self.reply(request, 400, "Malformed Authorization")
         if credentials is None:
             return self._challenge(request, realm)
         user_key = f"{credentials.username}@{realm}"
@@ -241,51 +327,52 @@ class Registrar:
                 log.info(
                     "REGISTER auth failed for %s from %s: %s", user_key, source_ip, outcome.value
                 )
-                return self._reply(request, 403, "Forbidden")
+                return self.reply(request, 403, "Forbidden")
             if outcome is AuthOutcome.MALFORMED:
-                return self._reply(request, 400, "Malformed Authorization")
+                return self.reply(request, 400, "Malformed Authorization")
             if outcome is AuthOutcome.URI_MISMATCH:
-                return self._reply(request, 400, "Digest URI Is Not The Request-URI")
+                return self.reply(request, 400, "Digest URI Is Not The Request-URI")
             return self._challenge(request, realm, stale=outcome is AuthOutcome.STALE)
         guard.record_success(source_ip, user_key)
         if credentials.username != aor_uri.user_unescaped:
             log.info("%s may not register %s", user_key, aor_uri.aor)
-            return self._reply(request, 403, "Forbidden")
+            return self.reply(request, 403, "Forbidden")
         try:
             return await self._bind(request, aor_uri.aor, source)
         except RegistrarError as exc:
-            return self._reply(request, exc.status, exc.reason, exc.headers)
+            return self.reply(request, exc.status, exc.reason, exc.headers)
         except SipParseError as exc:
-            return self._reply(request, exc.status or 400, exc.reason[:80])
+            return self.reply(request, exc.status or 400, exc.reason[:80])
 
     async def _bind(self, request: Request, aor: str, source: str) -> Response:
         policy = self.policy
         header_expires = request.expires
-        contacts: list[tuple[Address, int]] | None
+        contacts: list[ContactUpdate] | None
         if request.contact_is_wildcard:
             if header_expires != 0:
                 raise RegistrarError(400, "Wildcard Contact Needs Expires 0")
             contacts = None
         else:
+            # the limit first, before a URI is parsed: a REGISTER that ends within the
+            # limit removes at most max_contacts bindings and adds at most as many
+            if len(request.headers.get_all("contact")) > 2 * policy.max_contacts:
+                raise RegistrarError(403, "Too Many Contacts")
             contacts = []
-            too_brief = False
+            too_brief: RegistrarError | None = None
             for address in request.contact:
-                if not address.uri.is_sip and address.uri.scheme != "tel":
+                uri = address.uri
+                if not uri.is_sip and uri.scheme != "tel":
                     raise RegistrarError(400, "Unsupported Contact URI")
-                address.q  # noqa: B018 - a bad q is a 400, before anything changes
-                expires = address.expires
-                if expires is None:
-                    expires = policy.default_expires if header_expires is None else header_expires
-                if expires:
-                    if expires < policy.min_expires:
-                        too_brief = True
-                    expires = min(expires, policy.max_expires)
-                contacts.append((address, expires))
-            if too_brief:
-                raise RegistrarError(
-                    423, "Interval Too Brief", [("Min-Expires", str(policy.min_expires))]
-                )
-        now = self._clock()
+                q = address.q  # a bad q is a 400, before anything changes
+                try:
+                    expires = policy.grant(address.expires, header_expires)
+                except RegistrarError as exc:
+                    too_brief = exc  # 423, but only after every Contact was checked
+                    continue
+                contacts.append(ContactUpdate(str(uri), uri, q, expires))
+            if too_brief is not None:
+                raise too_brief
+        now = self.clock()
         if contacts == []:
             bindings = await self.location.lookup(aor)  # a query: nothing changes
         else:
@@ -309,11 +396,16 @@ class Registrar:
             bindings = await self.location.modify(aor, change)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("REGISTER %s from %s: %d binding(s)", aor, source, len(bindings))
-        headers = [("Contact", contact_value(b, now)) for b in bindings]
-        headers.append(("Date", self._date(now)))  # §10.3 step 8: lets UAs set their clocks
-        return self._reply(request, 200, "OK", headers)
+        return self.ok(request, bindings, now)
 
-    def _date(self, now: float) -> str:
+    def ok(self, request: Request, bindings: list[Binding], now: float) -> Response:
+        """The 200 to a REGISTER: every binding with its expiry, and Date (§10.3 step 8)."""
+        headers = [("Contact", contact_value(b, now)) for b in bindings]
+        headers.append(("Date", self.date(now)))  # lets UAs set their clocks
+        return self.reply(request, 200, "OK", headers)
+
+    def date(self, now: float) -> str:
+        """The Date header value for ``now`` (formatted once a second)."""
         second = int(now)
         if second != self._date_second:
             self._date_second = second

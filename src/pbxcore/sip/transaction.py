@@ -9,8 +9,15 @@ in :mod:`pbxcore.sip.server`, where the message layer is at hand.
 
 Timers follow the RFC's names (Table 4): A/B/D for INVITE client transactions,
 E/F/K for non-INVITE client transactions, G/H/I for INVITE server transactions
-and J for non-INVITE server transactions. Timers that only retransmit are
-not started on reliable transports; "wait" timers (D, I, J, K) are 0 there.
+and J for non-INVITE server transactions; L and M are RFC 6026's Accepted-state
+timers (64*T1). Timers that only retransmit are not started on reliable
+transports; "wait" timers (D, I, J, K) are 0 there.
+
+RFC 6026 replaces RFC 3261's "a 2xx ends the INVITE transaction": both INVITE
+machines enter Accepted after a 2xx and stay there for 64*T1, so that the server
+side can send the TU's 2xx retransmissions and absorb retransmitted INVITEs, and
+the client side can hand every retransmitted or forked 2xx to its TU (which ACKs
+each), instead of dropping them as strays.
 """
 
 from __future__ import annotations
@@ -72,6 +79,8 @@ class TimerSettings:
     timer_f = timer_b
     timer_h = timer_b
     timer_j = timer_b
+    timer_l = timer_b  # RFC 6026: Accepted, server side
+    timer_m = timer_b  # RFC 6026: Accepted, client side
 
     @property
     def timer_d(self) -> float:
@@ -84,6 +93,7 @@ class TransactionState(enum.Enum):
     TRYING = "trying"
     PROCEEDING = "proceeding"
     COMPLETED = "completed"
+    ACCEPTED = "accepted"  # RFC 6026: after a 2xx to an INVITE
     CONFIRMED = "confirmed"
     TERMINATED = "terminated"
 
@@ -212,7 +222,13 @@ class NonInviteServerTransaction(_Transaction[M]):
 
 
 class InviteServerTransaction(_Transaction[M]):
-    """§17.2.1: Proceeding -> Completed (G, H) -> Confirmed (I) -> Terminated; 2xx ends it."""
+    """§17.2.1 with RFC 6026: Proceeding -> Completed (G, H) -> Confirmed (I) -> Terminated
+    for a non-2xx; Proceeding -> Accepted (L) -> Terminated for a 2xx.
+
+    In Accepted the transaction sends the 2xx retransmissions the TU hands it
+    (:meth:`respond` again) and absorbs retransmitted INVITEs; the ACK for a 2xx is a
+    new transaction and belongs to the dialog.
+    """
 
     __slots__ = ("_g_interval", "_on_timeout", "last_response")
 
@@ -246,6 +262,8 @@ class InviteServerTransaction(_Transaction[M]):
 
     def receive_request(self, request: M, *, is_ack: bool = False) -> None:
         """A retransmitted INVITE or the ACK for a non-2xx final response."""
+        if self.state is TransactionState.ACCEPTED:
+            return  # RFC 6026 §8.5: retransmissions are not passed up; the TU resends 2xx
         if is_ack:
             if self.state is TransactionState.COMPLETED:
                 self.state = TransactionState.CONFIRMED
@@ -260,7 +278,15 @@ class InviteServerTransaction(_Transaction[M]):
             self._send(self.last_response)
 
     def respond(self, response: M, status: int) -> bool:
-        """Send a response from the TU; False if a final response was already sent."""
+        """Send a response from the TU; False if a final response was already sent.
+
+        In Accepted, a 2xx (the TU's retransmission, §13.3.1.4) is sent and True returned.
+        """
+        if self.state is TransactionState.ACCEPTED:
+            if 200 <= status < 300:
+                self._send(response)
+                return True
+            return False
         if self.state is not TransactionState.PROCEEDING:
             return False
         self.last_response = response
@@ -268,8 +294,9 @@ class InviteServerTransaction(_Transaction[M]):
         if status < 200:
             return True
         if status < 300:
-            # the TU (UAS core) retransmits 2xx until the ACK arrives (§13.3.1.4)
-            self._terminate()
+            # RFC 6026 §7.1: Accepted until timer L; the TU retransmits the 2xx until the ACK
+            self.state = TransactionState.ACCEPTED
+            self._start_timer("L", self.settings.timer_l, self._terminate)
             return True
         self.state = TransactionState.COMPLETED
         if not self.reliable:
@@ -398,14 +425,17 @@ class NonInviteClientTransaction(_ClientTransaction[M]):
 
 
 class InviteClientTransaction(_ClientTransaction[M]):
-    """§17.1.1: Calling (A, B) -> Proceeding -> Completed (D) -> Terminated.
+    """§17.1.1 with RFC 6026: Calling (A, B) -> Proceeding -> Completed (D) -> Terminated
+    for a non-2xx; Calling/Proceeding -> Accepted (M) -> Terminated for a 2xx.
 
     ``make_ack(response)`` builds the ACK for a non-2xx final response (§17.1.1.3);
     the transaction sends it, and again for each retransmission of that response.
-    A 2xx ends the transaction: its ACK belongs to the dialog (the TU).
+    The first 2xx resolves :attr:`final`; it and every later 2xx (retransmitted, or
+    from another fork) go to ``on_2xx`` while Accepted lasts: their ACKs belong to the
+    dialogs (the TU).
     """
 
-    __slots__ = ("_a_interval", "_ack", "_make_ack")
+    __slots__ = ("_a_interval", "_ack", "_make_ack", "_on_2xx")
 
     def __init__(
         self,
@@ -419,6 +449,7 @@ class InviteClientTransaction(_ClientTransaction[M]):
         settings: TimerSettings = TimerSettings(),
         on_terminated: Callable[[_Transaction[M]], object] | None = None,
         on_provisional: Callable[[M, int], object] | None = None,
+        on_2xx: Callable[[M, int], object] | None = None,
     ) -> None:
         super().__init__(
             key,
@@ -431,6 +462,7 @@ class InviteClientTransaction(_ClientTransaction[M]):
             on_provisional=on_provisional,
         )
         self.state = TransactionState.CALLING
+        self._on_2xx = on_2xx
         self._make_ack = make_ack
         self._ack: M | None = None
         self._a_interval = settings.t1
@@ -457,6 +489,10 @@ class InviteClientTransaction(_ClientTransaction[M]):
             if status >= 300 and self._ack is not None:
                 self._send(self._ack)
             return
+        if state is TransactionState.ACCEPTED:
+            if 200 <= status < 300 and self._on_2xx is not None:
+                self._on_2xx(response, status)  # a retransmission or another fork's 2xx
+            return
         if state not in (TransactionState.CALLING, TransactionState.PROCEEDING):
             return
         if status < 200:
@@ -470,7 +506,10 @@ class InviteClientTransaction(_ClientTransaction[M]):
         self._cancel_timer("B")
         self._resolve(response)
         if status < 300:
-            self._terminate()
+            self.state = TransactionState.ACCEPTED
+            self._start_timer("M", self.settings.timer_m, self._terminate)
+            if self._on_2xx is not None:
+                self._on_2xx(response, status)
             return
         self.state = TransactionState.COMPLETED
         self._ack = self._make_ack(response)

@@ -406,7 +406,13 @@ class _UdpEndpoint(asyncio.DatagramProtocol, _Channel):
     def send(self, data: bytes, host: str, port: int) -> bool:
         if self._udp is None or self._udp.is_closing():
             return False
-        self._udp.sendto(data, (host, port))
+        try:
+            self._udp.sendto(data, (host, port))
+        except (OSError, ValueError) as exc:
+            # uvloop raises at once (a name, a family mismatch): count it, never let it
+            # reach the transaction that is sending
+            self._layer.send_failed(host, port, exc)
+            return False
         return True
 
     @property
@@ -565,6 +571,18 @@ class TransportLayer:
         self._pending: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._open_files: int | None = None
+        self.send_errors = 0
+        self._send_error_peers: set[tuple[str, int]] = set()
+
+    def send_failed(self, host: str, port: int, exc: BaseException) -> None:
+        """A send that failed at once: counted, and logged once per peer."""
+        self.send_errors += 1
+        peers = self._send_error_peers
+        if (host, port) not in peers:
+            if len(peers) >= 4096:  # bounded: a flood of peers must not pin memory
+                peers.clear()
+            peers.add((host, port))
+            log.warning("cannot send to %s:%s: %s", host, port, exc)
 
     # -- listening ---------------------------------------------------------------------
 
