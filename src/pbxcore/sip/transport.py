@@ -630,13 +630,21 @@ class TransportLayer:
         if address.transport == "tls" and self.ssl_context is None:
             raise ValueError("a TLS listening point needs a certificate and key")
         local = address
+        tls: dict[str, Any] = {}
+        if address.transport == "tls":
+            # a TLS connection is counted once its handshake is done: until then only this
+            # timeout bounds it (asyncio's default is 60 s)
+            tls = {
+                "ssl": self.ssl_context,
+                "ssl_handshake_timeout": min(60.0, self.limits.message_timeout),
+            }
         server = await loop.create_server(
             lambda: _StreamConnection(self, local, inbound=True),
             host=address.host,
             port=address.port,
             family=address.family,
-            ssl=self.ssl_context if address.transport == "tls" else None,
             reuse_address=True,
+            **tls,
         )
         port = int(server.sockets[0].getsockname()[1])
         local = ListenAddress(address.transport, address.host, port)
