@@ -776,7 +776,7 @@ def test_bad_arguments(relay_cls):
         relay_cls(workers=0)
     with relay_cls(ports=port_range()) as relay:
         s = relay.create_session()
-        with pytest.raises(ValueError, match="G.711 law"):
+        with pytest.raises(ValueError, match=r"G\.711 law"):
             s.a.update(law="G729")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="numeric"):
             s.a.update(remote=("example.com", 5000))
