@@ -554,3 +554,40 @@ async def test_inactive_hold_of_a_pbx_leg_answered_by_pbxcore(engine):
     assert direction_of(answer) == "inactive" and to_port(answer) == call.a.local_port
     await engine.delete(call)
     a.close()
+
+
+async def test_reoffer_answer_sets_the_offerers_law(engine):
+    a, b = Peer(), Peer()
+    a_leg, b_leg = await connected(engine, a, b)
+    await a_leg.update(sdp(a.addr[1], "8 0 101"))  # A re-offers, PCMA first
+    await b_leg.update(sdp(b.addr[1], "0 101"))  # B answers PCMU, which A offered too
+    assert a_leg.law == b_leg.law == "ulaw"
+    payload = bytes(range(160))
+    b.send(rtp(1, pt=0, ssrc=2, payload=payload), b_leg.local_port)
+    assert a.recv() == rtp(1, pt=0, ssrc=2, payload=payload)  # no transcoding
+    await engine.delete(a_leg.call)
+    a.close()
+    b.close()
+
+
+async def test_barge_in_stops_the_prompt_and_keeps_the_digit(native_engine):
+    a = Peer()
+    call = native_engine.create_call(sdp(a.addr[1], "0 101"))
+    await call.a.accept()
+    playing = asyncio.create_task(
+        call.a.play(Prompt.from_pcm16(bytes(16000 * 2)), loops=0, barge_in=True)
+    )
+    await asyncio.sleep(0)
+    a.recv()  # the menu plays
+    a.send(dtmf(1, 9, 800, True, ts=4242), call.a.local_port)
+    assert await asyncio.wait_for(playing, 5) is None
+    assert await call.a.collect_digits(1, timeout=2) == "9"
+    # a digit already waiting keeps the next prompt from starting at all
+    a.send(dtmf(2, 4, 800, True, ts=8484), call.a.local_port)
+    assert (await call.a.next_digit(2)) is not None
+    a.send(dtmf(3, 6, 800, True, ts=9999), call.a.local_port)
+    await asyncio.sleep(0.2)
+    assert await call.a.play(Prompt.from_pcm16(bytes(3200)), barge_in=True) is None
+    assert await call.a.collect_digits(1, timeout=2) == "6"
+    await native_engine.delete(call)
+    a.close()

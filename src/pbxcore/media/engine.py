@@ -130,6 +130,13 @@ def _pt_in(sdp: SessionDescription, law: Law, default: int) -> int:
     return default
 
 
+def _fail(future: asyncio.Future[PlayerDone], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+        # a start_playing() caller may never await it: do not log it as unretrieved
+        future.exception()
+
+
 @dataclass(frozen=True, slots=True)
 class _Media:
     """What the relay leg facing a party is configured with."""
@@ -144,7 +151,8 @@ class MediaLeg:
 
     ``local_sdp`` is the SDP pbxcore last gave this party (an offer while
     ``awaiting_answer``), ``remote_sdp`` the one it last sent. ``law`` is the G.711 law
-    agreed with the party (None until agreed). ``events`` receives this leg's relay events.
+    agreed with the party (None until agreed). Relay events of the leg go to
+    ``call.events``; digits and prompt ends are also kept here for the awaiting methods.
     """
 
     def __init__(self, engine: MediaEngine, call: MediaCall, name: str, relay_leg: RelayLeg):
@@ -157,14 +165,15 @@ class MediaLeg:
         self.audio: NegotiatedAudio | None = None
         self.direction = "sendrecv"  # the party's, from its last SDP
         self.awaiting_answer = False
-        self.events: asyncio.Queue[MediaEvent] = asyncio.Queue()
         self._media: _Media | None = None
         self._rl = relay_leg
         # the relay leg of this fork's session that faces A (forks only)
         self._a_side: RelayLeg | None = None
         self._digits: asyncio.Queue[DtmfDigit | None] = asyncio.Queue()
-        self._players: dict[int, asyncio.Future[PlayerDone]] = {}
-        self._recording = False
+        # prompt id -> (the relay leg it plays on, its end)
+        self._players: dict[int, tuple[RelayLeg, asyncio.Future[PlayerDone]]] = {}
+        self._wake = asyncio.Event()  # set on each digit, prompt end and release
+        self._forwarded = False  # our last update() was an offer passed on to the partner
 
     def __repr__(self) -> str:
         return f"<MediaLeg {self.call.id}/{self.name} {self.state} port={self.local_port}>"
@@ -221,6 +230,10 @@ class MediaLeg:
     async def answer(self, sdp: SessionDescription | str | bytes) -> None:
         """The party's answer to pbxcore's offer (in a 200, an ACK, or a re-INVITE's 200)."""
         self._check_live()
+        if self.state == "offered" and self is not self.call.a:
+            raise ValueError(
+                f"fork {self.name}: its first answer goes to MediaCall.answer() or .early()"
+            )
         if not self.awaiting_answer:
             raise ValueError(f"leg {self.name} has no offer from pbxcore waiting for an answer")
         parsed = _parse(sdp)
@@ -272,6 +285,17 @@ class MediaLeg:
         self._media = _Media(audio, law, audio.payload_type)
         self._apply()
         partner = self.call.partner(self)
+        if partner is not None and partner._forwarded:
+            # this answers the partner's re-offer: the partner sends what this side picked
+            # when it offered that law, else the relay transcodes
+            partner._forwarded = False
+            if partner._media is not None and partner.remote_sdp is not None:
+                offered = dict((found, pt) for pt, found in _g711_payloads(partner.remote_sdp))
+                if law in offered:
+                    partner._media = replace(partner._media, law=law, payload_type=offered[law])
+                    partner._apply()
+        elif partner is not None:
+            self._forwarded = True
         if partner is None:
             answer = create_answer(
                 parsed,
@@ -294,27 +318,49 @@ class MediaLeg:
     def start_playing(self, prompt: Prompt | str | Path, *, loops: int = 1) -> int:
         """Start a prompt toward the party (a Prompt or a WAV path); return its id.
 
-        :meth:`play` awaits the end. While it plays, nothing bridged reaches the party.
+        ``loops`` = 0 repeats it until stopped. :meth:`play` awaits the end. While it
+        plays, nothing bridged reaches the party.
         """
         self._check_live()
         if not isinstance(prompt, Prompt):
             prompt = Prompt.from_wav(prompt)
         player_id = self._rl.play(prompt, loops=loops)
-        self._players[player_id] = asyncio.get_running_loop().create_future()
+        future = asyncio.get_running_loop().create_future()
+        self._players[player_id] = (self._rl, future)
         return player_id
 
-    async def play(self, prompt: Prompt | str | Path, *, loops: int = 1) -> PlayerDone:
-        """Play a prompt to the party and wait until it ends (cancel: it stops)."""
+    async def play(
+        self, prompt: Prompt | str | Path, *, loops: int = 1, barge_in: bool = False
+    ) -> PlayerDone | None:
+        """Play a prompt to the party and wait until it ends (cancelled: it stops).
+
+        With ``barge_in`` a digit stops it (the digit stays for :meth:`collect_digits`),
+        and a digit pressed before keeps it from starting; returns None then.
+        """
+        if barge_in and self._has_digits():
+            return None
         player_id = self.start_playing(prompt, loops=loops)
-        future = self._players[player_id]
+        rl, future = self._players[player_id]
         try:
-            return await asyncio.shield(future)
+            if not barge_in:
+                return await asyncio.shield(future)
+            while not future.done():
+                self._wake.clear()
+                if self._has_digits():
+                    rl.stop_playing()
+                    return None
+                await self._wake.wait()  # a digit, the prompt's end, or a release
+            return future.result()
         except asyncio.CancelledError:
             if not self.released:
-                self.stop_playing()
+                with contextlib.suppress(KeyError):
+                    rl.stop_playing()
             raise
         finally:
             self._players.pop(player_id, None)
+
+    def _has_digits(self) -> bool:
+        return not self._digits.empty()
 
     def stop_playing(self) -> bool:
         """Stop the prompt; True if one was playing."""
@@ -327,12 +373,10 @@ class MediaLeg:
         if self._media is None:
             raise ValueError(f"leg {self.name} has no agreed audio to record")
         self._rl.record(path, jitter_buffer=jitter_buffer)
-        self._recording = True
 
     def stop_recording(self) -> int:
         """Finish the WAV file; return the number of samples written (-1: no recording)."""
         self._check_live()
-        self._recording = False
         return self._rl.stop_recording()
 
     def clear_digits(self) -> None:
@@ -420,24 +464,32 @@ class MediaLeg:
         )
 
     def _on_event(self, event: MediaEvent) -> None:
-        self.events.put_nowait(event)
         if isinstance(event, DtmfDigit):
             if self._digits.qsize() >= _DIGIT_BACKLOG:
                 self._digits.get_nowait()
             self._digits.put_nowait(event)
+            self._wake.set()
         elif isinstance(event, PlayerDone):
-            future = self._players.get(event.player_id)
-            if future is not None and not future.done():
-                future.set_result(event)
+            entry = self._players.get(event.player_id)
+            if entry is not None and not entry[1].done():
+                entry[1].set_result(event)
+            self._wake.set()
+
+    def _prompts_lost(self, session: RelaySession, why: str) -> None:
+        """Prompts playing on a relay session that is going away end with an error."""
+        for rl, future in self._players.values():
+            if rl._session is session:
+                _fail(future, LegReleasedError(f"leg {self.name}: {why}"))
+                self._wake.set()
 
     def _release(self) -> None:
         if self.state == "released":
             return
         self.state = "released"
         self._digits.put_nowait(None)
-        for future in self._players.values():
-            if not future.done():
-                future.set_exception(LegReleasedError(f"leg {self.name} was released"))
+        self._wake.set()
+        for _, future in self._players.values():
+            _fail(future, LegReleasedError(f"leg {self.name} was released"))
         self._players.clear()
 
 
@@ -629,7 +681,10 @@ class MediaCall:
         a = self.a
         if a._rl is a_side:
             return
-        del self.engine._legs[(a._rl._session.id, a._rl._index)]
+        old = a._rl
+        if any(rl is old for rl, _ in a._players.values()):
+            with contextlib.suppress(KeyError):
+                old.stop_playing()  # A hears the fork now; the prompt's end is still routed
         a._rl = a_side
         self.engine._legs[(a_side._session.id, a_side._index)] = a
         if a._media is not None:
@@ -645,7 +700,9 @@ class MediaCall:
         if a._media is not None:
             return  # A's law was agreed before (PBX-answered, early media): the relay transcodes
         if a.audio is None or self.offer is None:  # late offer: pbxcore offers A, B's law first
-            a._media = None
+            pending = a.local_sdp if a.awaiting_answer else None
+            if pending is not None and any(m.port == a._rl.local_port for m in pending.media):
+                return  # offered in the 183 already: the 200 repeats it
             sdp = create_offer(
                 self.engine.advertise,
                 a._rl.local_port,
@@ -704,7 +761,9 @@ class MediaCall:
         if session in self._sessions:
             self._sessions.remove(session)
             for rl in (session.a, session.b):
-                self.engine._legs.pop((session.id, rl._index), None)
+                leg = self.engine._legs.pop((session.id, rl._index), None)
+                if leg is not None:
+                    leg._prompts_lost(session, "its relay port was freed")
             self.engine.relay.delete_session(session)
         if self._spare is not None and self._spare._session is session:
             self._spare = None
@@ -872,7 +931,6 @@ class MediaEngine:
                 leg._release()
         for session in list(old._sessions):
             old._delete_session(session)
-        old.a._release()
         self.calls.pop(old.id, None)
         for session in list(call._sessions):
             if session is not keep:
@@ -892,6 +950,7 @@ class MediaEngine:
         call.forks = [call.b] if call.b is not None else []
         call._early = None
         call._spare = None
+        x._forwarded = y._forwarded = False
         y.state = "connected"
         y._apply()
         y.offer()
