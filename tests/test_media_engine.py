@@ -334,6 +334,28 @@ async def test_early_media_from_one_fork_then_another_answers(engine):
         p.close()
 
 
+async def test_early_media_moves_from_one_fork_to_another(engine):
+    a, b1, b2 = Peer(), Peer(), Peer()
+    call = engine.create_call(sdp(a.addr[1], "0 101"))
+    f1, f2 = call.fork(), call.fork()
+    await call.early(f1, sdp(b1.addr[1], "0"))
+    b1.send(rtp(1, ssrc=1), f1.local_port)
+    assert a.recv() == rtp(1, ssrc=1)
+    await call.early(f2, sdp(b2.addr[1], "0"))  # now f2 plays its announcement
+    assert call.a.awaiting_answer  # A's port changed: A is re-offered
+    b1.send(rtp(2, ssrc=1), f1.local_port)
+    b2.send(rtp(3, ssrc=2), f2.local_port)
+    assert a.recv() == rtp(3, ssrc=2)
+    assert a.nothing()  # f1's early media no longer reaches A
+    call.release(f1)
+    to_a = await call.answer(f2, sdp(b2.addr[1], "0"))
+    assert to_port(to_a) == call.a.local_port
+    await engine.delete(call)
+    assert engine.relay.counters()["live_sessions"] == 0
+    for p in (a, b1, b2):
+        p.close()
+
+
 async def test_released_fork_frees_its_ports(engine):
     a = Peer()
     call = engine.create_call(sdp(a.addr[1], "0"))

@@ -659,9 +659,7 @@ class MediaCall:
         b_law = _law_of(b_audio)
         fork._media = _Media(b_audio, b_law, b_audio.payload_type)
         fork._apply()
-        if self._early is not None and self._early is not fork:
-            self._silence_a_side(self._early)
-        self._move_a(fork)
+        self._move_a(fork)  # the previous early fork's session stops reaching A
         self._to_a(parsed, b_audio)
         if final:
             fork.state = "connected"
@@ -682,9 +680,10 @@ class MediaCall:
         if a._rl is a_side:
             return
         old = a._rl
-        if any(rl is old for rl, _ in a._players.values()):
-            with contextlib.suppress(KeyError):
+        with contextlib.suppress(KeyError):
+            if any(rl is old for rl, _ in a._players.values()):
                 old.stop_playing()  # A hears the fork now; the prompt's end is still routed
+            old.update(clear_remote=True, latch=False)  # nothing more toward A from there
         a._rl = a_side
         self.engine._legs[(a_side._session.id, a_side._index)] = a
         if a._media is not None:
