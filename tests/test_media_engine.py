@@ -546,6 +546,24 @@ async def test_bridge_two_calls_for_a_transfer(engine):
         p.close()
 
 
+async def test_bridge_the_b_side_of_one_call_with_the_a_side_of_another(engine):
+    a, b, c, d = Peer(), Peer(), Peer(), Peer()
+    a_leg, b_leg = await connected(engine, a, b)
+    c_leg, d_leg = await connected(engine, c, d)
+    await engine.bridge(b_leg, c_leg)  # B (called by A) talks to C (who called D)
+    call = b_leg.call
+    assert (call.a, call.b) == (c_leg, b_leg) and a_leg.released and d_leg.released
+    b.send(rtp(1, ssrc=2), b_leg.local_port)
+    assert c.recv() == rtp(1, ssrc=2)
+    c.send(rtp(2, ssrc=3), c_leg.local_port)
+    assert b.recv() == rtp(2, ssrc=3)
+    assert a.nothing(0.05) and d.nothing(0.05)
+    await engine.delete(call)
+    assert engine.relay.counters()["live_sessions"] == 0
+    for p in (a, b, c, d):
+        p.close()
+
+
 async def test_hold_and_resume(engine):
     a, b = Peer(), Peer()
     a_leg, b_leg = await connected(engine, a, b)

@@ -124,12 +124,16 @@ class LegStats:
 
 @dataclass(frozen=True, slots=True)
 class SessionStats:
+    """Counters of both legs of a session (or of a call's two parties)."""
+
     a: LegStats
     b: LegStats
 
 
 @dataclass(frozen=True, slots=True)
 class MediaEvent:
+    """Something the relay reports about one leg of a session; subclasses say what."""
+
     session_id: int
     leg: LegName
     monotonic: float
@@ -153,6 +157,8 @@ class DtmfDigit(MediaEvent):
 
 @dataclass(frozen=True, slots=True)
 class SsrcChanged(MediaEvent):
+    """The peer's RTP stream changed SSRC (``relatched``: a new source took the leg)."""
+
     old_ssrc: int
     new_ssrc: int
     relatched: bool
@@ -160,6 +166,8 @@ class SsrcChanged(MediaEvent):
 
 @dataclass(frozen=True, slots=True)
 class PlayerDone(MediaEvent):
+    """A prompt ended: played ``frames`` 20 ms frames, ``stopped`` early or not."""
+
     player_id: int
     frames: int
     stopped: bool
