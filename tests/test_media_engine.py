@@ -18,6 +18,7 @@ from pbxcore import g711
 from pbxcore.media import (
     DtmfDigit,
     LegReleasedError,
+    LegTimeout,
     MediaLeg,
     PlayerDone,
     Prompt,
@@ -354,6 +355,31 @@ async def test_early_media_moves_from_one_fork_to_another(engine):
     assert engine.relay.counters()["live_sessions"] == 0
     for p in (a, b1, b2):
         p.close()
+
+
+async def test_a_port_left_behind_raises_no_timeout(engine):
+    engine.leg_timeout = 0.3
+    a, b2 = Peer(), Peer()
+    call = engine.create_call(sdp(a.addr[1], "0"))
+    await call.a.accept()  # A on the home session, timing out after 0.3 s without RTP
+    _f1, f2 = call.fork(), call.fork()
+    await call.early(f2, sdp(b2.addr[1], "0"))  # A moves to f2's session; f1 still rings
+    await call.a.answer(sdp(a.addr[1], "0"))
+    for seq in range(40):  # A and f2 keep talking for 0.8 s; A's old port hears nothing
+        a.send(rtp(seq), call.a.local_port)
+        b2.send(rtp(seq, ssrc=2), f2.local_port)
+        await asyncio.sleep(0.02)
+    events = []
+    while not call.events.empty():
+        events.append(call.events.get_nowait())
+    assert not [e for e in events if isinstance(e, LegTimeout)]
+    # now both go quiet: A's current leg times out, as it should
+    event = await asyncio.wait_for(call.events.get(), 2)
+    while not (isinstance(event, LegTimeout) and event.leg == "a"):
+        event = await asyncio.wait_for(call.events.get(), 2)
+    await engine.delete(call)
+    a.close()
+    b2.close()
 
 
 async def test_released_fork_frees_its_ports(engine):

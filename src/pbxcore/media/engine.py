@@ -130,6 +130,11 @@ def _pt_in(sdp: SessionDescription, law: Law, default: int) -> int:
     return default
 
 
+def _quiet(rl: RelayLeg) -> None:
+    """A relay leg nobody uses any more: it sends nothing and raises no LegTimeout."""
+    rl.update(clear_remote=True, latch=False, timeout=0)
+
+
 def _fail(future: asyncio.Future[PlayerDone], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
@@ -683,7 +688,7 @@ class MediaCall:
         with contextlib.suppress(KeyError):
             if any(rl is old for rl, _ in a._players.values()):
                 old.stop_playing()  # A hears the fork now; the prompt's end is still routed
-            old.update(clear_remote=True, latch=False)  # nothing more toward A from there
+            _quiet(old)  # nothing more toward A from there
         a._rl = a_side
         self.engine._legs[(a_side._session.id, a_side._index)] = a
         if a._media is not None:
@@ -736,7 +741,7 @@ class MediaCall:
         a_side = fork._a_side
         if a_side is not None and a_side is not self.a._rl:
             with contextlib.suppress(KeyError):
-                a_side.update(clear_remote=True, latch=False)
+                _quiet(a_side)
 
     def _drop_fork(self, fork: MediaLeg) -> None:
         rl = fork._rl
@@ -745,7 +750,7 @@ class MediaCall:
         if rl._session.a is self.a._rl:
             # the home session's B side: A keeps its port; the side goes quiet and spare
             with contextlib.suppress(KeyError):
-                rl.update(clear_remote=True, latch=False)
+                _quiet(rl)
             self._spare = rl
         else:
             self._delete_session(rl._session)
