@@ -389,7 +389,7 @@ def session_costs() -> None:
         sessions = [relay.create_session() for _ in range(n)]
         fresh = time.perf_counter() - t0
         for s in sessions:
-            s.a.update(remote=("127.0.0.1", 9), codec="PCMU")
+            s.a.update(remote=("127.0.0.1", 9), law="ulaw")
         after = rss()
         print(
             f"  {n} sessions: {(after - before) / n:.0f} bytes of process memory per session "

@@ -146,7 +146,7 @@ async def test_sipp_pcap_through_relay_to_rtp_echo(tmp_path, caller_ear):
         assert not proxy.errors
         assert rc == 0, (tmp_path / "uac.log").read_text(errors="replace")[-2000:]
         (call,) = proxy.calls.values()
-        stats = call.session.stats()
+        stats = call.stats()
         sent = G711A_PACKETS + 3 * DIGIT_PACKETS
         # the relay counted every packet to the echo and every echo back to the caller ...
         assert stats.a.packets == sent
@@ -254,9 +254,9 @@ async def test_baresip_call_through_relay_tones_cross(tmp_path, caller_codec, ca
         assert not proxy.errors
         assert proxy.calls, (tmp_path / "b.log").read_text(errors="replace")[-2000:]
         (call,) = proxy.calls.values()
-        stats = call.session.stats()
+        stats = call.stats()
         assert stats.a.packets > 100 and stats.b.packets > 100
-        assert call.session.b.codec == callee_codec and call.session.a.codec == caller_codec
+        assert call.b.codec.name == callee_codec and call.a.codec.name == caller_codec
         await proxy.close()
     for who, own, other in (("alice", tone_a, tone_b), ("bob", tone_b, tone_a)):
         decoded = sorted((tmp_path / who / "rec").glob("*-dec.wav"))

@@ -561,8 +561,8 @@ def test_fuzz_random_datagrams_never_break_the_relay(relay, peers, data):
 def test_transcoding_pcmu_to_pcma_and_back(relay, peers):
     a, b = peers
     s = relay.create_session()
-    s.a.update(codec="PCMU", telephone_event=101)
-    s.b.update(remote=b.addr, codec="PCMA", telephone_event=101)
+    s.a.update(law="ulaw", telephone_event=101)
+    s.b.update(remote=b.addr, law="alaw", telephone_event=101)
     ulaw = bytes(range(256))[:160]
     a.send(rtp(1, pt=0, payload=ulaw, marker=True), s.a.local_port)
     got = b.recv()
@@ -583,8 +583,8 @@ def test_transcoding_pcmu_to_pcma_and_back(relay, peers):
 def test_telephone_event_payload_type_mapped_between_legs(relay, peers):
     a, b = peers
     s = relay.create_session()
-    s.a.update(codec="PCMU", telephone_event=101)
-    s.b.update(remote=b.addr, codec="PCMU", telephone_event=96)
+    s.a.update(law="ulaw", telephone_event=101)
+    s.b.update(remote=b.addr, law="ulaw", telephone_event=96)
     ev = dtmf(3, 5, 160, False, 480)
     a.send(ev, s.a.local_port)
     got = b.recv()
@@ -595,8 +595,8 @@ def test_telephone_event_payload_type_mapped_between_legs(relay, peers):
 def test_same_codec_no_transcoding(relay, peers):
     a, b = peers
     s = relay.create_session()
-    s.a.update(codec="PCMA")
-    s.b.update(remote=b.addr, codec="PCMA")
+    s.a.update(law="alaw")
+    s.b.update(remote=b.addr, law="alaw")
     p = rtp(1, pt=8, payload=bytes(range(160)))
     a.send(p, s.a.local_port)
     assert b.recv() == p
@@ -783,8 +783,8 @@ def test_bad_arguments(relay_cls):
         relay_cls(workers=0)
     with relay_cls(ports=port_range()) as relay:
         s = relay.create_session()
-        with pytest.raises(ValueError, match="codec"):
-            s.a.update(codec="G729")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"G\.711 law"):
+            s.a.update(law="G729")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="numeric"):
             s.a.update(remote=("example.com", 5000))
         with pytest.raises(ValueError, match="port"):
@@ -800,7 +800,7 @@ def test_sessions_from_many_threads_with_several_workers(relay_cls):
             try:
                 for _ in range(50):
                     s = relay.create_session()
-                    s.a.update(remote=("127.0.0.1", 9), codec="PCMU")
+                    s.a.update(remote=("127.0.0.1", 9), law="ulaw")
                     s.stats()
                     relay.delete_session(s)
             except BaseException as exc:  # pragma: no cover - reported below
@@ -839,7 +839,7 @@ def test_traffic_on_several_workers(relay_cls, peers):
 def test_player_sends_paced_rtp_in_leg_codec(relay, peers):
     a, _b = peers
     s = relay.create_session()
-    s.a.update(remote=a.addr, codec="PCMA")
+    s.a.update(remote=a.addr, law="alaw")
     pcm = struct.pack("<400h", *[(i * 37) % 2000 - 1000 for i in range(400)])
     pid = s.a.play(Prompt.from_pcm16(pcm))
     got = [a.recv() for _ in range(3)]  # 400 samples -> 3 frames, last one padded
@@ -887,7 +887,7 @@ def read_wav(path: Path) -> tuple[int, bytes]:
 def test_recorder_arrival_order_path(relay, peers, tmp_path):
     a, b = peers
     s = relay.create_session()
-    s.a.update(codec="PCMU")
+    s.a.update(law="ulaw")
     s.b.update(remote=b.addr)
     path = tmp_path / "rec.wav"
     s.a.record(path, jitter_buffer=False)
@@ -935,7 +935,7 @@ def test_prompt_from_wav_formats(tmp_path):
     assert Prompt.from_pcm16(pcm).duration == 0.02
     with pytest.raises(ValueError, match="RIFF"):
         Prompt.from_wav_bytes(b"nope")
-    with pytest.raises(ValueError, match="8 kHz"):
+    with pytest.raises(ValueError, match="8000 Hz is required"):
         Prompt.from_wav_bytes(raw.replace(struct.pack("<I", 8000), struct.pack("<I", 16000), 1))
     with pytest.raises(ValueError, match="odd length"):
         Prompt.from_pcm16(b"abc")
@@ -956,7 +956,7 @@ def test_asyncio_attach_detach_is_idempotent(relay_cls):
 def test_recorder_through_jitter_buffer_reorders(relay, peers, tmp_path):
     a, b = peers
     s = relay.create_session()
-    s.a.update(codec="PCMA")
+    s.a.update(law="alaw")
     s.b.update(remote=b.addr)
     path = tmp_path / "jb.wav"
     s.a.record(path)

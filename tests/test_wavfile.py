@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pbxcore import g711
 from pbxcore.wavfile import WavAudio, parse_wav, wav_bytes
 
 
@@ -127,3 +128,17 @@ def test_roundtrip_and_mutations(
     for candidate in (mutated, raw[:pos]):
         with contextlib.suppress(ValueError):
             parse_wav(candidate)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    encoding=st.sampled_from(["pcm16", "ulaw", "alaw"]),
+    data=st.binary(max_size=400),
+)
+def test_pcm16_decodes_any_encoding(encoding: str, data: bytes) -> None:
+    if encoding == "pcm16":
+        data = data[: len(data) & ~1]
+    audio = parse_wav(wav_bytes(WavAudio(encoding, 8000, 1, data)))  # type: ignore[arg-type]
+    expected = {"pcm16": data, "ulaw": g711.ulaw2lin(data), "alaw": g711.alaw2lin(data)}
+    assert audio.pcm16() == expected[encoding]
+    assert len(audio.pcm16()) == 2 * audio.frames

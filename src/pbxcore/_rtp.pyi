@@ -1,13 +1,45 @@
-from typing import Any
+from typing import TypedDict
+
+from pbxcore._jitter import JitterBuffer
 
 EV_TIMEOUT: int
 EV_DTMF: int
 EV_SSRC_CHANGED: int
 EV_PLAYER_DONE: int
 EV_LATCHED: int
-CODEC_NONE: int
-CODEC_PCMU: int
-CODEC_PCMA: int
+LAW_NONE: int
+LAW_ULAW: int
+LAW_ALAW: int
+
+# (type, session_id, leg, a, b, c, monotonic_ns)
+RawEvent = tuple[int, int, int, int, int, int, int]
+
+class LegCounters(TypedDict):
+    packets: int
+    bytes: int
+    dropped_invalid: int
+    dropped_unlatched: int
+    dropped_other: int
+    sent_packets: int
+    sent_bytes: int
+    rtcp_packets: int
+    rtcp_bytes: int
+    lost: int
+    jitter_ms: float
+    last_packet: float | None
+    ssrc: int | None
+    peer: tuple[str, int] | None
+
+class RelayCounters(TypedDict):
+    live_sessions: int
+    live_ports: int
+    sessions_created: int
+    sessions_freed: int
+    events_dropped: int
+    live_players: int
+    live_recorders: int
+    workers: int
+    pooled_ports: int
 
 class PortRangeExhaustedError(RuntimeError): ...
 
@@ -35,7 +67,7 @@ class Relay:
         *,
         remote: tuple[str, int] | None = None,
         rtcp_remote: tuple[str, int] | None = None,
-        codec: int | None = None,
+        law: int | None = None,
         pt: int | None = None,
         te_pt: int | None = None,
         strict: bool | None = None,
@@ -45,18 +77,18 @@ class Relay:
         clear_remote: bool = False,
     ) -> None: ...
     def delete(self, session_id: int) -> None: ...
-    def stats(self, session_id: int, leg: int) -> dict[str, Any]: ...
+    def stats(self, session_id: int, leg: int) -> LegCounters: ...
     def play(
         self, session_id: int, leg: int, pcm16: bytes, player_id: int, loops: int = 1
     ) -> None: ...
     def stop_play(self, session_id: int, leg: int) -> bool: ...
     def record(
-        self, session_id: int, leg: int, path: str, jitter_buffer: object | None = None
+        self, session_id: int, leg: int, path: str, jitter_buffer: JitterBuffer | None = None
     ) -> None: ...
     def stop_record(self, session_id: int, leg: int) -> int: ...
     def event_fd(self) -> int: ...
-    def drain_events(self) -> list[tuple[int, int, int, int, int, int, int]]: ...
+    def drain_events(self) -> list[RawEvent]: ...
     def wait_events(self, timeout: float) -> bool: ...
-    def counters(self) -> dict[str, int]: ...
+    def counters(self) -> RelayCounters: ...
 
 def monotonic_ns() -> int: ...

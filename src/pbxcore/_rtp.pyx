@@ -35,9 +35,10 @@ EV_DTMF = PBX_EV_DTMF
 EV_SSRC_CHANGED = PBX_EV_SSRC_CHANGED
 EV_PLAYER_DONE = PBX_EV_PLAYER_DONE
 EV_LATCHED = PBX_EV_LATCHED
-CODEC_NONE = PBX_CODEC_NONE
-CODEC_PCMU = PBX_CODEC_PCMU
-CODEC_PCMA = PBX_CODEC_PCMA
+# G.711 law of a leg's peer (the C engine calls it the leg's codec)
+LAW_NONE = PBX_CODEC_NONE
+LAW_ULAW = PBX_CODEC_PCMU
+LAW_ALAW = PBX_CODEC_PCMA
 
 DEF ERRLEN = 256
 DEF MAX_DRAIN = 1024
@@ -207,7 +208,7 @@ cdef class Relay:
         return pbx_session_port(self._get(session_id), leg)
 
     def configure(self, uint64_t session_id, int leg, *, remote=None, rtcp_remote=None,
-                  codec=None, pt=None, te_pt=None, strict=None, relatch=None, latch=None,
+                  law=None, pt=None, te_pt=None, strict=None, relatch=None, latch=None,
                   timeout_ms=None, clear_remote=False):
         """Change a leg; only the arguments given are applied (atomically, by its worker)."""
         cdef pbx_session* s = self._get(session_id)
@@ -223,14 +224,14 @@ cdef class Relay:
         if rtcp_remote is not None:
             _set_addr(&conf.rtcp_remote, &conf.rtcp_remote_len, rtcp_remote, family)
             conf.mask |= PBX_CONF_RTCP_REMOTE
-        if codec is not None:
-            if codec not in (PBX_CODEC_NONE, PBX_CODEC_PCMU, PBX_CODEC_PCMA):
-                raise ValueError(f"unknown codec {codec!r}")
+        if law is not None:
+            if law not in (PBX_CODEC_NONE, PBX_CODEC_PCMU, PBX_CODEC_PCMA):
+                raise ValueError(f"unknown G.711 law {law!r}")
             if pt is None:
-                pt = 8 if codec == PBX_CODEC_PCMA else 0
+                pt = 8 if law == PBX_CODEC_PCMA else 0
             if not 0 <= pt <= 127:
                 raise ValueError(f"payload type {pt} is out of range 0-127")
-            conf.codec = codec
+            conf.codec = law
             conf.pt = pt
             conf.mask |= PBX_CONF_CODEC
         if te_pt is not None:
@@ -297,7 +298,7 @@ cdef class Relay:
 
     def play(self, uint64_t session_id, int leg, bytes pcm16, uint64_t player_id,
              int loops=1):
-        """Send native-order PCM16 8 kHz samples into a leg as 20 ms RTP in its codec."""
+        """Send native-order PCM16 8 kHz samples into a leg as 20 ms RTP in its G.711 law."""
         cdef pbx_session* s = self._get(session_id)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(pcm16)
         cdef const int16_t* p = <const int16_t*>PyBytes_AS_STRING(pcm16)

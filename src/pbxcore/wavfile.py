@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from pbxcore import g711
+
 __all__ = ["Encoding", "WavAudio", "parse_wav", "read_wav", "wav_bytes", "write_wav"]
 
 Encoding = Literal["pcm16", "ulaw", "alaw"]
@@ -44,6 +46,14 @@ class WavAudio:
     @property
     def duration(self) -> float:
         return self.frames / self.sample_rate
+
+    def pcm16(self) -> bytes:
+        """The samples as little-endian PCM16 (G.711 is decoded; PCM16 is returned as is)."""
+        if self.encoding == "ulaw":
+            return g711.ulaw2lin(self.data)
+        if self.encoding == "alaw":
+            return g711.alaw2lin(self.data)
+        return self.data
 
     def require_telephony(self) -> None:
         """Raise ValueError unless this is mono 8 kHz audio, as a phone call carries."""

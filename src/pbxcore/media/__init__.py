@@ -1,17 +1,19 @@
 """Media: the native RTP relay's Python face, prompts and recordings, SDP, the engine facade."""
 
 from pbxcore._jitter import JbPutResult, JbStatus, JitterBuffer
-from pbxcore.media.engine import MediaCall, MediaEngine
+from pbxcore.media.engine import LegReleasedError, LegState, MediaCall, MediaEngine, MediaLeg
 from pbxcore.media.player import Player, Prompt
 from pbxcore.media.recorder import Recorder
 from pbxcore.media.relay import (
     DtmfDigit,
+    Law,
     LegLatched,
     LegStats,
     LegTimeout,
     MediaEvent,
     PlayerDone,
     PortRangeExhaustedError,
+    RelayCore,
     RelayLeg,
     RelaySession,
     RtpRelay,
@@ -38,6 +40,7 @@ from pbxcore.media.sdp import (
     NegotiatedAudio,
     Origin,
     SessionDescription,
+    codec_for_law,
     create_answer,
     create_offer,
     negotiated_audio,
@@ -51,13 +54,17 @@ __all__ = [
     "JbPutResult",
     "JbStatus",
     "JitterBuffer",
+    "Law",
     "LegLatched",
+    "LegReleasedError",
+    "LegState",
     "LegStats",
     "LegTimeout",
     "MediaCall",
     "MediaDescription",
     "MediaEngine",
     "MediaEvent",
+    "MediaLeg",
     "NegotiatedAudio",
     "Origin",
     "Player",
@@ -66,6 +73,7 @@ __all__ = [
     "Prompt",
     "ReceiverReport",
     "Recorder",
+    "RelayCore",
     "RelayLeg",
     "RelaySession",
     "ReportBlock",
@@ -77,6 +85,7 @@ __all__ = [
     "SessionStats",
     "SsrcChanged",
     "TelephoneEvent",
+    "codec_for_law",
     "create_answer",
     "create_offer",
     "negotiated_audio",

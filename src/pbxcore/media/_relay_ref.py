@@ -18,13 +18,17 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pbxcore import g711
 from pbxcore._rtp import PortRangeExhaustedError
 
+if TYPE_CHECKING:
+    from pbxcore._jitter import JitterBuffer
+    from pbxcore._rtp import LegCounters, RawEvent, RelayCounters
+
 EV_TIMEOUT, EV_DTMF, EV_SSRC_CHANGED, EV_PLAYER_DONE, EV_LATCHED = 1, 2, 3, 4, 5
-CODEC_NONE, CODEC_PCMU, CODEC_PCMA = 0, 1, 2
+LAW_NONE, LAW_ULAW, LAW_ALAW = 0, 1, 2
 MAX_DROPOUT, MAX_MISORDER = 3000, 100
 EVENTS_CAP = 8192
 MAX_PACKET = 2048
@@ -42,7 +46,7 @@ class _Leg:
     rtcp: socket.socket | None
     remote: Addr | None = None
     rtcp_remote: Addr | None = None
-    codec: int = CODEC_NONE
+    law: int = LAW_NONE
     pt: int = 0
     te_pt: int = -1
     strict: bool = False
@@ -104,7 +108,7 @@ class Relay:
         self._sessions: dict[int, tuple[_Leg, _Leg]] = {}
         self._next_id = 1
         self._lock = threading.RLock()
-        self._events: list[tuple[int, int, int, int, int, int, int]] = []
+        self._events: list[RawEvent] = []
         self._evfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._sel = selectors.DefaultSelector()
         self._thread: threading.Thread | None = None
@@ -243,8 +247,8 @@ class Relay:
             raise ValueError(f"address {host!r} is not of the relay's address family")
         return host, port
 
-    def configure(self, session_id: int, leg: int, *, remote: Any = None,
-                  rtcp_remote: Any = None, codec: int | None = None, pt: int | None = None,
+    def configure(self, session_id: int, leg: int, *, remote: Addr | None = None,
+                  rtcp_remote: Addr | None = None, law: int | None = None, pt: int | None = None,
                   te_pt: int | None = None, strict: bool | None = None,
                   relatch: bool | None = None, latch: bool | None = None,
                   timeout_ms: int | None = None, clear_remote: bool = False) -> None:  # fmt: skip
@@ -252,10 +256,10 @@ class Relay:
             lg = self._get(session_id)[leg & 1]
             r = self._check_addr(remote) if remote is not None else None
             rr = self._check_addr(rtcp_remote) if rtcp_remote is not None else None
-            if codec is not None:
-                if codec not in (CODEC_NONE, CODEC_PCMU, CODEC_PCMA):
-                    raise ValueError(f"unknown codec {codec!r}")
-                pt = (8 if codec == CODEC_PCMA else 0) if pt is None else pt
+            if law is not None:
+                if law not in (LAW_NONE, LAW_ULAW, LAW_ALAW):
+                    raise ValueError(f"unknown G.711 law {law!r}")
+                pt = (8 if law == LAW_ALAW else 0) if pt is None else pt
                 if not 0 <= pt <= 127:
                     raise ValueError(f"payload type {pt} is out of range 0-127")
             if te_pt is not None and not -1 <= te_pt <= 127:
@@ -272,8 +276,8 @@ class Relay:
                     lg.rtcp_remote = (r[0], r[1] + 1)
             if rr is not None:
                 lg.rtcp_remote = rr
-            if codec is not None and pt is not None:
-                lg.codec, lg.pt = codec, pt
+            if law is not None and pt is not None:
+                lg.law, lg.pt = law, pt
             if te_pt is not None:
                 lg.te_pt = te_pt
             if strict is not None:
@@ -292,18 +296,27 @@ class Relay:
             self._get(session_id)
             self._free(session_id)
 
-    def stats(self, session_id: int, leg: int) -> dict[str, Any]:
+    def stats(self, session_id: int, leg: int) -> LegCounters:
         with self._lock:
             lg = self._get(session_id)[leg & 1]
             out = dict(lg.c)
             out["ssrc"] = lg.ssrc if lg.c["packets"] else None
             out["peer"] = lg.peer
-            return out
+            return cast("LegCounters", out)
 
-    def play(self, *args: Any, **kwargs: Any) -> None:
+    def play(self, session_id: int, leg: int, pcm16: bytes, player_id: int, loops: int = 1) -> None:
         raise NotImplementedError("prompts are played by the native relay only")
 
-    stop_play = record = stop_record = play
+    def stop_play(self, session_id: int, leg: int) -> bool:
+        raise NotImplementedError("prompts are played by the native relay only")
+
+    def record(
+        self, session_id: int, leg: int, path: str, jitter_buffer: JitterBuffer | None = None
+    ) -> None:
+        raise NotImplementedError("recordings are made by the native relay only")
+
+    def stop_record(self, session_id: int, leg: int) -> int:
+        raise NotImplementedError("recordings are made by the native relay only")
 
     # ---- events
 
@@ -317,7 +330,7 @@ class Relay:
     def event_fd(self) -> int:
         return self._evfd
 
-    def drain_events(self) -> list[tuple[int, int, int, int, int, int, int]]:
+    def drain_events(self) -> list[RawEvent]:
         with contextlib.suppress(BlockingIOError):
             os.eventfd_read(self._evfd)
         with self._lock:
@@ -328,7 +341,7 @@ class Relay:
         r, _, _ = select.select([self._evfd], [], [], None if timeout < 0 else timeout)
         return bool(r)
 
-    def counters(self) -> dict[str, int]:
+    def counters(self) -> RelayCounters:
         return {
             "live_sessions": len(self._sessions),
             "live_ports": self._stats["ports"],
@@ -522,8 +535,8 @@ class Relay:
             leg.c["dropped_other"] += 1
             return
         out = data
-        if pt == leg.pt and leg.codec and o.codec and leg.codec != o.codec:
-            convert = g711.ulaw2alaw if leg.codec == CODEC_PCMU else g711.alaw2ulaw
+        if pt == leg.pt and leg.law and o.law and leg.law != o.law:
+            convert = g711.ulaw2alaw if leg.law == LAW_ULAW else g711.alaw2ulaw
             first = (data[1] & 0x80) | (o.pt & 0x7F)
             out = data[:1] + bytes([first]) + data[2:hlen] + convert(data[hlen:end]) + data[end:]
         elif pt == leg.te_pt and o.te_pt >= 0 and o.te_pt != pt:

@@ -1,18 +1,19 @@
 """Prompts for the relay's native player: WAV files or raw 8 kHz PCM16, μ-law or A-law.
 
-The relay's worker thread paces the prompt as 20 ms RTP in the leg's codec; this module only
-loads audio into native-order PCM16 once, up front.
+The relay's worker thread paces the prompt as 20 ms RTP in the leg's G.711 law; this module
+only loads audio into native-order PCM16 once, up front. WAV files are read by
+:mod:`pbxcore.wavfile`, the package's one WAV reader.
 """
 
 from __future__ import annotations
 
-import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pbxcore import g711
+from pbxcore.wavfile import WavAudio, parse_wav
 
 if TYPE_CHECKING:
     from pbxcore.media.relay import RelayLeg
@@ -20,10 +21,6 @@ if TYPE_CHECKING:
 __all__ = ["Player", "Prompt"]
 
 SAMPLE_RATE = 8000
-_WAVE_PCM = 1
-_WAVE_ALAW = 6
-_WAVE_MULAW = 7
-_WAVE_EXTENSIBLE = 0xFFFE
 
 
 def _native(pcm16le: bytes) -> bytes:
@@ -60,45 +57,23 @@ class Prompt:
         return cls(_native(g711.alaw2lin(data)))
 
     @classmethod
+    def from_audio(cls, audio: WavAudio) -> Prompt:
+        """Parsed WAV audio: mono 8 kHz PCM16, μ-law or A-law (else ValueError)."""
+        audio.require_telephony()
+        return cls(_native(audio.pcm16()))
+
+    @classmethod
     def from_wav(cls, path: str | Path) -> Prompt:
         """A RIFF/WAVE file: mono 8 kHz, PCM 16-bit, A-law or μ-law."""
         return cls.from_wav_bytes(Path(path).read_bytes(), name=str(path))
 
     @classmethod
     def from_wav_bytes(cls, data: bytes, name: str = "WAV data") -> Prompt:
-        if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-            raise ValueError(f"{name} is not a RIFF/WAVE file")
-        fmt: tuple[int, int, int, int] | None = None
-        pos = 12
-        while pos + 8 <= len(data):
-            cid, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
-            body = data[pos + 8 : pos + 8 + size]
-            if cid == b"fmt ":
-                if len(body) < 16:
-                    raise ValueError(f"{name} has a truncated fmt chunk")
-                tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
-                if tag == _WAVE_EXTENSIBLE and len(body) >= 26:
-                    tag = struct.unpack_from("<H", body, 24)[0]
-                fmt = (tag, channels, rate, bits)
-            elif cid == b"data":
-                if fmt is None:
-                    raise ValueError(f"{name} has its data chunk before the fmt chunk")
-                return cls._decode(fmt, body, name)
-            pos += 8 + size + (size & 1)
-        raise ValueError(f"{name} has no data chunk")
-
-    @classmethod
-    def _decode(cls, fmt: tuple[int, int, int, int], body: bytes, name: str) -> Prompt:
-        tag, channels, rate, bits = fmt
-        if channels != 1 or rate != SAMPLE_RATE:
-            raise ValueError(f"{name}: need mono 8 kHz, got {channels} channel(s) at {rate} Hz")
-        if tag == _WAVE_PCM and bits == 16:
-            return cls.from_pcm16(body[: len(body) & ~1])
-        if tag == _WAVE_MULAW and bits == 8:
-            return cls.from_ulaw(body)
-        if tag == _WAVE_ALAW and bits == 8:
-            return cls.from_alaw(body)
-        raise ValueError(f"{name}: unsupported WAV format tag {tag} with {bits} bits")
+        """WAV file contents; a ValueError names ``name`` and what is wrong."""
+        try:
+            return cls.from_audio(parse_wav(data))
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
 
 
 class Player:

@@ -7,8 +7,8 @@ through an :class:`asyncio.Queue` or a thread-safe blocking :meth:`RtpRelay.poll
 
     with RtpRelay(bind="127.0.0.1", ports=(20000, 29999)) as relay:
         session = relay.create_session()
-        session.a.update(remote=("127.0.0.1", 4000), codec="PCMU")
-        session.b.update(remote=("127.0.0.1", 5000), codec="PCMA")   # transcodes
+        session.a.update(remote=("127.0.0.1", 4000), law="ulaw")
+        session.b.update(remote=("127.0.0.1", 5000), law="alaw")   # transcodes
         ...
         relay.delete_session(session)
 """
@@ -23,22 +23,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, Self
 
 from pbxcore import _rtp
+from pbxcore._jitter import JitterBuffer
 from pbxcore._rtp import PortRangeExhaustedError
 
 if TYPE_CHECKING:
+    from pbxcore._rtp import LegCounters, RawEvent, RelayCounters
     from pbxcore.media.player import Prompt
 
 __all__ = [
     "DtmfDigit",
+    "Law",
     "LegLatched",
     "LegStats",
     "LegTimeout",
     "MediaEvent",
     "PlayerDone",
     "PortRangeExhaustedError",
+    "RelayCore",
     "RelayLeg",
     "RelaySession",
     "RtpRelay",
@@ -46,9 +50,54 @@ __all__ = [
 ]
 
 LegName = Literal["a", "b"]
-Codec = Literal["PCMU", "PCMA"]
+# The G.711 companding law a leg's peer sends and receives (SDP calls the codecs PCMU and
+# PCMA: see pbxcore.media.sdp.Codec.law); the same words as pbxcore.wavfile's encodings.
+Law = Literal["ulaw", "alaw"]
 _LEG_NAMES: tuple[LegName, LegName] = ("a", "b")
-_CODECS = {"PCMU": _rtp.CODEC_PCMU, "PCMA": _rtp.CODEC_PCMA}
+_LAWS: dict[str, int] = {"ulaw": _rtp.LAW_ULAW, "alaw": _rtp.LAW_ALAW}
+
+
+class RelayCore(Protocol):
+    """What :class:`RtpRelay` needs of its engine: ``pbxcore._rtp.Relay`` or the reference."""
+
+    @property
+    def running(self) -> bool: ...
+    def start(self) -> None: ...
+    def close(self) -> None: ...
+    def create_session(self, rtcp_mux: bool = False) -> int: ...
+    def port(self, session_id: int, leg: int) -> int: ...
+    def configure(
+        self,
+        session_id: int,
+        leg: int,
+        *,
+        remote: tuple[str, int] | None = None,
+        rtcp_remote: tuple[str, int] | None = None,
+        law: int | None = None,
+        pt: int | None = None,
+        te_pt: int | None = None,
+        strict: bool | None = None,
+        relatch: bool | None = None,
+        latch: bool | None = None,
+        timeout_ms: int | None = None,
+        clear_remote: bool = False,
+    ) -> None: ...
+    def delete(self, session_id: int) -> None: ...
+    def stats(self, session_id: int, leg: int) -> LegCounters: ...
+    def play(
+        self, session_id: int, leg: int, pcm16: bytes, player_id: int, loops: int = 1
+    ) -> None: ...
+    def stop_play(self, session_id: int, leg: int) -> bool: ...
+    def record(
+        self, session_id: int, leg: int, path: str, jitter_buffer: JitterBuffer | None = None
+    ) -> None: ...
+    def stop_record(self, session_id: int, leg: int) -> int: ...
+    def event_fd(self) -> int: ...
+    def drain_events(self) -> list[RawEvent]: ...
+    def wait_events(self, timeout: float) -> bool: ...
+    def counters(self) -> RelayCounters: ...
+
+
 # RFC 4733 section 3.2: events 0-9, *, #, A-D
 DTMF_DIGITS = "0123456789*#ABCD"
 
@@ -75,12 +124,16 @@ class LegStats:
 
 @dataclass(frozen=True, slots=True)
 class SessionStats:
+    """Counters of both legs of a session (or of a call's two parties)."""
+
     a: LegStats
     b: LegStats
 
 
 @dataclass(frozen=True, slots=True)
 class MediaEvent:
+    """Something the relay reports about one leg of a session; subclasses say what."""
+
     session_id: int
     leg: LegName
     monotonic: float
@@ -104,6 +157,8 @@ class DtmfDigit(MediaEvent):
 
 @dataclass(frozen=True, slots=True)
 class SsrcChanged(MediaEvent):
+    """The peer's RTP stream changed SSRC (``relatched``: a new source took the leg)."""
+
     old_ssrc: int
     new_ssrc: int
     relatched: bool
@@ -111,6 +166,8 @@ class SsrcChanged(MediaEvent):
 
 @dataclass(frozen=True, slots=True)
 class PlayerDone(MediaEvent):
+    """A prompt ended: played ``frames`` 20 ms frames, ``stopped`` early or not."""
+
     player_id: int
     frames: int
     stopped: bool
@@ -121,7 +178,7 @@ class LegLatched(MediaEvent):
     """The leg learnt its peer's address from the first packet (symmetric RTP)."""
 
 
-def _event(raw: tuple[int, int, int, int, int, int, int]) -> MediaEvent:
+def _event(raw: RawEvent) -> MediaEvent:
     kind, sid, leg_idx, a, b, c, mono_ns = raw
     leg = _LEG_NAMES[leg_idx]
     mono = mono_ns / 1e9
@@ -146,7 +203,7 @@ class RelayLeg:
         self.name: LegName = _LEG_NAMES[index]
         self.local_port: int = session._relay._core.port(session.id, index)
         self.rtcp_port: int | None = None if session.rtcp_mux else self.local_port + 1
-        self.codec: Codec | None = None
+        self.law: Law | None = None
 
     @property
     def local_address(self) -> str:
@@ -157,44 +214,49 @@ class RelayLeg:
         *,
         remote: tuple[str, int] | None = None,
         rtcp_remote: tuple[str, int] | None = None,
-        codec: Codec | None = None,
+        law: Law | None = None,
         payload_type: int | None = None,
         telephone_event: int | None = None,
         strict: bool | None = None,
         relatch: bool | None = None,
         latch: bool | None = None,
         timeout: float | None = None,
+        clear_remote: bool = False,
     ) -> None:
         """Change what is given, applied atomically by the leg's worker thread.
 
         ``remote`` is the SDP address of this leg's peer (RTCP defaults to its port + 1);
-        a new one restarts latching. ``codec`` is what that peer sends and receives: when
-        the two legs differ, audio is transcoded PCMU<->PCMA and its payload type
-        rewritten. ``telephone_event`` is the RFC 4733 payload type (-1 = none).
-        ``strict`` drops media not from the SDP address; ``relatch`` lets a new SSRC from
-        a new address take the leg over; ``timeout`` (seconds, 0 = off) raises
-        :class:`LegTimeout` when no RTP arrives for that long.
+        a new one restarts latching. ``law`` is the G.711 law that peer sends and receives
+        (``payload_type`` its number for it): when the two legs differ, audio is transcoded
+        μ-law<->A-law and its payload type rewritten. ``telephone_event`` is the RFC 4733
+        payload type (-1 = none). ``strict`` drops media not from the SDP address;
+        ``relatch`` lets a new SSRC from a new address take the leg over; ``latch=False``
+        keeps the leg from learning its peer from received packets; ``timeout`` (seconds,
+        0 = off) raises :class:`LegTimeout` when no RTP arrives for that long.
+        ``clear_remote`` forgets the peer's address (applied before ``remote``): with
+        ``latch=False`` nothing is sent to the peer any more (hold).
         """
-        core_codec: int | None = None
-        if codec is not None:
-            if codec not in _CODECS:
-                raise ValueError(f"unsupported codec {codec!r}: the relay knows PCMU and PCMA")
-            core_codec = _CODECS[codec]
+        core_law: int | None = None
+        if law is not None:
+            if law not in _LAWS:
+                raise ValueError(f"unsupported G.711 law {law!r}: the relay knows ulaw and alaw")
+            core_law = _LAWS[law]
         self._session._relay._core.configure(
             self._session.id,
             self._index,
             remote=remote,
             rtcp_remote=rtcp_remote,
-            codec=core_codec,
+            law=core_law,
             pt=payload_type,
             te_pt=telephone_event,
             strict=strict,
             relatch=relatch,
             latch=latch,
             timeout_ms=None if timeout is None else round(timeout * 1000),
+            clear_remote=clear_remote,
         )
-        if codec is not None:
-            self.codec = codec
+        if law is not None:
+            self.law = law
 
     def stats(self) -> LegStats:
         return LegStats(**self._session._relay._core.stats(self._session.id, self._index))
@@ -202,8 +264,9 @@ class RelayLeg:
     def play(self, prompt: Prompt | bytes, *, loops: int = 1) -> int:
         """Send a prompt (or raw native-order PCM16 8 kHz) into this leg; return its id.
 
-        A :class:`PlayerDone` event reports the end. While a prompt plays, audio from the
-        other leg toward this leg's peer is not forwarded.
+        ``loops`` = 0 repeats until stopped. A :class:`PlayerDone` event reports the end.
+        While a prompt plays, audio from the other leg toward this leg's peer is not
+        forwarded.
         """
         pcm = prompt if isinstance(prompt, bytes) else prompt.pcm16
         relay = self._session._relay
@@ -220,22 +283,12 @@ class RelayLeg:
         With ``jitter_buffer`` the audio goes through a native JitterBuffer (reordering,
         concealment) paced by a 20 ms clock; otherwise it is written in arrival order.
         """
-        jb = None
-        if jitter_buffer:
-            jb = _new_jitter_buffer()
+        jb = JitterBuffer() if jitter_buffer else None
         self._session._relay._core.record(self._session.id, self._index, str(path), jb)
 
     def stop_recording(self) -> int:
         """Close the WAV file; return the number of samples written (-1 if none)."""
         return int(self._session._relay._core.stop_record(self._session.id, self._index))
-
-
-def _new_jitter_buffer() -> object | None:
-    try:
-        from pbxcore._jitter import JitterBuffer  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - built without the jitter buffer
-        return None
-    return JitterBuffer()
 
 
 class RelaySession:
@@ -270,7 +323,7 @@ class RtpRelay:
     """
 
     # the engine; tests swap in the pure-Python reference (pbxcore.media._relay_ref.Relay)
-    _core_class: ClassVar[Callable[..., Any]] = _rtp.Relay
+    _core_class: ClassVar[Callable[[str, int, int, int], RelayCore]] = _rtp.Relay
 
     def __init__(
         self,
@@ -287,7 +340,7 @@ class RtpRelay:
         lo, hi = ports
         self.bind = bind.strip("[]")
         self.ports = (lo, hi)
-        self._core: Any = self._core_class(self.bind, lo, hi, workers)
+        self._core: RelayCore = type(self)._core_class(self.bind, lo, hi, workers)
         self._sessions: dict[int, RelaySession] = {}
         self._lock = threading.Lock()
         self._player_ids = 0
@@ -359,9 +412,10 @@ class RtpRelay:
         with self._lock:
             return len(self._sessions)
 
-    def counters(self) -> dict[str, int]:
-        """Relay-wide: live_sessions, live_ports, sessions_created/freed, events_dropped."""
-        return dict(self._core.counters())
+    def counters(self) -> RelayCounters:
+        """Relay-wide: live_sessions, live_ports, sessions_created/freed, events_dropped,
+        live_players, live_recorders, workers, pooled_ports."""
+        return self._core.counters()
 
     def _next_player_id(self) -> int:
         with self._lock:

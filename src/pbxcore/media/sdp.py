@@ -17,6 +17,10 @@ import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pbxcore.media.relay import Law
 
 __all__ = [
     "DIRECTIONS",
@@ -30,6 +34,7 @@ __all__ = [
     "Origin",
     "RtpMap",
     "SessionDescription",
+    "codec_for_law",
     "create_answer",
     "create_offer",
     "negotiated_audio",
@@ -490,7 +495,10 @@ def _bandwidth(value: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Codec:
-    """A codec the media engine carries, and its default payload type."""
+    """An SDP codec the media engine carries (an rtpmap entry) and its default payload type.
+
+    The G.711 law the relay applies for it is :attr:`law`.
+    """
 
     name: str
     payload_type: int
@@ -501,11 +509,22 @@ class Codec:
         pt = self.payload_type if payload_type is None else payload_type
         return RtpMap(pt, self.name, self.clock_rate)
 
+    @property
+    def law(self) -> Law | None:
+        """``"ulaw"`` for PCMU, ``"alaw"`` for PCMA, None for telephone-event."""
+        return _LAWS.get(self.name.upper())
+
 
 PCMU = Codec("PCMU", 0)
 PCMA = Codec("PCMA", 8)
 TELEPHONE_EVENT = Codec("telephone-event", 101, fmtp="0-16")
 _AUDIO_CODECS = {"PCMU": PCMU, "PCMA": PCMA}
+_LAWS: dict[str, Law] = {"PCMU": "ulaw", "PCMA": "alaw"}
+
+
+def codec_for_law(law: Law) -> Codec:
+    """The SDP codec that carries a G.711 law (PCMU for ``"ulaw"``, PCMA for ``"alaw"``)."""
+    return PCMU if law == "ulaw" else PCMA
 
 
 def _codec_named(name: str) -> Codec:
