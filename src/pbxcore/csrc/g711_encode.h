@@ -20,6 +20,13 @@
 extern "C" {
 #endif
 
+/* internal to the extension module: no export, no PLT indirection on each call */
+#if defined(__GNUC__) || defined(__clang__)
+#define PBX_G711_API __attribute__((visibility("hidden")))
+#else
+#define PBX_G711_API
+#endif
+
 /* src: n little-endian int16 samples at any alignment; dst: n codes. */
 typedef void (*pbx_g711_encode_fn)(const uint8_t *src, size_t n, uint8_t *dst);
 
@@ -31,23 +38,23 @@ enum {
 };
 
 /* Encode with the selected variant (portable until pbx_g711_init() has run). */
-void pbx_g711_lin2ulaw_le(const uint8_t *src, size_t n, uint8_t *dst);
-void pbx_g711_lin2alaw_le(const uint8_t *src, size_t n, uint8_t *dst);
+PBX_G711_API void pbx_g711_lin2ulaw_le(const uint8_t *src, size_t n, uint8_t *dst);
+PBX_G711_API void pbx_g711_lin2alaw_le(const uint8_t *src, size_t n, uint8_t *dst);
 
 /* Select the best variant for this CPU; idempotent. */
-void pbx_g711_init(void);
+PBX_G711_API void pbx_g711_init(void);
 /* "portable", "sse2", "avx2"; NULL for an unknown number */
-const char *pbx_g711_variant_name(int variant);
+PBX_G711_API const char *pbx_g711_variant_name(int variant);
 /* 1 if this build has the variant and this CPU can run it */
-int pbx_g711_variant_supported(int variant);
+PBX_G711_API int pbx_g711_variant_supported(int variant);
 /* 0 on success, -1 if the variant is not supported here. For tests: calls running
  * concurrently finish with either kernel, both correct. */
-int pbx_g711_select(int variant);
-int pbx_g711_selected(void);
+PBX_G711_API int pbx_g711_select(int variant);
+PBX_G711_API int pbx_g711_selected(void);
 
 /* Native byte order int16 (the C-level API of pbxcore._g711). */
-void pbx_g711_lin2ulaw_native(const int16_t *src, size_t n, uint8_t *dst);
-void pbx_g711_lin2alaw_native(const int16_t *src, size_t n, uint8_t *dst);
+PBX_G711_API void pbx_g711_lin2ulaw_native(const int16_t *src, size_t n, uint8_t *dst);
+PBX_G711_API void pbx_g711_lin2alaw_native(const int16_t *src, size_t n, uint8_t *dst);
 
 #ifdef __cplusplus
 }
