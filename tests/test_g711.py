@@ -149,6 +149,38 @@ class TestApi:
             assert into(src, out) == size
             assert out.tobytes() == plain(src)
 
+    def test_decode_and_transcode_odd_lengths_unaligned(self, impl: ModuleType) -> None:
+        # every tail of the 4- and 8-code steps, at odd and even addresses
+        codes = bytes(np.random.default_rng(8).integers(0, 256, 300, dtype=np.uint8))
+        for fn, into, per_code in (
+            (impl.ulaw2lin, impl.ulaw2lin_into, 2),
+            (impl.alaw2lin, impl.alaw2lin_into, 2),
+            (impl.ulaw2alaw, impl.ulaw2alaw_into, 1),
+            (impl.alaw2ulaw, impl.alaw2ulaw_into, 1),
+        ):
+            table = fn(bytes(range(256)))
+            for n in [*range(20), 159, 160, 161]:
+                window = codes[n : 2 * n]
+                expected = b"".join(table[c * per_code : (c + 1) * per_code] for c in window)
+                for offset in (0, 1, 3):
+                    src = memoryview(bytearray(offset) + window)[offset:]
+                    assert fn(src) == expected, (fn, n, offset)
+                    dst_buf = bytearray(b"\xee" * (offset + len(expected) + 9))
+                    assert into(src, memoryview(dst_buf)[offset:]) == len(expected)
+                    assert dst_buf[offset : offset + len(expected)] == expected
+                    assert dst_buf[:offset] + dst_buf[offset + len(expected) :] == (
+                        b"\xee" * (offset + 9)
+                    )
+
+    def test_transcode_in_place(self, impl: ModuleType) -> None:
+        codes = bytes(np.random.default_rng(9).integers(0, 256, 203, dtype=np.uint8))
+        for n in (0, 7, 8, 9, 203):
+            buf = bytearray(codes[:n])
+            assert impl.ulaw2alaw_into(buf, buf) == n
+            assert bytes(buf) == impl.ulaw2alaw(codes[:n])
+            assert impl.alaw2ulaw_into(buf, buf) == n
+            assert bytes(buf) == impl.alaw2ulaw(impl.ulaw2alaw(codes[:n]))
+
     def test_into_too_small(self, impl: ModuleType) -> None:
         with pytest.raises(ValueError, match="dst too small: needs 160 bytes, has 159"):
             impl.lin2ulaw_into(bytes(320), bytearray(159))

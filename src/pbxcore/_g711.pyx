@@ -14,7 +14,7 @@ other law), the same definition as ``audioop.ulaw2alaw``; it is not G.711's Tabl
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.stdint cimport int16_t, uint8_t, uint16_t
+from libc.stdint cimport int16_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 cdef extern from *:
@@ -130,6 +130,50 @@ _fill_tables()
 pbx_g711_init()
 
 
+# ---- table kernels (any alignment, any host order) ----
+
+cdef inline void _decode(const uint8_t* src, Py_ssize_t n, uint8_t* dst,
+                         const uint16_t* table) noexcept nogil:
+    # dst gets each table entry as it lies in memory (the *_LE tables: little-endian PCM).
+    # Four samples per 8-byte store, and eight codes per store in _translate: with a store per
+    # sample the same loop ran at 1.6 to 2.7 GS/s on one CPU depending only on where the
+    # linker put the tables (probably table loads waiting on stores that match their address
+    # modulo 4 KiB); with wide stores it ran at 2.4-2.9 GS/s in both layouts measured.
+    cdef Py_ssize_t i = 0
+    cdef uint32_t w
+    cdef uint64_t out
+    cdef int shift
+    while i + 4 <= n:
+        # code j of the word (by shift) goes to sample j of the output word (by shift): the
+        # same memory order on little- and big-endian hosts
+        memcpy(&w, src + i, 4)
+        out = 0
+        for shift in range(4):
+            out |= (<uint64_t>table[(w >> (8 * shift)) & 0xFF]) << (16 * shift)
+        memcpy(dst + 2 * i, &out, 8)
+        i += 4
+    while i < n:
+        memcpy(dst + 2 * i, &table[src[i]], 2)
+        i += 1
+
+
+cdef inline void _translate(const uint8_t* src, Py_ssize_t n, uint8_t* dst,
+                            const uint8_t* table) noexcept nogil:
+    cdef Py_ssize_t i = 0
+    cdef uint64_t w, out
+    cdef int shift
+    while i + 8 <= n:
+        memcpy(&w, src + i, 8)  # read before written: in place (src == dst) works
+        out = 0
+        for shift in range(0, 64, 8):
+            out |= (<uint64_t>table[(w >> shift) & 0xFF]) << shift
+        memcpy(dst + i, &out, 8)
+        i += 8
+    while i < n:
+        dst[i] = table[src[i]]
+        i += 1
+
+
 # ---- C-level API (see _g711.pxd) ----
 
 cdef void g711_lin2ulaw(const int16_t* src, Py_ssize_t n, uint8_t* dst) noexcept nogil:
@@ -142,44 +186,21 @@ cdef void g711_lin2alaw(const int16_t* src, Py_ssize_t n, uint8_t* dst) noexcept
         pbx_g711_lin2alaw_native(src, <size_t>n, dst)
 
 
+# the decode tables in host order give native-order samples through the same kernel
 cdef void g711_ulaw2lin(const uint8_t* src, Py_ssize_t n, int16_t* dst) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        dst[i] = ULAW_DEC[src[i]]
+    _decode(src, n, <uint8_t*>dst, <const uint16_t*>ULAW_DEC)
 
 
 cdef void g711_alaw2lin(const uint8_t* src, Py_ssize_t n, int16_t* dst) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        dst[i] = ALAW_DEC[src[i]]
+    _decode(src, n, <uint8_t*>dst, <const uint16_t*>ALAW_DEC)
 
 
 cdef void g711_ulaw2alaw(const uint8_t* src, Py_ssize_t n, uint8_t* dst) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        dst[i] = ULAW_TO_ALAW[src[i]]
+    _translate(src, n, dst, ULAW_TO_ALAW)
 
 
 cdef void g711_alaw2ulaw(const uint8_t* src, Py_ssize_t n, uint8_t* dst) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        dst[i] = ALAW_TO_ULAW[src[i]]
-
-
-# ---- little-endian byte kernels behind the Python API (any alignment, any host order) ----
-
-cdef inline void _decode_le(const uint8_t* src, Py_ssize_t n, uint8_t* dst,
-                            const uint16_t* table) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        memcpy(dst + 2 * i, &table[src[i]], 2)
-
-
-cdef inline void _translate(const uint8_t* src, Py_ssize_t n, uint8_t* dst,
-                            const uint8_t* table) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        dst[i] = table[src[i]]
+    _translate(src, n, dst, ALAW_TO_ULAW)
 
 
 # ---- Python API ----
@@ -216,9 +237,9 @@ cdef inline void _run(Op op, const uint8_t* src, Py_ssize_t n, uint8_t* dst) noe
     elif op == OP_LIN2ALAW:
         pbx_g711_lin2alaw_le(src, <size_t>(n >> 1), dst)
     elif op == OP_ULAW2LIN:
-        _decode_le(src, n, dst, ULAW_DEC_LE)
+        _decode(src, n, dst, ULAW_DEC_LE)
     elif op == OP_ALAW2LIN:
-        _decode_le(src, n, dst, ALAW_DEC_LE)
+        _decode(src, n, dst, ALAW_DEC_LE)
     elif op == OP_ULAW2ALAW:
         _translate(src, n, dst, ULAW_TO_ALAW)
     else:
