@@ -6,7 +6,9 @@
 Bulk: 1 MiB of input per call. Per-packet: one 20 ms packet (160 samples) per call, cycling
 through 1,000 distinct packets so that neither caches nor the branch predictor learn one.
 audioop has no μ-law↔A-law function: its baseline there is what audioop users write,
-``lin2alaw(ulaw2lin(x))``.
+``lin2alaw(ulaw2lin(x))``; it has no ``*_into`` either, so those rows compare against the
+allocating audioop call. Rows ``lin2ulaw[sse2]`` etc. force each encode kernel this CPU can
+run (the plain rows use the one chosen at import).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from _common import machine, time_per_call
-from pbxcore import g711
+from pbxcore import _g711, g711
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -61,6 +63,28 @@ def _baselines() -> dict[str, Fn]:
 FUNCTIONS = ["lin2ulaw", "lin2alaw", "ulaw2lin", "alaw2lin", "ulaw2alaw", "alaw2ulaw"]
 
 
+def _into(name: str, size: int) -> Fn:
+    into = getattr(g711, f"{name}_into")
+    dst = bytearray(size)
+
+    def run(x: bytes) -> bytes:
+        into(x, dst)
+        return x
+
+    return run
+
+
+def _row(name: str, mode: str, ours: Fn, theirs: Fn | None, label: str | None = None) -> None:
+    inputs = _inputs(name, mode)
+    t_ours = time_per_call(ours, inputs)
+    t_theirs = time_per_call(theirs, inputs) if theirs is not None else float("nan")
+    samples = len(inputs[0]) // (2 if name.startswith("lin") else 1)
+    print(
+        f"{label or name:<18} {mode:<7} {_fmt(mode, samples, t_ours):>14} "
+        f"{_fmt(mode, samples, t_theirs):>14} {t_theirs / t_ours:7.1f}x"
+    )
+
+
 def _inputs(name: str, mode: str) -> list[bytes]:
     encode = name.startswith("lin")
     if mode == "bulk":
@@ -78,20 +102,23 @@ def main() -> None:
     baselines = _baselines()
     print(f"G.711 benchmark on {machine()}")
     print(f"bulk = {BULK_BYTES} input bytes per call; packet = {PACKET_SAMPLES} samples, "
-          f"{PACKETS} distinct packets cycled")  # fmt: skip
-    header = f"{'function':<10} {'mode':<7} {'pbxcore':>14} {'audioop':>14} {'ratio':>8}"
+          f"{PACKETS} distinct packets cycled; encode kernel: {_g711._encode_variant()}")  # fmt: skip
+    header = f"{'function':<18} {'mode':<7} {'pbxcore':>14} {'audioop':>14} {'ratio':>8}"
     print(header)
     print("-" * len(header))
     for mode in ("bulk", "packet"):
         for name in FUNCTIONS:
-            inputs = _inputs(name, mode)
-            ours = time_per_call(getattr(g711, name), inputs)
-            theirs = time_per_call(baselines[name], inputs) if name in baselines else float("nan")
-            samples = len(inputs[0]) // (2 if name.startswith("lin") else 1)
-            print(
-                f"{name:<10} {mode:<7} {_fmt(mode, samples, ours):>14} "
-                f"{_fmt(mode, samples, theirs):>14} {theirs / ours:7.1f}x"
-            )
+            _row(name, mode, getattr(g711, name), baselines.get(name))
+    for name in ("lin2ulaw", "lin2alaw"):
+        _row(name, "bulk", _into(name, BULK_BYTES), baselines.get(name), f"{name}_into")
+    default = _g711._encode_variant()
+    try:
+        for variant in _g711._encode_variants():
+            _g711._set_encode_variant(variant)
+            for name in ("lin2ulaw", "lin2alaw"):
+                _row(name, "bulk", getattr(g711, name), baselines.get(name), f"{name}[{variant}]")
+    finally:
+        _g711._set_encode_variant(default)
 
 
 # ---- pytest-benchmark face ----

@@ -7,8 +7,11 @@ Bit-exactness is checked against the ITU-T G.191 vectors in tests/data/g711/
 from __future__ import annotations
 
 import array
+import platform
 import struct
 import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -145,6 +148,38 @@ class TestApi:
             assert into(src, out) == size
             assert out.tobytes() == plain(src)
 
+    def test_decode_and_transcode_odd_lengths_unaligned(self, impl: ModuleType) -> None:
+        # every tail of the 4- and 8-code steps, at odd and even addresses
+        codes = bytes(np.random.default_rng(8).integers(0, 256, 300, dtype=np.uint8))
+        for fn, into, per_code in (
+            (impl.ulaw2lin, impl.ulaw2lin_into, 2),
+            (impl.alaw2lin, impl.alaw2lin_into, 2),
+            (impl.ulaw2alaw, impl.ulaw2alaw_into, 1),
+            (impl.alaw2ulaw, impl.alaw2ulaw_into, 1),
+        ):
+            table = fn(bytes(range(256)))
+            for n in [*range(20), 159, 160, 161]:
+                window = codes[n : 2 * n]
+                expected = b"".join(table[c * per_code : (c + 1) * per_code] for c in window)
+                for offset in (0, 1, 3):
+                    src = memoryview(bytearray(offset) + window)[offset:]
+                    assert fn(src) == expected, (fn, n, offset)
+                    dst_buf = bytearray(b"\xee" * (offset + len(expected) + 9))
+                    assert into(src, memoryview(dst_buf)[offset:]) == len(expected)
+                    assert dst_buf[offset : offset + len(expected)] == expected
+                    assert dst_buf[:offset] + dst_buf[offset + len(expected) :] == (
+                        b"\xee" * (offset + 9)
+                    )
+
+    def test_transcode_in_place(self, impl: ModuleType) -> None:
+        codes = bytes(np.random.default_rng(9).integers(0, 256, 203, dtype=np.uint8))
+        for n in (0, 7, 8, 9, 203):
+            buf = bytearray(codes[:n])
+            assert impl.ulaw2alaw_into(buf, buf) == n
+            assert bytes(buf) == impl.ulaw2alaw(codes[:n])
+            assert impl.alaw2ulaw_into(buf, buf) == n
+            assert bytes(buf) == impl.alaw2ulaw(impl.ulaw2alaw(codes[:n]))
+
     def test_into_too_small(self, impl: ModuleType) -> None:
         with pytest.raises(ValueError, match="dst too small: needs 160 bytes, has 159"):
             impl.lin2ulaw_into(bytes(320), bytearray(159))
@@ -241,6 +276,93 @@ def test_native_matches_reference(data: bytes) -> None:
     assert native.alaw2lin(data) == reference.alaw2lin(data)
     assert native.ulaw2alaw(data) == reference.ulaw2alaw(data)
     assert native.alaw2ulaw(data) == reference.alaw2ulaw(data)
+
+
+# ---- every compiled encode kernel, forced in turn ----
+
+ENCODE_VARIANTS = native._encode_variants()
+
+
+@pytest.fixture(params=ENCODE_VARIANTS)
+def encode_variant(request: pytest.FixtureRequest) -> Iterator[str]:
+    default = native._encode_variant()
+    native._set_encode_variant(request.param)
+    try:
+        yield request.param
+    finally:
+        native._set_encode_variant(default)
+
+
+def _encoders(law: str) -> tuple[Callable[[object], bytes], Callable[[object, object], int]]:
+    if law == "u":
+        return native.lin2ulaw, native.lin2ulaw_into
+    return native.lin2alaw, native.lin2alaw_into
+
+
+class TestEncodeVariants:
+    """Each kernel (portable, SSE2, AVX2: what this CPU runs) bit-exact with G.191."""
+
+    def test_default_is_the_best_supported(self) -> None:
+        assert native._encode_variant() == ENCODE_VARIANTS[0]
+        assert "portable" in ENCODE_VARIANTS
+        assert ENCODE_VARIANTS[-1] == "portable"
+        if platform.machine().lower() in ("x86_64", "amd64"):
+            assert "sse2" in ENCODE_VARIANTS
+
+    def test_avx2_is_used_where_the_cpu_has_it(self) -> None:
+        cpuinfo = Path("/proc/cpuinfo")
+        if platform.machine() != "x86_64" or not cpuinfo.exists():
+            pytest.skip("needs Linux on x86-64 to read the CPU flags")
+        flags = next(
+            line.split(":", 1)[1].split()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("flags")
+        )
+        assert ("avx2" in ENCODE_VARIANTS) == ("avx2" in flags)
+
+    def test_unknown_variant(self) -> None:
+        with pytest.raises(ValueError, match=r"unknown G\.711 encode variant 'neon'"):
+            native._set_encode_variant("neon")
+        assert native._encode_variant() == ENCODE_VARIANTS[0]
+
+    @pytest.mark.parametrize("law", ["u", "a"])
+    def test_all_inputs(self, encode_variant: str, sweep: bytes, law: str) -> None:
+        assert native._encode_variant() == encode_variant
+        encode, encode_into = _encoders(law)
+        expected = _codes(_words(f"sweep-r.{law}"))
+        assert encode(sweep) == expected
+        dst = bytearray(65536)
+        assert encode_into(sweep, dst) == 65536
+        assert dst == expected
+
+    @pytest.mark.parametrize("law", ["u", "a"])
+    def test_odd_lengths_and_unaligned_buffers(
+        self, encode_variant: str, sweep: bytes, law: str
+    ) -> None:
+        encode, encode_into = _encoders(law)
+        # G.191's code for every sample value, and the sweep in a scrambled order so that each
+        # window holds loud and quiet samples of both signs
+        g191 = _codes(_words(f"sweep-r.{law}"))
+        samples = np.frombuffer(sweep, dtype="<i2")
+        code_of = np.empty(65536, dtype=np.uint8)
+        code_of[samples.astype(np.uint16)] = np.frombuffer(g191, dtype=np.uint8)
+        scrambled = np.random.default_rng(711).permutation(samples).astype("<i2")
+        # every tail of the 16- and 32-sample vector steps, and a few packet-sized lengths
+        for n in [*range(100), 159, 160, 161, 1023, 4097]:
+            start = (n * 7919) % (65536 - n)
+            window = scrambled[start : start + n]
+            expected = code_of[window.astype(np.uint16)].tobytes()
+            for offset in range(4):
+                src_buf = bytearray(offset) + window.tobytes()
+                src = memoryview(src_buf)[offset:]
+                assert encode(src) == expected, (n, offset)
+                dst_buf = bytearray(b"\xee" * (2 * offset + n + 40))
+                dst = memoryview(dst_buf)[offset:]
+                assert encode_into(src, dst) == n
+                assert dst_buf[offset : offset + n] == expected, (n, offset)
+                # nothing written before or after the result
+                assert dst_buf[:offset] == b"\xee" * offset
+                assert dst_buf[offset + n :] == b"\xee" * (offset + 40)
 
 
 def test_public_module_is_native() -> None:
