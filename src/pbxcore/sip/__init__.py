@@ -1,4 +1,5 @@
-"""SIP stack (RFC 3261): messages, transports, transactions, registrar.
+"""SIP stack (RFC 3261): messages, transports, transactions, dialogs, the stack with its
+per-method handlers (:class:`SipStack`), the registrar.
 
 The message layer is public here: :func:`parse_message`, :class:`Request`,
 :class:`Response`, :class:`Headers`, :class:`Uri`, :class:`Address`, :class:`Via`,
@@ -76,10 +77,20 @@ from pbxcore.sip.credentials import (
     RealmPolicy,
     UserCredentials,
 )
+from pbxcore.sip.dialog import Dialog, DialogError, DialogId, DialogState
 from pbxcore.sip.guard import BruteForceGuard, GuardAction, GuardPolicy, GuardVerdict
 from pbxcore.sip.location import Binding, LocationService, MemoryLocationService
 from pbxcore.sip.registrar import Registrar, RegistrarError, RegistrarPolicy
 from pbxcore.sip.server import SipServer
+from pbxcore.sip.stack import (
+    ClientCredentials,
+    ClientInvite,
+    Handler,
+    IncomingRequest,
+    SipStack,
+    StaticCredentials,
+    Target,
+)
 from pbxcore.sip.transaction import (
     InviteClientTransaction,
     InviteServerTransaction,
@@ -101,7 +112,13 @@ __all__ += [
     "AuthOutcome",
     "Binding",
     "BruteForceGuard",
+    "ClientCredentials",
+    "ClientInvite",
     "CredentialStore",
+    "Dialog",
+    "DialogError",
+    "DialogId",
+    "DialogState",
     "DigestAlgorithm",
     "DigestAuthenticator",
     "DigestCredentials",
@@ -109,6 +126,8 @@ __all__ += [
     "GuardAction",
     "GuardPolicy",
     "GuardVerdict",
+    "Handler",
+    "IncomingRequest",
     "InviteClientTransaction",
     "InviteServerTransaction",
     "ListenAddress",
@@ -123,7 +142,10 @@ __all__ += [
     "RegistrarError",
     "RegistrarPolicy",
     "SipServer",
+    "SipStack",
     "Source",
+    "StaticCredentials",
+    "Target",
     "TimerSettings",
     "TransactionState",
     "TransactionTimeoutError",
