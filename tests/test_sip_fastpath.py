@@ -27,6 +27,7 @@ from pbxcore.sip.fastpath import _PLAIN_CONTACT, RegisterFastPath
 from pbxcore.sip.guard import BruteForceGuard, GuardPolicy
 from pbxcore.sip.location import Binding, BindingChange, MemoryLocationService
 from pbxcore.sip.registrar import Registrar
+from pbxcore.sip.server import SipServer
 from pbxcore.sip.stack import SipStack
 from pbxcore.sip.transport import Source
 from pbxcore.sip.uri import Uri
@@ -76,7 +77,7 @@ class Node:
         )
         # no listening points: the test channel carries the answers
         self.server = SipStack(listen=[])
-        self.registrar.attach(self.server, fast_path=False)
+        self.registrar.attach(self.server)  # the general path; the fast one added below
         self.fast_hits = 0
         if fast:
             fast_path = RegisterFastPath(self.server, self.registrar, scan)
@@ -451,11 +452,13 @@ def test_needs_a_location_service_with_immediate_operations() -> None:
             return change([])
 
     registrar = Registrar(FileCredentialStore(), Remote())
-    server = SipStack(listen=[])
-    registrar.attach(server)
-    assert server.handler("REGISTER") is not None
+    server = SipServer(registrar, listen=[])
+    assert server.handler("REGISTER") is not None and server.fast_paths == ()
     with pytest.raises(ValueError, match="immediate operations"):
         RegisterFastPath(server, registrar)
+    memory = SipServer(Registrar(FileCredentialStore(), MemoryLocationService()), listen=[])
+    assert [type(f) for f in memory.fast_paths] == [RegisterFastPath]
+    assert SipServer(memory.registrar, listen=[], fast_path=False).fast_paths == ()
 
 
 async def test_any_immediate_location_service_gets_the_fast_path() -> None:

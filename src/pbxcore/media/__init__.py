@@ -2,7 +2,8 @@
 
 from pbxcore._jitter import JbPutResult, JbStatus, JitterBuffer
 from pbxcore.media.engine import LegReleasedError, LegState, MediaCall, MediaEngine, MediaLeg
-from pbxcore.media.player import Player, Prompt
+from pbxcore.media.player import Player
+from pbxcore.media.prompt import Prompt
 from pbxcore.media.recorder import Recorder
 from pbxcore.media.relay import (
     DtmfDigit,

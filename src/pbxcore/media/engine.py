@@ -43,7 +43,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
-from pbxcore.media.player import Prompt
+from pbxcore.media.prompt import Prompt
 from pbxcore.media.relay import (
     DtmfDigit,
     Law,

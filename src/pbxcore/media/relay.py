@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, Self
 from pbxcore import _rtp
 from pbxcore._jitter import JitterBuffer
 from pbxcore._rtp import PortRangeExhaustedError
+from pbxcore.media.prompt import Prompt
 
 if TYPE_CHECKING:
     from pbxcore._rtp import LegCounters, RawEvent, RelayCounters
-    from pbxcore.media.player import Prompt
 
 __all__ = [
     "DtmfDigit",

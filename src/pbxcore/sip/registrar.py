@@ -23,7 +23,7 @@ from pbxcore.sip.credentials import CredentialStore
 from pbxcore.sip.errors import SipParseError
 from pbxcore.sip.guard import BruteForceGuard, GuardVerdict
 from pbxcore.sip.headers import new_tag
-from pbxcore.sip.location import Binding, ImmediateLocationService, LocationService
+from pbxcore.sip.location import Binding, LocationService
 from pbxcore.sip.message import Request, Response, make_response
 from pbxcore.sip.uri import Uri
 
@@ -215,10 +215,10 @@ class Registrar:
 
     # -- as a stack's REGISTER handler ------------------------------------------------------
 
-    def attach(self, stack: SipStack, *, fast_path: bool = True) -> None:
+    def attach(self, stack: SipStack) -> None:
         """Serve REGISTER on ``stack``: stateless challenges and bans first, then
-        :meth:`handle` in a transaction; plus the UDP fast path when the location service
-        offers immediate operations (:class:`~pbxcore.sip.location.ImmediateLocationService`)."""
+        :meth:`handle` in a transaction. (The UDP fast path, for a location service with
+        immediate operations, is added by :class:`~pbxcore.sip.server.SipServer`.)"""
 
         def stateless(request: Request, source: Source) -> bool:
             early = self.precheck(request, source.host)
@@ -245,10 +245,6 @@ class Registrar:
             incoming.send(response)
 
         stack.set_handler("REGISTER", handler, stateless=stateless)
-        if fast_path and isinstance(self.location, ImmediateLocationService):
-            from pbxcore.sip.fastpath import RegisterFastPath  # noqa: PLC0415 - a cycle
-
-            stack.add_fast_path(RegisterFastPath(stack, self))
 
     # -- the rules --------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import ssl
 from collections.abc import Sequence
 
+from pbxcore.sip.fastpath import RegisterFastPath
+from pbxcore.sip.location import ImmediateLocationService
 from pbxcore.sip.registrar import Registrar
 from pbxcore.sip.stack import SipStack, client_key, server_key, stamp_via
 from pbxcore.sip.transaction import TimerSettings
@@ -20,7 +22,9 @@ __all__ = ["SipServer", "client_key", "server_key", "stamp_via"]
 
 
 class SipServer(SipStack):
-    """A :class:`SipStack` serving REGISTER through ``registrar`` (None: no registrar).
+    """A :class:`SipStack` serving REGISTER through ``registrar`` (None: no registrar),
+    with the REGISTER fast path when ``fast_path`` and the registrar's location service
+    has immediate operations.
 
     Use as ``async with SipServer(registrar, listen=[...]) as server:``.
     """
@@ -35,6 +39,7 @@ class SipServer(SipStack):
         ssl_context: ssl.SSLContext | None = None,
         server_header: str | None = "pbxcore",
         limits: TransportLimits | None = None,
+        fast_path: bool = True,
     ) -> None:
         super().__init__(
             listen=listen,
@@ -47,3 +52,5 @@ class SipServer(SipStack):
         self.registrar = registrar
         if registrar is not None:
             registrar.attach(self)
+            if fast_path and isinstance(registrar.location, ImmediateLocationService):
+                self.add_fast_path(RegisterFastPath(self, registrar))

@@ -824,6 +824,11 @@ class SipStack:
         """A pre-parse hook for UDP datagrams starting with ``fast_path.prefix``."""
         self._fast_paths.append(fast_path)
 
+    @property
+    def fast_paths(self) -> tuple[FastPath, ...]:
+        """The pre-parse hooks, in the order they are tried."""
+        return tuple(self._fast_paths)
+
     def remove_fast_path(self, fast_path: FastPath) -> None:
         with contextlib.suppress(ValueError):
             self._fast_paths.remove(fast_path)
