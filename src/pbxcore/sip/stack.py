@@ -1032,6 +1032,7 @@ class SipStack:
         if invite is None:
             incoming.respond(481, "Call/Transaction Does Not Exist")
             return
+        incoming._local_tag = invite.local_tag  # §9.2: the To tag of the INVITE's responses
         incoming.respond(200)
         invite._cancel()
         handler = self._handlers.get("CANCEL")
