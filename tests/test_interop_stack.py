@@ -302,7 +302,14 @@ async def test_sipp_cancels_after_180(
     assert incoming.cancelled
     assert incoming.final_status == 487
     assert stack.dialog_count == 0  # the early dialog of the 180 ended with the 487
-    assert "SIP/2.0 487 Request Terminated" in result.messages
+    responses = {m.split("\n", 1)[0].split(" ", 1)[1].strip(): m for m in result.received()}
+    assert set(responses) == {"100 Trying", "180 Ringing", "200 OK", "487 Request Terminated"}
+    # §9.2: the 200 to the CANCEL carries the To tag of the INVITE's responses
+    tags = {
+        status: re.findall(r"\nTo: [^\r\n]*;tag=([^;\r\n]+)", m) for status, m in responses.items()
+    }
+    assert tags["180 Ringing"] == tags["200 OK"] == tags["487 Request Terminated"]
+    assert len(tags["180 Ringing"]) == 1
 
 
 async def test_sipp_loses_the_ack_and_gets_the_200_again(
