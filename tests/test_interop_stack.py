@@ -386,6 +386,8 @@ async def test_we_call_sipp_with_early_media(
     final = await invite.final
     assert final is seen[2]
     assert invite.dialog is not None and invite.dialog.remote_tag == final.to.tag
+    [route] = invite.dialog.route_set  # SIPp's Record-Route: SIPp checks our Route
+    assert route.startswith(f"<sip:{HOST}:{target.port};transport=")
     assert set(invite.early) <= {final.to.tag}  # the early dialog became the dialog
     assert stack.dialog_count == 1
     assert (await _hang_up(stack, invite.dialog)).status == 200
@@ -503,3 +505,36 @@ async def test_we_answer_a_proxy_challenge(
     assert not _digest_matches(header, "INVITE", "secret" if password == "wrong" else "wrong")
     # the CSeq went up by one for the retry (RFC 3261 §22.2)
     assert re.search(r"\nCSeq: 1 INVITE", first) and re.search(r"\nCSeq: 2 INVITE", second)
+
+
+async def test_sipp_reinvites_and_we_hang_up_on_its_new_target(
+    stack: SipStack, sipp: Callable[[TransportName], Sipp]
+) -> None:
+    """The first ACK reuses the INVITE's branch (it reaches the Accepted transaction);
+    the re-INVITE refreshes the target, and our BYE goes to the new Contact."""
+    acks: list[Request] = []
+    invites: list[IncomingRequest] = []
+    hung_up: list[Response] = []
+
+    async def on_invite(incoming: IncomingRequest) -> None:
+        invites.append(incoming)
+        if incoming.dialog is None:
+            incoming.respond(180)
+        incoming.respond(200, body=SDP, content_type="application/sdp")
+        acks.append(await incoming.wait_ack())
+        dialog = incoming.dialog
+        assert dialog is not None
+        if len(acks) == 2:
+            hung_up.append(await stack.request(dialog.new_request("BYE"), dialog=dialog))
+
+    stack.set_handler("INVITE", on_invite)
+    result = await sipp("udp").run(_uac_args(stack, "udp", "sipp_uac_reinvite.xml"))
+    assert result.returncode == 0, result.explain()
+    first, second = invites
+    assert first.dialog is not None and second.dialog is first.dialog
+    assert [ack.cseq for ack in acks] == [(1, "ACK"), (2, "ACK")]
+    assert first.dialog.remote_target.user == "moved"
+    assert first.dialog.remote_seq == 2
+    await _eventually(lambda: bool(hung_up), "the 200 to our BYE")
+    assert hung_up[0].status == 200
+    assert stack.dialog_count == 0
