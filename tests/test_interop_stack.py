@@ -283,8 +283,9 @@ async def test_we_hang_up_on_sipp(
     assert stack.dialog_count == 0
 
 
+@TRANSPORTS
 async def test_sipp_cancels_after_180(
-    stack: SipStack, sipp: Callable[[TransportName], Sipp]
+    stack: SipStack, sipp: Callable[[TransportName], Sipp], transport: TransportName
 ) -> None:
     seen: list[IncomingRequest] = []
     fired: list[bool] = []
@@ -295,7 +296,7 @@ async def test_sipp_cancels_after_180(
         incoming.respond(180)  # and never a final: the CANCEL brings the 487
 
     stack.set_handler("INVITE", on_invite)
-    result = await sipp("udp").run(_uac_args(stack, "udp", "sipp_uac_cancel.xml"))
+    result = await sipp(transport).run(_uac_args(stack, transport, "sipp_uac_cancel.xml"))
     assert result.returncode == 0, result.explain()
     [incoming] = seen
     assert fired == [True]  # the callback ran once, with cancelled already set
@@ -312,11 +313,14 @@ async def test_sipp_cancels_after_180(
     assert len(tags["180 Ringing"]) == 1
 
 
+@TRANSPORTS
 async def test_sipp_loses_the_ack_and_gets_the_200_again(
-    stack: SipStack, sipp: Callable[[TransportName], Sipp]
+    stack: SipStack, sipp: Callable[[TransportName], Sipp], transport: TransportName
 ) -> None:
     callee = Callee(stack)
-    result = await sipp("udp").run([*_uac_args(stack, "udp", "sipp_uac_ack_lost.xml"), "-nr"])
+    result = await sipp(transport).run(
+        [*_uac_args(stack, transport, "sipp_uac_ack_lost.xml"), "-nr"]
+    )
     assert result.returncode == 0, result.explain()
     [ack] = callee.acks
     assert ack.call_id == callee.invites[0].request.call_id
@@ -331,11 +335,12 @@ async def test_sipp_loses_the_ack_and_gets_the_200_again(
     assert len(set(answers)) == 1  # retransmissions: the same bytes
 
 
+@TRANSPORTS
 async def test_sipp_never_acks_and_we_send_bye(
-    stack: SipStack, sipp: Callable[[TransportName], Sipp]
+    stack: SipStack, sipp: Callable[[TransportName], Sipp], transport: TransportName
 ) -> None:
     callee = Callee(stack)
-    result = await sipp("udp").run(_uac_args(stack, "udp", "sipp_uac_ack_never.xml"))
+    result = await sipp(transport).run(_uac_args(stack, transport, "sipp_uac_ack_never.xml"))
     assert result.returncode == 0, result.explain()  # SIPp got our BYE and answered it
     assert callee.acks == []
     [error] = callee.ack_errors
@@ -410,10 +415,11 @@ async def test_we_call_sipps_builtin_uas(
     assert result.returncode == 0, result.explain()
 
 
+@TRANSPORTS
 async def test_we_cancel_a_ringing_call(
-    stack: SipStack, sipp: Callable[[TransportName], Sipp]
+    stack: SipStack, sipp: Callable[[TransportName], Sipp], transport: TransportName
 ) -> None:
-    peer = sipp("udp")
+    peer = sipp(transport)
     target = await _start_uas(peer, "sipp_uas_cancel.xml")
     invite = await stack.invite(_invite_to(stack, target), target=target)
     statuses = []
