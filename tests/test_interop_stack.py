@@ -402,10 +402,11 @@ async def test_we_call_sipp_with_early_media(
     assert f"tag={final.to.tag}" in ack
 
 
+@TRANSPORTS
 async def test_we_call_sipps_builtin_uas(
-    stack: SipStack, sipp: Callable[[TransportName], Sipp]
+    stack: SipStack, sipp: Callable[[TransportName], Sipp], transport: TransportName
 ) -> None:
-    peer = sipp("udp")
+    peer = sipp(transport)
     target = await _start_uas(peer, None)
     invite = await stack.invite(_invite_to(stack, target), target=target)
     statuses = [response.status async for response in invite.responses()]
@@ -460,13 +461,18 @@ def _digest_matches(header: str, method: str, password: str) -> bool:
     return params["response"] == expected
 
 
+@TRANSPORTS
 @pytest.mark.parametrize(("password", "status"), [("secret", 200), ("wrong", 403)])
 async def test_we_answer_a_www_challenge(
-    stack: SipStack, sipp: Callable[[TransportName], Sipp], password: str, status: int
+    stack: SipStack,
+    sipp: Callable[[TransportName], Sipp],
+    password: str,
+    status: int,
+    transport: TransportName,
 ) -> None:
     """SIPp's <verifyauth> checks the answer to its 401: 200 for the right password,
     403 for a wrong one."""
-    peer = sipp("udp")
+    peer = sipp(transport)
     target = await _start_uas(peer, "sipp_uas_www_auth.xml")
     invite = await stack.invite(
         _invite_to(stack, target),
