@@ -548,6 +548,8 @@ class ClientInvite:
         if sent is not None:
             self._stack._send_on(sent, self._ack_hop(tag))  # a retransmitted 2xx
             return
+        if self.dialog is not None and tag == self.dialog.remote_tag:
+            return  # a retransmission of the 2xx the caller has yet to ack() (auto_ack=False)
         first = self.dialog is None
         try:
             dialog = Dialog.from_uac(self.request, response)
