@@ -550,3 +550,28 @@ async def test_sipp_reinvites_and_we_hang_up_on_its_new_target(
     await _eventually(lambda: bool(hung_up), "the 200 to our BYE")
     assert hung_up[0].status == 200
     assert stack.dialog_count == 0
+
+
+async def test_we_ack_a_late_offer_ourselves(
+    stack: SipStack, sipp: Callable[[TransportName], Sipp]
+) -> None:
+    """auto_ack=False: the 2xx carries SIPp's offer, our ACK the answer. A retransmission
+    of that 2xx arriving before ack() is the same answer, not a second fork: the call
+    must survive it."""
+    peer = sipp("udp")
+    target = await _start_uas(peer, "sipp_uas_late_offer.xml")
+    request = stack.new_request(
+        "INVITE", f"sip:bob@{target.host}:{target.port}", from_="<sip:alice@pbx.test>"
+    )
+    invite = await stack.invite(request, target=target, auto_ack=False)
+    final = await invite.final
+    assert final.status == 200 and b"m=audio 6002" in final.body
+    received = stack.stats["responses"]
+    await _eventually(lambda: stack.stats["responses"] > received, "SIPp retransmits its 200")
+    assert invite.dialog is not None and stack.dialog_count == 1
+    ack = invite.ack(body=SDP, content_type="application/sdp")
+    assert ack.body == SDP and ack.cseq == (1, "ACK")
+    assert (await _hang_up(stack, invite.dialog)).status == 200
+    result = await peer.result()
+    assert result.returncode == 0, result.explain()  # one ACK, with the answer; our BYE
+    assert len([m for m in result.received() if m.startswith("ACK ")]) == 1
