@@ -1024,6 +1024,8 @@ class SipStack:
             incoming.respond(
                 200, headers=[*allow, ("Accept", "application/sdp"), ("Supported", "")]
             )
+        elif method == "BYE" and incoming.dialog is not None:
+            incoming.respond(200)  # §15.1.2: a BYE in a dialog of ours ends it (a 2xx MUST)
         elif method in KNOWN_METHODS:
             incoming.respond(405, headers=allow)
         else:
