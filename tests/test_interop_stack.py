@@ -575,3 +575,46 @@ async def test_we_ack_a_late_offer_ourselves(
     result = await peer.result()
     assert result.returncode == 0, result.explain()  # one ACK, with the answer; our BYE
     assert len([m for m in result.received() if m.startswith("ACK ")]) == 1
+
+
+@pytest.mark.parametrize("bye_handler", [True, False])
+async def test_sipp_hangs_up_on_our_call(
+    stack: SipStack, sipp: Callable[[TransportName], Sipp], bye_handler: bool
+) -> None:
+    """SIPp's BYE ends our dialog, through our BYE handler or, without one, the stack's
+    own 200 (RFC 3261 §15.1.2: a BYE in a dialog gets a 2xx, never a 405)."""
+    byes: list[IncomingRequest] = []
+
+    def on_bye(incoming: IncomingRequest) -> None:
+        byes.append(incoming)
+        incoming.respond(200)
+
+    if bye_handler:
+        stack.set_handler("BYE", on_bye)
+    peer = sipp("udp")
+    target = await _start_uas(peer, "sipp_uas_hangs_up.xml")
+    invite = await stack.invite(_invite_to(stack, target), target=target)
+    assert (await invite.final).status == 200
+    result = await peer.result()
+    assert result.returncode == 0, result.explain()  # our ACK, and 200 to its BYE
+    if bye_handler:
+        [bye] = byes
+        assert bye.dialog is invite.dialog
+    assert stack.dialog_count == 0
+
+
+async def test_we_cancel_before_any_provisional(
+    stack: SipStack, sipp: Callable[[TransportName], Sipp]
+) -> None:
+    """cancel() at once: the CANCEL waits for the 180 (RFC 3261 §9.1), then goes."""
+    peer = sipp("udp")
+    target = await _start_uas(peer, "sipp_uas_cancel.xml")
+    invite = await stack.invite(_invite_to(stack, target), target=target)
+    invite.cancel()
+    assert invite.cancelled
+    statuses = [response.status async for response in invite.responses()]
+    assert statuses == [180, 487]
+    result = await peer.result()
+    assert result.returncode == 0, result.explain()
+    received = result.received()
+    assert [m.split(" ", 1)[0] for m in received] == ["INVITE", "CANCEL", "ACK"]
