@@ -201,9 +201,10 @@ class Dialog:
         if method in ("ACK", "CANCEL"):
             return
         seq = request.cseq[0]
-        # equal is out of order too, but for an INVITE that a fork retransmits
+        # §12.2.2: lower than the remote CSeq is out of order (a retransmission, with the
+        # same number, never reaches here: its transaction absorbs it)
         remote = self.remote_seq
-        if remote is not None and (seq < remote or (seq == remote and method != "INVITE")):
+        if remote is not None and seq < remote:
             raise DialogError(500, "CSeq Out Of Order")
         self.remote_seq = seq
         if method in TARGET_REFRESH:
