@@ -33,7 +33,6 @@ from pbxcore.sip.registrar import (
     Registrar,
     RegistrarError,
     apply_register,
-    contact_key,
     contact_value,
 )
 from pbxcore.sip.stack import stamp_via
@@ -279,50 +278,41 @@ class RegisterFastPath:
         aor = f"sip:{found.to_user}@{realm}"
         location = self._location
         current, stored_now = location.bindings_now(aor)
-        change = self._change(found, expires, aor, source, now, plain=True)
-        try:
-            updated = change(current)
-        except _NotPlainError:
-            # a stored contact outside the scanner's grammar: compare parsed URIs
-            return location.modify_now(
-                aor, self._change(found, expires, aor, source, now, plain=False)
-            )
-        return location.store(aor, updated, stored_now)
-
-    def _change(
-        self,
-        found: _Register,
-        expires: int,
-        aor: str,
-        source: Source,
-        now: float,
-        *,
-        plain: bool,
-    ) -> Callable[[list[Binding]], list[Binding]]:
         contact = found.contact
-        key: Callable[[str], Hashable] = _plain_key if plain else contact_key
-        update = ContactUpdate(
-            contact, _plain_key(contact) if plain else Uri.parse(contact), None, expires
-        )
-        call_id, cseq, user_agent = found.call_id, found.cseq, found.user_agent
         max_contacts = self._registrar.policy.max_contacts
         where = repr(source)
-
-        def change(current: list[Binding]) -> list[Binding]:
-            return apply_register(
+        try:
+            updated = apply_register(
                 current,
                 aor=aor,
-                contacts=[update],
-                call_id=call_id,
-                cseq=cseq,
+                contacts=[ContactUpdate(contact, _plain_key(contact), None, expires)],
+                call_id=found.call_id,
+                cseq=found.cseq,
                 now=now,
                 source=where,
-                user_agent=user_agent,
+                user_agent=found.user_agent,
                 max_contacts=max_contacts,
-                key=key,
+                key=_plain_key,
             )
+        except _NotPlainError:
+            # a stored contact outside the scanner's grammar: compare parsed URIs
+            update = ContactUpdate(contact, Uri.parse(contact), None, expires)
 
-        return change
+            def change(bindings: list[Binding]) -> list[Binding]:
+                return apply_register(
+                    bindings,
+                    aor=aor,
+                    contacts=[update],
+                    call_id=found.call_id,
+                    cseq=found.cseq,
+                    now=now,
+                    source=where,
+                    user_agent=found.user_agent,
+                    max_contacts=max_contacts,
+                )
+
+            return location.modify_now(aor, change)
+        return location.store(aor, updated, stored_now)
 
     def _head(self, status_line: str, found: _Register, source: Source) -> str:
         to_tag = f";tag={self._registrar.tag}"

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from pbxcore.sip.auth import AuthOutcome, DigestAuthenticator
 from pbxcore.sip.credentials import CredentialStore
@@ -96,8 +96,7 @@ class RegistrarError(Exception):
         self.headers = headers or []
 
 
-@dataclass(frozen=True, slots=True)
-class ContactUpdate:
+class ContactUpdate(NamedTuple):
     """One Contact of a REGISTER: its URI as sent, the key it compares by (RFC 3261
     §19.1.4 equality), its q and the expiry granted (0 removes it)."""
 
@@ -146,8 +145,11 @@ def apply_register(
         raise RegistrarError(403, "Too Many Contacts")  # cannot end within the limit
     # insertion-ordered: a refreshed binding keeps its place, a new one goes last
     updated: dict[Hashable, Binding] = {}
+    # a refresh repeats the stored text: equal text is an equal URI, no need to key it
+    known = {update.contact: update.key for update in contacts}
     for binding in current:
-        updated.setdefault(key(binding.contact), binding)
+        stored_key = known.get(binding.contact)
+        updated.setdefault(key(binding.contact) if stored_key is None else stored_key, binding)
     for update in contacts:
         existing = updated.get(update.key)
         if existing is not None:
@@ -159,14 +161,7 @@ def apply_register(
         elif not update.expires:
             continue
         updated[update.key] = Binding(
-            aor=aor,
-            contact=update.contact,
-            expires_at=now + update.expires,
-            q=update.q,
-            call_id=call_id,
-            cseq=cseq,
-            source=source,
-            user_agent=user_agent,
+            aor, update.contact, now + update.expires, update.q, call_id, cseq, source, user_agent
         )
     if len(updated) > max_contacts:
         raise RegistrarError(403, "Too Many Contacts")
