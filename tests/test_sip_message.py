@@ -241,6 +241,7 @@ class TestFraming:
         assert message_length(b"\r\n\r\n" + data) == len(data) + 4
         assert message_length(data[:-1]) is None
         assert message_length(data[:40]) is None
+        assert message_length(bytearray(data)) == len(data)
         with pytest.raises(SipParseError):
             message_length(data.replace(b"Content-Length: ", b"X-Length: "))
         with pytest.raises(SipParseError):

@@ -253,6 +253,8 @@ class TestNthCrlf:
             nth_crlf(b"a\r\n", -1, 3, 1)
         with pytest.raises(ValueError, match="positive"):
             nth_crlf(b"a\r\n", 0, 3, 0)
+        with pytest.raises(TypeError):
+            nth_crlf(None, 0, 3, 1)  # type: ignore[arg-type]
 
     @settings(max_examples=300, deadline=None)
     @given(

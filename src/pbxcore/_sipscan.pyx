@@ -390,12 +390,16 @@ cpdef object scan_register(bytes data):
 cpdef Py_ssize_t nth_crlf(bytes data, Py_ssize_t start, Py_ssize_t end, Py_ssize_t n):
     """The offset of the ``n``-th CRLF (its CR) in ``data[start:end]``, or -1 if there are
     fewer; the scan stops there (a flood of lines is refused after reading ``n`` of them)."""
-    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
-    cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+    cdef const unsigned char* p
+    cdef Py_ssize_t size
     cdef Py_ssize_t found = 0
     cdef const unsigned char* hit
+    if data is None:
+        raise TypeError("nth_crlf() needs bytes, not None")
     if start < 0 or n < 1:
         raise ValueError("start must not be negative and n must be positive")
+    p = <const unsigned char*>PyBytes_AS_STRING(data)
+    size = PyBytes_GET_SIZE(data)
     if end > size:
         end = size
     with nogil:

@@ -518,13 +518,17 @@ def _refuse_excess_lines(data: bytes, start: int, limits: ParseLimits, status: i
         raise SipParseError(f"more than {limits.max_headers} header field lines", status)
 
 
-def message_length(buffer: bytes, *, limits: ParseLimits = DEFAULT_LIMITS) -> int | None:
+def message_length(
+    buffer: bytes | bytearray, *, limits: ParseLimits = DEFAULT_LIMITS
+) -> int | None:
     """Stream framing: the number of octets of ``buffer`` taken by the first message
     (including CRLFs before it), or ``None`` while more data is needed.
 
     Raises :class:`SipParseError` when the stream cannot be framed (no or bad Content-Length,
     message over ``limits.max_message_size``); the connection should then be closed.
     """
+    if isinstance(buffer, bytearray):
+        buffer = bytes(buffer)  # the native line counter takes bytes
     start = _skip_crlf(buffer)
     _refuse_excess_lines(buffer, start, limits, 400)
     end = buffer.find(b"\r\n\r\n", start)
