@@ -8,7 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import pbxcore.sip.message as message_mod
 from pbxcore.sip import (
+    DEFAULT_LIMITS,
     Address,
     Headers,
     ParseLimits,
@@ -23,6 +25,7 @@ from pbxcore.sip import (
     validate_request,
     validate_response,
 )
+from pbxcore.sip.headers import header_key
 from tests.helpers import TESTDATA
 
 SDP = (
@@ -238,6 +241,7 @@ class TestFraming:
         assert message_length(b"\r\n\r\n" + data) == len(data) + 4
         assert message_length(data[:-1]) is None
         assert message_length(data[:40]) is None
+        assert message_length(bytearray(data)) == len(data)
         with pytest.raises(SipParseError):
             message_length(data.replace(b"Content-Length: ", b"X-Length: "))
         with pytest.raises(SipParseError):
@@ -329,6 +333,47 @@ class TestLimits:
         assert err.status == 400 and "characters" in err.reason
         ok = parse_request(invite(extra=extra), limits=ParseLimits(max_line_length=10000))
         assert len(ok.headers.get("x-long") or "") == 9000
+
+    def test_header_flood_is_refused_before_the_lines_are_parsed(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # the hostile peer: 7,638 header lines in one 60 kB datagram / stream message
+        flood = b"X: y\r\n" * 7638
+        assert 45_000 < len(invite(extra=flood)) < DEFAULT_LIMITS.max_message_size
+        assert message_mod.MAX_HEADER_LINES == DEFAULT_LIMITS.max_headers == 256
+        looked_up: list[str] = []
+
+        class CountingKeys(dict[str, str]):
+            def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+                looked_up.append(key)
+                return super().get(key, default)
+
+        def counting_header_key(name: str) -> str:
+            looked_up.append(name)
+            return header_key(name)
+
+        monkeypatch.setattr(message_mod, "_NAME_KEYS", CountingKeys())
+        monkeypatch.setattr(message_mod, "header_key", counting_header_key)
+        err = error_of(invite(extra=flood))
+        assert err.status == 400 and "more than 256 header field lines" in err.reason
+        # unterminated, with garbage past the limit: the count decides before anything else
+        head = invite(extra=flood).split(b"\r\n\r\n")[0]
+        lines = head.split(b"\r\n")
+        garbage = b"\r\n".join([*lines[:300], b"bare\nLF", b"\xff\xfe: x", b"no colon"])
+        err = error_of(garbage + b"\r\n")
+        assert err.status == 400 and "header field lines" in err.reason
+        # the stream framer refuses it too, without waiting for the end of the block
+        with pytest.raises(SipParseError, match="header field lines"):
+            message_length(garbage + b"\r\n")
+        with pytest.raises(SipParseError, match="header field lines"):
+            message_length(invite(extra=flood))
+        assert looked_up == []  # not one header line was looked at
+        # exactly at the limit: parsed (the start line does not count, the limit is inclusive)
+        at_limit = b"\r\n".join(lines[: 1 + 256]) + b"\r\n"
+        assert message_length(at_limit) is None
+        one_more = b"\r\n".join(lines[: 2 + 256]) + b"\r\n"
+        with pytest.raises(SipParseError, match="header field lines"):
+            message_length(one_more)
 
     def test_limits_apply_to_responses_as_drops(self) -> None:
         err = error_of(RESPONSE, limits=ParseLimits(max_headers=2))

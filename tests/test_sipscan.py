@@ -6,6 +6,7 @@ fuzz tests compare them byte for byte on random and mutated messages.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -212,3 +213,57 @@ def test_native_matches_reference_on_edited_values(
 def test_none_is_refused() -> None:
     with pytest.raises(TypeError):
         native.scan_register(None)  # type: ignore[arg-type]
+
+
+CrlfFinder = Callable[[bytes, int, int, int], int]
+
+
+@pytest.fixture(params=[native.nth_crlf, reference.nth_crlf], ids=["native", "ref"])
+def nth_crlf(request: pytest.FixtureRequest) -> CrlfFinder:
+    return request.param  # type: ignore[no-any-return]
+
+
+def nth_crlf_by_split(data: bytes, start: int, end: int, n: int) -> int:
+    # the obvious definition, for the comparison
+    positions = [m.start() for m in re.finditer(b"\r\n", data[:end])]
+    positions = [p for p in positions if p >= start]
+    return positions[n - 1] if len(positions) >= n else -1
+
+
+class TestNthCrlf:
+    def test_offsets_in_the_range(self, nth_crlf: CrlfFinder) -> None:
+        data = b"A\r\nB\r\n\r\nbody\r\n"
+        assert [nth_crlf(data, 0, len(data), n) for n in (1, 2, 3, 4, 5)] == [1, 4, 6, 12, -1]
+        assert nth_crlf(data, 1, 3, 1) == 1  # the CRLF at 1..2 is inside
+        assert nth_crlf(data, 2, 10, 1) == 4  # the LF at 2 has its CR outside
+        assert nth_crlf(data, 0, 2, 1) == -1  # the CR at 1 has its LF outside
+        assert nth_crlf(data, 5, 3, 1) == -1
+        assert nth_crlf(data, 0, -1, 1) == -1  # not "all but the last octet"
+        assert nth_crlf(data, 0, 10_000, 4) == 12  # end is clamped
+        assert nth_crlf(data, 100, 200, 1) == -1
+        assert nth_crlf(b"a\nb\rc\n\r", 0, 8, 1) == -1  # bare LF and CR do not count
+
+    def test_stops_at_the_nth_line(self, nth_crlf: CrlfFinder) -> None:
+        data = b"X: y\r\n" * 7638
+        assert nth_crlf(data, 0, len(data), 257) == 257 * 6 - 2
+        assert nth_crlf(data, 0, len(data), 7639) == -1
+
+    def test_bad_arguments(self, nth_crlf: CrlfFinder) -> None:
+        with pytest.raises(ValueError, match="negative"):
+            nth_crlf(b"a\r\n", -1, 3, 1)
+        with pytest.raises(ValueError, match="positive"):
+            nth_crlf(b"a\r\n", 0, 3, 0)
+        with pytest.raises(TypeError):
+            nth_crlf(None, 0, 3, 1)  # type: ignore[arg-type]
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.binary(max_size=64).map(lambda b: b.replace(b"x", b"\r\n")),
+        st.integers(0, 70),
+        st.integers(-5, 70),
+        st.integers(1, 8),
+    )
+    def test_native_agrees_with_reference(self, data: bytes, start: int, end: int, n: int) -> None:
+        expected = nth_crlf_by_split(data, start, end, n) if end > start else -1
+        assert native.nth_crlf(data, start, end, n) == expected
+        assert reference.nth_crlf(data, start, end, n) == expected

@@ -3,3 +3,4 @@
 # can cimport it and call it with no Python call in between.
 
 cpdef object scan_register(bytes data)
+cpdef Py_ssize_t nth_crlf(bytes data, Py_ssize_t start, Py_ssize_t end, Py_ssize_t n)

@@ -2,6 +2,9 @@
 # cython: initializedcheck=False
 """The REGISTER fast path's scanner in C: one pass over the datagram, no regular expressions.
 
+:func:`nth_crlf` is the general parser's header-count guard (same result as
+:func:`pbxcore._sipscan_ref.nth_crlf`).
+
 :func:`scan_register` accepts exactly the messages :func:`pbxcore._sipscan_ref.scan_register`
 accepts and returns the same fields (the tests run both on the same inputs); see that
 module for the grammar. Anything outside it returns None, and the general parser decides.
@@ -9,6 +12,7 @@ module for the grammar. Anything outside it returns None, and the general parser
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeASCII
+from libc.string cimport memchr
 
 cdef enum:
     MAX_SIZE = 4096
@@ -381,3 +385,33 @@ cpdef object scan_register(bytes data):
         optional(p, start, stop, seen, H_USER_AGENT),
         copied,
     )
+
+
+cpdef Py_ssize_t nth_crlf(bytes data, Py_ssize_t start, Py_ssize_t end, Py_ssize_t n):
+    """The offset of the ``n``-th CRLF (its CR) in ``data[start:end]``, or -1 if there are
+    fewer; the scan stops there (a flood of lines is refused after reading ``n`` of them)."""
+    cdef const unsigned char* p
+    cdef Py_ssize_t size
+    cdef Py_ssize_t found = 0
+    cdef const unsigned char* hit
+    if data is None:
+        raise TypeError("nth_crlf() needs bytes, not None")
+    if start < 0 or n < 1:
+        raise ValueError("start must not be negative and n must be positive")
+    p = <const unsigned char*>PyBytes_AS_STRING(data)
+    size = PyBytes_GET_SIZE(data)
+    if end > size:
+        end = size
+    with nogil:
+        # a CRLF's LF is never at start: its CR would be outside the range
+        start += 1
+        while start < end:
+            hit = <const unsigned char*>memchr(p + start, 10, <size_t>(end - start))
+            if hit == NULL:
+                break
+            start = hit - p + 1
+            if hit[-1] == 13:
+                found += 1
+                if found == n:
+                    return hit - p - 1
+    return -1

@@ -1,4 +1,5 @@
-"""Pure-Python reference of :mod:`pbxcore._sipscan` (the REGISTER fast path's scanner).
+"""Pure-Python reference of :mod:`pbxcore._sipscan` (the REGISTER fast path's scanner and
+the general parser's header-count guard, :func:`nth_crlf`).
 
 :func:`scan_register` recognises the plain REGISTER (see :mod:`pbxcore.sip.fastpath`) and
 returns its fields, or None for anything else. The native module must accept exactly the
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["Fields", "scan_register"]
+__all__ = ["Fields", "nth_crlf", "scan_register"]
 
 # branch, via host, via port, rport, To user, To host, Call-ID, CSeq number, Contact URI,
 # Contact expires, Expires, Authorization's digest parameters (unquoted), User-Agent,
@@ -142,3 +143,19 @@ def scan_register(data: bytes) -> Fields | None:
         fields.get("User-Agent"),
         [pair for pair in pairs if pair[0] in COPIED],
     )
+
+
+def nth_crlf(data: bytes, start: int, end: int, n: int) -> int:
+    """The offset of the ``n``-th CRLF (its CR) in ``data[start:end]``, or -1 if there are
+    fewer; the scan stops there."""
+    if start < 0 or n < 1:
+        raise ValueError("start must not be negative and n must be positive")
+    end = min(end, len(data))
+    if start >= end:
+        return -1
+    pos = start - 2
+    for _ in range(n):
+        pos = data.find(b"\r\n", pos + 2, end)
+        if pos < 0:
+            return -1
+    return pos

@@ -108,6 +108,7 @@ _ADDR_SPEC_END_RE = re.compile(r"[; \t]")
 _LWS_RE = re.compile(r"[ \t]+")
 
 _KEY_CACHE: dict[str, str] = {}
+_MISSING = object()
 
 
 def header_key(name: str) -> str:
@@ -642,9 +643,8 @@ class Headers:
 
     def memo(self, slot: str, compute: Callable[[], T]) -> T:
         """A value derived from the headers, computed once and forgotten on any change."""
-        try:
-            return self._cache[slot]  # type: ignore[return-value]
-        except KeyError:
-            value = compute()
-            self._cache[slot] = value
-            return value
+        # a miss is the common case (each slot is computed once per message): no KeyError
+        value = self._cache.get(slot, _MISSING)
+        if value is _MISSING:
+            value = self._cache[slot] = compute()
+        return value  # type: ignore[return-value]
