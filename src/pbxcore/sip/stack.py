@@ -114,6 +114,8 @@ KNOWN_METHODS = frozenset(
         "PUBLISH",
     }
 )
+# what an OPTIONS answer says besides Allow (RFC 3261 §11.2)
+_OPTIONS_HEADERS = (("Accept", "application/sdp"), ("Supported", ""))
 # never matched to a dialog, whatever their To tag says
 _NO_DIALOG_MATCH = frozenset({"REGISTER", "OPTIONS", "CANCEL"})
 # in-dialog only: with no dialog to match they get 481 (RFC 3261 §12.2.2)
@@ -294,7 +296,7 @@ class IncomingRequest:
         self.final_status: int | None = None
         self._local_tag: str | None = None
         self.cancelled = False
-        self._cancel_callbacks: list[Callable[[], object]] = []
+        self._cancel_callbacks: list[Callable[[], object]] | None = None
         self._ack: asyncio.Future[Request] | None = None
         self._retransmit: asyncio.TimerHandle | None = None
 
@@ -335,13 +337,14 @@ class IncomingRequest:
         and 2xx to a target refresh). A 1xx/2xx to a dialog-creating request creates the
         dialog (:attr:`dialog`); a 2xx to an INVITE is retransmitted until the ACK.
         """
-        items = list(headers or ())
+        items = [] if headers is None else list(headers)
         if content_type is not None:
             items.append(("Content-Type", content_type))
-        method = self.request.method
-        creates = method in DIALOG_CREATING and 100 < status < 300
         if contact is None:
-            contact = creates or (200 <= status < 300 and method == "UPDATE")
+            method = self.request.method
+            contact = (method in DIALOG_CREATING and 100 < status < 300) or (
+                200 <= status < 300 and method == "UPDATE"
+            )
         if contact and not any(name.lower() in ("contact", "m") for name, _ in items):
             items.append(("Contact", self._stack.contact_for(self.source)))
         response = make_response(
@@ -452,6 +455,8 @@ class IncomingRequest:
         if self.cancelled:
             callback()
         else:
+            if self._cancel_callbacks is None:
+                self._cancel_callbacks = []
             self._cancel_callbacks.append(callback)
 
     def _cancel(self) -> None:
@@ -459,12 +464,12 @@ class IncomingRequest:
             return  # §9.2: a CANCEL after the final response has no effect
         self.cancelled = True
         self.respond(487)
-        for callback in self._cancel_callbacks:
+        for callback in self._cancel_callbacks or ():
             try:
                 callback()
             except Exception:
                 log.exception("cancel callback failed")
-        self._cancel_callbacks.clear()
+        self._cancel_callbacks = None
 
 
 class _Hop:
@@ -983,13 +988,16 @@ class SipStack:
         elif method in _IN_DIALOG_ONLY:
             self._respond_tx(tx, request, 481, "Call/Transaction Does Not Exist")
             return
+        handler = self._handlers.get(method)
+        if handler is None and method != "CANCEL" and (method != "BYE" or dialog is None):
+            self._answer_unhandled(tx, request)  # no handler object needed: the hot OPTIONS
+            return
         incoming = IncomingRequest(self, request, source, tx, dialog)
         if method == "CANCEL":
             self._on_cancel(incoming)
             return
-        handler = self._handlers.get(method)
         if handler is None:
-            self._default(incoming)
+            incoming.respond(200)  # §15.1.2: a BYE in a dialog of ours ends it (a 2xx MUST)
             return
         if method == "INVITE":
             self._invites[key] = incoming
@@ -1015,21 +1023,23 @@ class SipStack:
             with contextlib.suppress(Exception):
                 incoming.respond(500)
 
-    def _default(self, incoming: IncomingRequest) -> None:
+    def _answer_unhandled(
+        self,
+        tx: NonInviteServerTransaction[bytes] | InviteServerTransaction[bytes],
+        request: Request,
+    ) -> None:
+        """What the stack says to a method nobody handles: OPTIONS 200 (RFC 3261 §11.2),
+        405 for a method it knows, 501 for one it does not; each with Allow."""
         allow = self._allow
         if allow is None:
             allow = self._allow = [("Allow", ", ".join(self.allowed_methods))]
-        method = incoming.method
+        method = request.method
         if method == "OPTIONS":
-            incoming.respond(
-                200, headers=[*allow, ("Accept", "application/sdp"), ("Supported", "")]
-            )
-        elif method == "BYE" and incoming.dialog is not None:
-            incoming.respond(200)  # §15.1.2: a BYE in a dialog of ours ends it (a 2xx MUST)
+            self._respond_tx(tx, request, 200, headers=[*allow, *_OPTIONS_HEADERS])
         elif method in KNOWN_METHODS:
-            incoming.respond(405, headers=allow)
+            self._respond_tx(tx, request, 405, headers=allow)
         else:
-            incoming.respond(501, headers=allow)
+            self._respond_tx(tx, request, 501, headers=allow)
 
     def _on_cancel(self, incoming: IncomingRequest) -> None:
         invite = self._invites.get(_invite_key_of_cancel(incoming.request))
