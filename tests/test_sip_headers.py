@@ -20,7 +20,7 @@ from pbxcore.sip import (
     new_tag,
     split_list,
 )
-from pbxcore.sip.headers import parse_params, unquote_value
+from pbxcore.sip.headers import parse_params, parse_params_general, unquote_value
 
 
 class TestHeaderKey:
@@ -419,3 +419,62 @@ def test_address_fast_path_agrees_with_the_general_parser(text: str) -> None:
 )
 def test_address_fast_path_examples(text: str) -> None:
     assert _address_outcome(Address.parse, text) == _address_outcome(Address.parse_general, text)
+
+
+def _via_outcome(parse: object, text: str) -> tuple[str, object]:
+    try:
+        v = parse(text)  # type: ignore[operator]
+    except SipParseError as exc:
+        return ("error", exc.status)
+    return ("ok", (v.protocol, v.version, v.transport, v.host, v.port, v.params, str(v)))
+
+
+_VIA_ALPHABET = " \t;=:.[]\"SIP/2.0UDPTCPudpbranchz9hG4bK1rport05"
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(alphabet=_VIA_ALPHABET, max_size=40)
+    | st.text(alphabet=_VIA_ALPHABET, max_size=30).map(lambda t: "SIP/2.0/UDP h" + t)
+)
+def test_via_fast_path_agrees_with_the_general_parser(text: str) -> None:
+    assert _via_outcome(Via.parse, text) == _via_outcome(Via.parse_general, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SIP/2.0/UDP pc33.example.com:5060;branch=z9hG4bK776;rport",
+        "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;received=[2001:db8::1];rport=5060",
+        "SIP/2.0/udp h;branch=z9hG4bK1",
+        "SIP/2.0/TCP h:65536;branch=z9hG4bK1",
+        "SIP/2.0/TCP h:99999",
+        "SIP/2.0/TCP h:123456",
+        "SIP/2.0/TCP h:05060",
+        "SIP/2.0/TCP -h",
+        "SIP/2.0/TCP h;branch=",
+        "SIP/2.0/TCP h;branch=a;branch=b",
+        "SIP/2.0/TCP h;;x",
+        "SIP/2.0/TCP [::1]:5060;x",
+        "sip/2.0/TCP h",
+        "SIP/2.0/TCP h ; branch = x",
+    ],
+)
+def test_via_fast_path_examples(text: str) -> None:
+    assert _via_outcome(Via.parse, text) == _via_outcome(Via.parse_general, text)
+
+
+def _params_outcome(parse: object, text: str) -> tuple[str, object]:
+    try:
+        return ("ok", parse(text, 0, "test"))  # type: ignore[operator]
+    except SipParseError as exc:
+        return ("error", exc.status)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=' \t";=\\abc:[]%.', max_size=40))
+def test_params_fast_path_agrees_with_the_general_parser(text: str) -> None:
+    assert _params_outcome(parse_params, text) == _params_outcome(parse_params_general, text)
+    assert _params_outcome(parse_params, ";" + text) == _params_outcome(
+        parse_params_general, ";" + text
+    )

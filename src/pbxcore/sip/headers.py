@@ -92,15 +92,23 @@ TOKEN_RE = re.compile(_TOKEN + r"\Z")
 _WS = "[ \t]*"
 # ;name[=value] with LWS around ';' and '='; value = token / host (IPv6 with or without
 # brackets, RFC 5118 §4.5) / quoted-string
+_PVALUE = r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+"
 _PARAM_RE = re.compile(
-    rf'{_WS};{_WS}({_TOKEN})(?:{_WS}={_WS}("(?:[^"\\]|\\.)*"|[A-Za-z0-9\-.!%*_+`\'~:\[\]]+))?',
+    rf'{_WS};{_WS}({_TOKEN})(?:{_WS}={_WS}("(?:[^"\\]|\\.)*"|{_PVALUE}))?',
     re.DOTALL,
 )
+# parameters without LWS or quoted values, to the end of the text
+_SIMPLE_PARAMS_RE = re.compile(rf"(?:;{_TOKEN}(?:={_PVALUE})?)*\Z")
 _QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
 _UNQUOTE_RE = re.compile(r"\\(.)", re.DOTALL)
 _VIA_RE = re.compile(
     rf"{_WS}({_TOKEN}){_WS}/{_WS}({_TOKEN}){_WS}/{_WS}({_TOKEN})[ \t]+"
     rf"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(?:{_WS}:{_WS}([0-9]+))?"
+)
+# the common Via: SIP/2.0/TRANSPORT hostname-or-IPv4[:port] then simple parameters
+_FAST_VIA_RE = re.compile(
+    rf"SIP/2\.0/([A-Z]+) ([A-Za-z0-9_][A-Za-z0-9_\-.]*)(?::([0-9]{{1,5}}))?"
+    rf"((?:;{_TOKEN}(?:={_PVALUE})?)*)\Z"
 )
 # the common shape: optional quoted display name without escapes, then <uri>
 _FAST_ADDR_RE = re.compile(r'[ \t]*(?:"([^"\\]*)"[ \t]*)?<([^>]*)>')
@@ -157,6 +165,21 @@ def split_list(value: str) -> list[str]:
 def parse_params(text: str, pos: int, where: str) -> dict[str, str | None]:
     """Parse ``*(;name[=value])`` from ``pos`` to the end of ``text`` (header parameters,
     LWS allowed around the separators); quoted values keep their quotes."""
+    if pos >= len(text):
+        return {}
+    # the common shape (no LWS, no quoted values) is checked by one regex and then split:
+    # neither a token nor a plain value holds ';' or '=' (same result as the general loop)
+    if _SIMPLE_PARAMS_RE.match(text, pos) is not None:
+        params: dict[str, str | None] = {}
+        for item in text[pos + 1 :].split(";"):
+            name, eq, value = item.partition("=")
+            params[name] = value if eq else None
+        return params
+    return parse_params_general(text, pos, where)
+
+
+def parse_params_general(text: str, pos: int, where: str) -> dict[str, str | None]:
+    """:func:`parse_params` without its fast path (the reference it must agree with)."""
     params: dict[str, str | None] = {}
     n = len(text)
     while pos < n:
@@ -236,7 +259,11 @@ class Address:
         """Parse a name-addr or addr-spec with parameters; raise :class:`SipParseError`."""
         m = _FAST_ADDR_RE.match(text)
         if m is not None:
-            return cls(Uri.parse(m.group(2)), m.group(1), parse_params(text, m.end(), "address"))
+            address = cls.__new__(cls)
+            address.uri = Uri.parse(m.group(2))
+            address.display_name = m.group(1)
+            address.params = parse_params(text, m.end(), "address")
+            return address
         return cls.parse_general(text)
 
     @classmethod
@@ -375,6 +402,30 @@ class Via:
     @classmethod
     def parse(cls, text: str) -> Via:
         """Parse one via-parm (one element of a Via list); raise :class:`SipParseError`."""
+        m = _FAST_VIA_RE.match(text)
+        if m is not None:
+            transport, host, port, params = m.groups()
+            if port is None or int(port) <= 65535:
+                via = cls.__new__(cls)
+                via.transport = transport
+                via.host = host
+                via.port = None if port is None else int(port)
+                if params:
+                    via.params = {}
+                    for item in params[1:].split(";"):
+                        name, eq, value = item.partition("=")
+                        via.params[name] = value if eq else None
+                else:
+                    via.params = {}
+                via.protocol = "SIP"
+                via.version = "2.0"
+                return via
+        return cls.parse_general(text)
+
+    @classmethod
+    def parse_general(cls, text: str) -> Via:
+        """:meth:`parse` without its fast path for ``SIP/2.0/T host[:port];params`` (the
+        reference that the fast path must agree with)."""
         m = _VIA_RE.match(text)
         if m is None:
             raise SipParseError(f"malformed Via: {text[:80]!r}")
