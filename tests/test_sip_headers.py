@@ -429,7 +429,7 @@ def _via_outcome(parse: object, text: str) -> tuple[str, object]:
     return ("ok", (v.protocol, v.version, v.transport, v.host, v.port, v.params, str(v)))
 
 
-_VIA_ALPHABET = " \t;=:.[]\"SIP/2.0UDPTCPudpbranchz9hG4bK1rport05"
+_VIA_ALPHABET = ' \t;=:.[]"SIP/2.0UDPTCPudpbranchz9hG4bK1rport05'
 
 
 @settings(max_examples=500, deadline=None)

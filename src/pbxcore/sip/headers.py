@@ -597,7 +597,7 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value (first list element for list headers), or ``default``."""
-        key = header_key(name)
+        key = _KEY_CACHE.get(name) or header_key(name)
         for _, k, v in self._items:
             if k == key:
                 if key in LIST_HEADERS and "," in v:
@@ -607,7 +607,7 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """Every value in order: one per field line, list headers split at their commas."""
-        key = header_key(name)
+        key = _KEY_CACHE.get(name) or header_key(name)
         values = [v for _, k, v in self._items if k == key]
         if key not in LIST_HEADERS:
             return values

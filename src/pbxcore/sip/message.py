@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -154,7 +155,12 @@ class _Message:
     @property
     def call_id(self) -> str:
         """The Call-ID."""
-        return self.headers.memo("call-id", lambda: _parse_call_id(self._single("call-id")))
+        # the memo is read inline (no closure, no call): these run on every message
+        cache = self.headers._cache
+        value = cache.get("call-id")
+        if value is None:
+            value = cache["call-id"] = _parse_call_id(self._single("call-id"))
+        return value  # type: ignore[return-value]
 
     @call_id.setter
     def call_id(self, value: str) -> None:
@@ -163,7 +169,11 @@ class _Message:
     @property
     def cseq(self) -> tuple[int, str]:
         """(sequence number, method) of the CSeq header."""
-        return self.headers.memo("cseq", lambda: _parse_cseq(self._single("cseq")))
+        cache = self.headers._cache
+        value = cache.get("cseq")
+        if value is None:
+            value = cache["cseq"] = _parse_cseq(self._single("cseq"))
+        return value  # type: ignore[return-value]
 
     @cseq.setter
     def cseq(self, value: tuple[int, str]) -> None:
@@ -172,7 +182,11 @@ class _Message:
     @property
     def from_(self) -> Address:
         """The From address."""
-        return self.headers.memo("from", lambda: Address.parse(self._single("from")))
+        cache = self.headers._cache
+        value = cache.get("from")
+        if value is None:
+            value = cache["from"] = Address.parse(self._single("from"))
+        return value  # type: ignore[return-value]
 
     @from_.setter
     def from_(self, value: Address) -> None:
@@ -181,7 +195,11 @@ class _Message:
     @property
     def to(self) -> Address:
         """The To address."""
-        return self.headers.memo("to", lambda: Address.parse(self._single("to")))
+        cache = self.headers._cache
+        value = cache.get("to")
+        if value is None:
+            value = cache["to"] = Address.parse(self._single("to"))
+        return value  # type: ignore[return-value]
 
     @to.setter
     def to(self, value: Address) -> None:
@@ -190,12 +208,22 @@ class _Message:
     @property
     def via(self) -> list[Via]:
         """Every Via value, topmost first."""
-        return self.headers.memo("via", lambda: [Via.parse(v) for v in self.headers.get_all("via")])
+        cache = self.headers._cache
+        value = cache.get("via")
+        if value is None:
+            value = cache["via"] = [Via.parse(v) for v in self.headers.get_all("via")]
+            if value:  # the first one is the top Via: not parsed again by top_via
+                cache.setdefault("top-via", value[0])
+        return value  # type: ignore[return-value]
 
     @property
     def top_via(self) -> Via:
         """The topmost Via (parsed alone, without touching the others)."""
-        return self.headers.memo("top-via", lambda: Via.parse(self._single("via")))
+        cache = self.headers._cache
+        value = cache.get("top-via")
+        if value is None:
+            value = cache["top-via"] = Via.parse(self._single("via"))
+        return value  # type: ignore[return-value]
 
     @top_via.setter
     def top_via(self, value: Via) -> None:
@@ -205,7 +233,11 @@ class _Message:
     @property
     def contact(self) -> list[Address]:
         """The Contact addresses (empty for ``Contact: *``, see :attr:`contact_is_wildcard`)."""
-        return self.headers.memo("contact", self._parse_contacts)
+        cache = self.headers._cache
+        value = cache.get("contact")
+        if value is None:
+            value = cache["contact"] = self._parse_contacts()
+        return value  # type: ignore[return-value]
 
     @contact.setter
     def contact(self, value: list[Address]) -> None:
@@ -591,7 +623,8 @@ def parse_message(
     n_lines = len(lines)
     if head.count("\n") != n_lines - 1 or head.count("\r") != n_lines - 1:
         raise SipParseError("bare CR or LF in the header block", drop_status)
-    if max(map(len, lines)) > limits.max_line_length:
+    # no line is longer than the block: the per-line lengths only when the block is long
+    if len(head) > limits.max_line_length and max(map(len, lines)) > limits.max_line_length:
         raise SipParseError(
             f"a header line exceeds {limits.max_line_length} characters", drop_status
         )
@@ -695,9 +728,7 @@ def _parse_request_line(line: str, headers: Headers, body: bytes) -> Request:
 
 
 def _check_common(message: Request | Response, status: int | None) -> None:
-    counts: dict[str, int] = {}
-    for key in message.headers.keys():  # noqa: SIM118 - a list of keys, not a mapping
-        counts[key] = counts.get(key, 0) + 1
+    counts = Counter([item[1] for item in message.headers._items])
     for key in _REQUIRED:
         if key not in counts:
             raise SipParseError(f"missing {_DISPLAY_NAMES[key]} header", status)
