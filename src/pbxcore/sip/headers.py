@@ -260,9 +260,10 @@ class Address:
         m = _FAST_ADDR_RE.match(text)
         if m is not None:
             address = cls.__new__(cls)
-            address.uri = Uri.parse(m.group(2))
-            address.display_name = m.group(1)
-            address.params = parse_params(text, m.end(), "address")
+            address.display_name, uri = m.groups()
+            address.uri = Uri.parse(uri)
+            end = m.end()
+            address.params = {} if end == len(text) else parse_params(text, end, "address")
             return address
         return cls.parse_general(text)
 

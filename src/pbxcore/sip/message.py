@@ -4,13 +4,20 @@
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from pbxcore._sipscan import nth_crlf
 from pbxcore.sip.errors import SipParseError
-from pbxcore.sip.headers import TOKEN_RE, Address, Headers, Via, header_key
+from pbxcore.sip.headers import (
+    LIST_HEADERS,
+    TOKEN_RE,
+    Address,
+    Headers,
+    Via,
+    header_key,
+    split_list,
+)
 from pbxcore.sip.uri import Uri
 
 __all__ = [
@@ -147,10 +154,13 @@ class _Message:
 
     # -- header accessors (parsed on first access, cached until the headers change) --
     def _single(self, key: str) -> str:
-        value = self.headers.get(key)
-        if value is None:
-            raise SipParseError(f"missing {_DISPLAY_NAMES.get(key, key)} header")
-        return value
+        # Headers.get for a key that is already canonical (this runs for every accessor)
+        for _, k, value in self.headers._items:
+            if k == key:
+                if key in LIST_HEADERS and "," in value:
+                    return split_list(value)[0]
+                return value
+        raise SipParseError(f"missing {_DISPLAY_NAMES.get(key, key)} header")
 
     @property
     def call_id(self) -> str:
@@ -252,10 +262,11 @@ class _Message:
 
     def _parse_contacts(self) -> list[Address]:
         values = self.headers.get_all("contact")
-        if any(v.strip(" \t") == "*" for v in values):
-            if len(values) != 1:
-                raise SipParseError("Contact: * combined with other contacts")
-            return []
+        for v in values:
+            if v.strip(" \t") == "*":
+                if len(values) != 1:
+                    raise SipParseError("Contact: * combined with other contacts")
+                return []
         return [Address.parse(v) for v in values]
 
     @property
@@ -728,13 +739,15 @@ def _parse_request_line(line: str, headers: Headers, body: bytes) -> Request:
 
 
 def _check_common(message: Request | Response, status: int | None) -> None:
-    counts = Counter([item[1] for item in message.headers._items])
+    keys = [item[1] for item in message.headers._items]
+    counts = set(keys)
     for key in _REQUIRED:
         if key not in counts:
             raise SipParseError(f"missing {_DISPLAY_NAMES[key]} header", status)
-    for key in _SINGLE_VALUED:
-        if counts.get(key, 0) > 1:
-            raise SipParseError(f"multiple {_DISPLAY_NAMES[key]} headers", status)
+    if len(counts) != len(keys):  # some header repeats: is it one that must not?
+        for key in _SINGLE_VALUED:
+            if keys.count(key) > 1:
+                raise SipParseError(f"multiple {_DISPLAY_NAMES[key]} headers", status)
     try:
         message.via  # noqa: B018 - parse every Via
         message.from_  # noqa: B018
