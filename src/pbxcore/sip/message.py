@@ -113,6 +113,26 @@ _DISPLAY_NAMES = {
     "content-type": "Content-Type",
     "expires": "Expires",
 }
+# methods whose names need no token check in the request line (RFC 3261, 3262, 3265, 3311,
+# 3428, 3515, 3903, 6086)
+_KNOWN_METHODS = frozenset(
+    {
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "INFO",
+        "INVITE",
+        "MESSAGE",
+        "NOTIFY",
+        "OPTIONS",
+        "PRACK",
+        "PUBLISH",
+        "REFER",
+        "REGISTER",
+        "SUBSCRIBE",
+        "UPDATE",
+    }
+)
 # copied from request to response (RFC 3261 §8.2.6.2)
 _COPIED_HEADERS = frozenset({"via", "from", "call-id", "cseq"})
 # methods that create dialogs: their 1xx/2xx responses carry the Record-Route set back
@@ -609,10 +629,11 @@ def parse_message(
     :func:`validate_response` for the checks a UAS makes). Raises :class:`SipParseError`
     and nothing else; ``status`` is ``None`` for a response (drop it).
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise SipParseError("SIP message must be bytes")
-    data = bytes(data)
-    start = _skip_crlf(data)
+    if type(data) is not bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise SipParseError("SIP message must be bytes")
+        data = bytes(data)
+    start = _skip_crlf(data) if data.startswith(b"\r\n") else 0
     if len(data) - start > limits.max_message_size:
         raise SipParseError(
             f"message of {len(data) - start} octets exceeds the limit of {limits.max_message_size}",
@@ -716,14 +737,18 @@ def _parse_request_line(line: str, headers: Headers, body: bytes) -> Request:
     if len(parts) != 3 or not all(parts):
         raise SipParseError(f"malformed request line {line[:80]!r}")
     method, uri, version = parts
-    if TOKEN_RE.match(method) is None:
+    # the common case skips the regexes: a known method, a sip: URI, SIP/2.0
+    if method not in _KNOWN_METHODS and TOKEN_RE.match(method) is None:
         raise SipParseError(f"method {method[:40]!r} is not a token")
-    if _SCHEME_PREFIX_RE.match(uri) is None or "\t" in uri:
+    if "\t" in uri or (
+        not uri.startswith(("sip:", "sips:")) and _SCHEME_PREFIX_RE.match(uri) is None
+    ):
         raise SipParseError(f"malformed Request-URI {uri[:80]!r}")
-    if _VERSION_RE.match(version) is None:
-        raise SipParseError(f"malformed SIP version {version[:20]!r}")
-    if version.upper() != SIP_VERSION:
-        raise SipParseError(f"SIP version {version} not supported", 505)
+    if version != SIP_VERSION:
+        if _VERSION_RE.match(version) is None:
+            raise SipParseError(f"malformed SIP version {version[:20]!r}")
+        if version.upper() != SIP_VERSION:
+            raise SipParseError(f"SIP version {version} not supported", 505)
     request = Request.__new__(Request)
     request.method = method
     request._uri = None
