@@ -478,3 +478,31 @@ def test_params_fast_path_agrees_with_the_general_parser(text: str) -> None:
     assert _params_outcome(parse_params, ";" + text) == _params_outcome(
         parse_params_general, ";" + text
     )
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from(["", '"A" ', ' "" ', "\t"]),
+    st.text(alphabet="ab1:@.;=[]%>", max_size=25),
+    st.text(alphabet='ab1;=> \t"', max_size=12),
+)
+def test_name_addr_fast_path_agrees_with_the_general_parser(
+    display: str, uri: str, params: str
+) -> None:
+    # the one-match path for ["name"] <sip:...>;params (ports, IPv6, URI parameters)
+    text = f"{display}<sip:{uri}>{params}"
+    assert _address_outcome(Address.parse, text) == _address_outcome(Address.parse_general, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<sip:a@b:65536>",
+        "<sip:a@b:99999>;tag=1",
+        "<sip:a@[::1]:5060;lr>;tag=x;tag=y",
+        '"B" <sips:a:pw@b;transport=tcp>;expires=0;q=0.5',
+        "<sip:a@b;x=>;y",
+    ],
+)
+def test_name_addr_fast_path_examples(text: str) -> None:
+    assert _address_outcome(Address.parse, text) == _address_outcome(Address.parse_general, text)

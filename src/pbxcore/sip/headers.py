@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from pbxcore.sip.errors import SipParseError
-from pbxcore.sip.uri import Uri, format_host, parse_hostport
+from pbxcore.sip.uri import FAST_SIP_PATTERN, Uri, _fast_sip_uri, format_host, parse_hostport
 
 __all__ = [
     "BRANCH_MAGIC",
@@ -112,6 +112,10 @@ _FAST_VIA_RE = re.compile(
 )
 # the common shape: optional quoted display name without escapes, then <uri>
 _FAST_ADDR_RE = re.compile(r'[ \t]*(?:"([^"\\]*)"[ \t]*)?<([^>]*)>')
+# the commonest of all: ["name"] <sip URI of the URI fast path>;simple params, in one match
+_FAST_NAME_ADDR_RE = re.compile(
+    rf'[ \t]*(?:"([^"\\]*)"[ \t]*)?<{FAST_SIP_PATTERN}>((?:;{_TOKEN}(?:={_PVALUE})?)*)\Z'
+)
 _ADDR_SPEC_END_RE = re.compile(r"[; \t]")
 _LWS_RE = re.compile(r"[ \t]+")
 
@@ -257,11 +261,26 @@ class Address:
     @classmethod
     def parse(cls, text: str) -> Address:
         """Parse a name-addr or addr-spec with parameters; raise :class:`SipParseError`."""
+        m = _FAST_NAME_ADDR_RE.match(text)
+        if m is not None:
+            groups = m.groups()
+            uri = _fast_sip_uri(groups[1:7])
+            if uri is not None:
+                address = cls.__new__(cls)
+                address.display_name = groups[0]
+                params = groups[7]
+                address.uri = uri
+                address.params = {}
+                if params:
+                    for item in params[1:].split(";"):
+                        name, eq, value = item.partition("=")
+                        address.params[name] = value if eq else None
+                return address
         m = _FAST_ADDR_RE.match(text)
         if m is not None:
             address = cls.__new__(cls)
-            address.display_name, uri = m.groups()
-            address.uri = Uri.parse(uri)
+            address.display_name, uri_text = m.groups()
+            address.uri = Uri.parse(uri_text)
             end = m.end()
             address.params = {} if end == len(text) else parse_params(text, end, "address")
             return address

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import quote, unquote
 
 from pbxcore.sip.errors import SipParseError
@@ -89,11 +90,14 @@ def _parse_uri_params(text: str, where: str) -> dict[str, str | None]:
 # hostname/IPv4/[IPv6], port, simple parameters, no headers; anything else takes the general path
 _PLAIN = r"[A-Za-z0-9\-_.!~*'()&=+$,%]"
 _PCHAR = r"[^;?=@\x00-\x20\x7f<>\"]"
-_FAST_SIP_RE = re.compile(
+# (six groups: scheme, user, password, host, port, ";params"; also embedded in the address
+# fast path of pbxcore.sip.headers, which hands the groups to _fast_sip_uri)
+FAST_SIP_PATTERN = (
     rf"(sips?):(?:({_PLAIN}+)(?::({_PLAIN}*))?@)?"
     r"([A-Za-z0-9_][A-Za-z0-9_\-.]*|\[[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\])(?::([0-9]{1,5}))?"
-    rf"((?:;{_PCHAR}+(?:={_PCHAR}*)?)*)\Z"
+    rf"((?:;{_PCHAR}+(?:={_PCHAR}*)?)*)"
 )
+_FAST_SIP_RE = re.compile(FAST_SIP_PATTERN + r"\Z")
 
 
 def _normal_params(params: dict[str, str | None]) -> dict[str, str | None]:
@@ -141,21 +145,9 @@ class Uri:
         """Parse a URI; raise :class:`SipParseError` (status 400) if it is malformed."""
         m = _FAST_SIP_RE.match(text)
         if m is not None:
-            scheme, user, password, host, port, params = m.groups()
-            uri = cls.__new__(cls)
-            uri.scheme = scheme
-            uri.user = user
-            uri.password = password
-            uri.host = host[1:-1] if host[0] == "[" else host
-            if port is None:
-                uri.port = None
-            else:
-                uri.port = int(port)
-                if uri.port > 65535:
-                    raise SipParseError(f"bad port {port!r} in SIP URI")
-            uri.params = _parse_uri_params(params[1:], "SIP URI") if params else {}
-            uri.headers = {}
-            uri.opaque = None
+            uri = _fast_sip_uri(m.groups())
+            if uri is None:
+                raise SipParseError(f"bad port {m.group(5)!r} in SIP URI")
             return uri
         return cls.parse_general(text)
 
@@ -342,3 +334,23 @@ class Uri:
 
     def __hash__(self) -> int:
         return hash((self.scheme, self.user_unescaped, self.host.lower(), self.port))
+
+
+def _fast_sip_uri(groups: tuple[Any, ...]) -> Uri | None:
+    # the Uri of a FAST_SIP_PATTERN match from its six groups (None: port above 65535)
+    scheme, user, password, host, port, params = groups
+    uri = Uri.__new__(Uri)
+    uri.scheme = scheme
+    uri.user = user
+    uri.password = password
+    uri.host = host[1:-1] if host[0] == "[" else host
+    if port is None:
+        uri.port = None
+    else:
+        uri.port = int(port)
+        if uri.port > 65535:
+            return None
+    uri.params = _parse_uri_params(params[1:], "SIP URI") if params else {}
+    uri.headers = {}
+    uri.opaque = None
+    return uri
