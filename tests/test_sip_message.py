@@ -375,6 +375,16 @@ class TestLimits:
         with pytest.raises(SipParseError, match="header field lines"):
             message_length(one_more)
 
+    def test_shortest_message_over_the_header_line_limit(self) -> None:
+        # parse_message skips the line count for messages too short to hold 257 header
+        # lines: the shortest that can (one-octet lines, one octet after them) is refused
+        shortest = b"A\r\n" + b"x\r\n" * 256 + b"x"
+        assert len(shortest) == 3 * (DEFAULT_LIMITS.max_headers + 1) + 1
+        assert "more than 256 header field lines" in error_of(shortest).reason
+        assert "more than" not in error_of(shortest[:-1]).reason
+        err = error_of(b"A\r\n" + b"x\r\n" * 3, limits=ParseLimits(max_headers=2))
+        assert "more than 2 header field lines" in err.reason
+
     def test_limits_apply_to_responses_as_drops(self) -> None:
         err = error_of(RESPONSE, limits=ParseLimits(max_headers=2))
         assert err.status is None

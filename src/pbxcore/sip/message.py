@@ -370,18 +370,15 @@ class _Message:
 
     def __bytes__(self) -> bytes:
         """The wire form; Content-Length is always written and always matches the body."""
-        length = str(len(self.body))
+        items = self.headers._items
         out = [self._start_line()]
-        wrote_length = False
-        for name, key, value in self.headers._items:
-            if key == "content-length":
-                if not wrote_length:
-                    out.append(f"{name}: {length}")
-                    wrote_length = True
-            else:
-                out.append(f"{name}: {value}")
-        if not wrote_length:
-            out.append(f"Content-Length: {length}")
+        out += [f"{name}: {value}" for name, key, value in items if key != "content-length"]
+        try:
+            first = [item[1] for item in items].index("content-length")
+        except ValueError:
+            out.append(f"Content-Length: {len(self.body)}")
+        else:  # where the first one was (every line before it is in out), the others dropped
+            out.insert(first + 1, f"{items[first][0]}: {len(self.body)}")
         out.append("")
         out.append("")
         return "\r\n".join(out).encode("utf-8", "surrogateescape") + self.body
@@ -643,7 +640,10 @@ def parse_message(
     drop_status: int | None = None if is_response else 400
     if start == len(data):
         raise SipParseError("empty message (keepalive)", None)
-    _refuse_excess_lines(data, start, limits, drop_status)
+    # max_headers + 1 lines after the start line need 3 octets each at least ("x" CRLF, no
+    # empty line before the end of the block) and one octet after them
+    if len(data) - start > 3 * (limits.max_headers + 1):
+        _refuse_excess_lines(data, start, limits, drop_status)
     end = data.find(b"\r\n\r\n", start)
     if end < 0:
         # a start line with no header fields at all still needs the empty line
