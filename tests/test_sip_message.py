@@ -760,3 +760,25 @@ class TestSetters:
         assert len(again.via) == 1
         with pytest.raises(ValueError):
             r.call_id = "a\r\nInjected: yes"
+
+
+def _cseq_by_grammar(value: str) -> tuple[int, str] | None:
+    # CSeq = 1*DIGIT LWS Method (RFC 3261 §20.16), number at most 2**31-1
+    m = message_mod._CSEQ_RE.match(value)
+    if m is None or int(m.group(1)) > 2**31 - 1:
+        return None
+    return int(m.group(1)), m.group(2)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(alphabet="0129 \t", max_size=12),
+    st.sampled_from(["INVITE", "REGISTER", "invite", "FOO", "", " ACK", "BYE ", "a b"]),
+)
+def test_cseq_fast_path_agrees_with_the_grammar(number: str, method: str) -> None:
+    value = f"{number} {method}"
+    try:
+        got: tuple[int, str] | None = message_mod._parse_cseq(value)
+    except SipParseError:
+        got = None
+    assert got == _cseq_by_grammar(value)

@@ -521,20 +521,24 @@ def _cap32(digits: str) -> int:
 
 
 def _parse_call_id(value: str) -> str:
-    if not value or any(ch in value for ch in " \t"):
+    if not value or " " in value or "\t" in value:
         raise SipParseError(f"bad Call-ID {value!r}")
     return value
 
 
 def _parse_cseq(value: str) -> tuple[int, str]:
-    m = _CSEQ_RE.match(value)
-    if m is None:
-        raise SipParseError(f"bad CSeq {value!r}")
-    digits = m.group(1).lstrip("0") or "0"
+    number, _, method = value.partition(" ")
+    if not (number.isdigit() and number.isascii() and method in _KNOWN_METHODS):
+        # anything but "digits SP known-method": the grammar's regex
+        m = _CSEQ_RE.match(value)
+        if m is None:
+            raise SipParseError(f"bad CSeq {value!r}")
+        number, method = m.groups()
+    digits = number.lstrip("0") or "0"
     # the length check first: int() of thousands of digits is slow and then refused
     if len(digits) > 10 or int(digits) > _CSEQ_MAX:
         raise SipParseError(f"CSeq number {digits[:40]} exceeds 2**31-1")
-    return int(digits), m.group(2)
+    return int(digits), method
 
 
 def _parse_content_length(values: list[str]) -> int:
