@@ -1409,29 +1409,10 @@ class SipStack:
         return tx
 
     async def _send_cancel(self, cancel: Request, hop: _Hop) -> None:
-        target = hop.target
-        key = (cancel.top_via.branch, "CANCEL")
-        layer = self.transport
-
-        def send(message: Request) -> None:
-            if not layer.send(
-                bytes(message), target.transport, target.host, target.port, channel=hop.channel
-            ):
-                tx.transport_error()
-
-        tx: NonInviteClientTransaction[Any] = NonInviteClientTransaction(
-            key,
-            cancel,
-            reliable=target.transport != "udp",
-            send=send,
-            scheduler=self.loop,
-            settings=self.timers,
-            on_terminated=self._forget_client_tx,
-        )
-        self._client_tx[key] = tx
-        tx.start()
+        # a non-INVITE client transaction of its own: (branch, "CANCEL") never collides
+        # with the INVITE's (branch, "INVITE") although the branch is the same (§9.1)
         try:
-            await tx.final
+            await self._non_invite(cancel, hop)
         except (TransactionTimeoutError, ConnectionError) as exc:
             log.info("CANCEL for %s failed: %s", cancel.call_id, exc)
 
