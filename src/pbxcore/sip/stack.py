@@ -1337,18 +1337,24 @@ class SipStack:
             bytes(request), target.transport, target.host, target.port, channel=hop.channel
         )
 
-    async def _non_invite(self, request: Request, hop: _Hop) -> Response:
+    def _sender(self, hop: _Hop, failed: Callable[[], object]) -> Callable[[Request], None]:
+        """What a client transaction sends with: to ``hop``; ``failed`` when it cannot."""
         target = hop.target
-        branch = request.top_via.branch
-        key = (branch, request.method)
         layer = self.transport
 
         def send(message: Request) -> None:
             if not layer.send(
                 bytes(message), target.transport, target.host, target.port, channel=hop.channel
             ):
-                tx.transport_error()
+                failed()
 
+        return send
+
+    async def _non_invite(self, request: Request, hop: _Hop) -> Response:
+        target = hop.target
+        branch = request.top_via.branch
+        key = (branch, request.method)
+        send = self._sender(hop, lambda: tx.transport_error())  # noqa: PLW0108 - tx comes next
         tx: NonInviteClientTransaction[Any] = NonInviteClientTransaction(
             key,
             request,
@@ -1370,14 +1376,7 @@ class SipStack:
             self._prepare(request, hop)
         target = hop.target
         key = (request.top_via.branch, "INVITE")
-        layer = self.transport
-
-        def send(message: Request) -> None:
-            if not layer.send(
-                bytes(message), target.transport, target.host, target.port, channel=hop.channel
-            ):
-                tx.transport_error()
-
+        send = self._sender(hop, lambda: tx.transport_error())  # noqa: PLW0108 - tx comes next
         tx: InviteClientTransaction[Any] = InviteClientTransaction(
             key,
             request,
