@@ -1,0 +1,124 @@
+"""What every router depends on: the server's context, the caller's store, pages, JSON.
+
+Handlers get a :class:`~pbxcore.tenancy.store.Store` for the caller from ``CurrentStore``
+and reach data only through its scopes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from starlette.responses import Response
+
+from pbxcore.admin.auth import LoginLimiter, SessionCache, resolve_token
+from pbxcore.admin.errors import ApiError
+from pbxcore.tenancy.db import Database
+from pbxcore.tenancy.secrets import SecretBox
+from pbxcore.tenancy.store import ChangeSink, Principal, Store
+
+__all__ = [
+    "AdminContext",
+    "ApiSettings",
+    "CurrentPage",
+    "CurrentStore",
+    "Page",
+    "context",
+    "json_response",
+    "page_response",
+]
+
+
+@dataclass(slots=True)
+class ApiSettings:
+    token_ttl_s: int = 3600
+    session_revalidate_s: float = 5.0
+    login_failures_per_user: int = 5
+    login_failures_per_ip: int = 20
+    login_window_s: float = 300.0
+    login_url_scheme: str = "https"
+    max_body_bytes: int = 1_000_000
+
+
+@dataclass(slots=True)
+class AdminContext:
+    """What the API needs from the running server."""
+
+    db: Database
+    secrets: SecretBox
+    sink: ChangeSink | None = None
+    settings: ApiSettings = field(default_factory=ApiSettings)
+    sessions: SessionCache = field(default_factory=SessionCache)
+    limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    # called after an outbox row is committed, so the sender wakes up at once
+    mail_queued: Callable[[], None] | None = None
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.sessions.revalidate_s = s.session_revalidate_s
+        self.limiter = LoginLimiter(
+            s.login_failures_per_user, s.login_failures_per_ip, s.login_window_s
+        )
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    """Lean serialization: the views are JSON types already, so no second validation."""
+    return Response(
+        json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def page_response(items: list[dict[str, Any]], total: int) -> Response:
+    return json_response({"items": items, "total": total})
+
+
+def context(request: Request) -> AdminContext:
+    ctx: AdminContext = request.app.state.pbx
+    return ctx
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            401,
+            "unauthorized",
+            "send Authorization: Bearer <token> (POST /api/v1/auth/token gives one)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return token.strip()
+
+
+async def store(request: Request) -> AsyncIterator[Store]:
+    """The caller's store (401 without a valid token); the session closes after the answer."""
+    ctx = context(request)
+    token = _bearer(request)
+    async with ctx.db.session() as session:
+        principal: Principal = await resolve_token(session, ctx.sessions, token)
+        yield Store(session, principal, secrets=ctx.secrets, sink=ctx.sink)
+
+
+CurrentStore = Annotated[Store, Depends(store)]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    limit: int = 50
+    offset: int = 0
+
+
+def page(limit: int = 50, offset: int = 0) -> Page:
+    if not 1 <= limit <= 1000:
+        raise ApiError(422, "validation_error", "limit: must be 1..1000", {"field": "limit"})
+    if offset < 0:
+        raise ApiError(422, "validation_error", "offset: must be >= 0", {"field": "offset"})
+    return Page(limit, offset)
+
+
+CurrentPage = Annotated[Page, Depends(page)]

@@ -1,0 +1,7 @@
+"""The API's routers, one module per area; :data:`ROUTERS` is what the app mounts."""
+
+from fastapi import APIRouter
+
+from pbxcore.admin.routes import auth, platform, tenants
+
+ROUTERS: list[APIRouter] = [auth.router, platform.router, tenants.router]

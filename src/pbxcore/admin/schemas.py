@@ -1,0 +1,77 @@
+"""Request and response schemas shared by the API's routers.
+
+Field types wrap the rules of :mod:`pbxcore.tenancy.rules`, so a bad value is a 422 that
+names the field with the rule's message. Request bodies forbid unknown fields (a typo is an
+error, not a silently ignored setting). Responses are the tenancy views
+(:mod:`pbxcore.tenancy.views`); the ``*Out`` models here describe them for the OpenAPI
+document and are not used to serialize.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from pbxcore.tenancy import rules
+
+__all__ = [
+    "E164",
+    "Cidr",
+    "Colour",
+    "DigestAlgorithms",
+    "Domain",
+    "ExtensionNumber",
+    "Features",
+    "In",
+    "ListOf",
+    "Name",
+    "Out",
+    "Prefix",
+    "SipPassword",
+    "Slug",
+    "TimeZone",
+    "Username",
+]
+
+T = TypeVar("T")
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Slug = Annotated[str, AfterValidator(rules.check_slug)]
+Domain = Annotated[str, AfterValidator(rules.check_domain)]
+Colour = Annotated[str, AfterValidator(rules.check_colour)]
+E164 = Annotated[str, AfterValidator(rules.check_e164)]
+Prefix = Annotated[str, AfterValidator(rules.check_prefix)]
+ExtensionNumber = Annotated[str, AfterValidator(rules.check_extension_number)]
+SipPassword = Annotated[str, AfterValidator(rules.check_sip_password)]
+Username = Annotated[str, AfterValidator(rules.check_username)]
+Cidr = Annotated[str, AfterValidator(rules.check_cidr)]
+TimeZone = Annotated[str, AfterValidator(rules.check_time_zone)]
+Features = Annotated[list[str], AfterValidator(rules.check_features)]
+DigestAlgorithms = Annotated[list[str], AfterValidator(rules.check_digest_algorithms)]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
+Email = EmailStr
+Id = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+
+
+class In(BaseModel):
+    """A request body: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the request set (a PATCH changes only these)."""
+        return self.model_dump(exclude_unset=True)
+
+
+class Out(BaseModel):
+    """A response object: every object has an id and its times."""
+
+    id: str
+    created_at: str
+    updated_at: str
+
+
+class ListOf(BaseModel, Generic[T]):
+    items: list[T]
+    total: int = Field(ge=0)

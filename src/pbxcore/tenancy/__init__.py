@@ -1,0 +1,1 @@
+"""Tenancy: the data model and its storage, tenant-scoped repositories, config snapshots."""
