@@ -146,7 +146,7 @@ async def resolve_token(session: AsyncSession, cache: SessionCache, token: str) 
     ).first()
     if row is None:
         raise _unauthorized("the bearer token is not valid or has been revoked")
-    stored, user = row.tuple()
+    stored, user = row
     if not hmac.compare_digest(stored.secret_hash, _digest(secret)):
         raise _unauthorized("the bearer token is not valid or has been revoked")
     if stored.expires_at <= m.utcnow():
