@@ -17,6 +17,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import psycopg
+
 __all__ = ["PostgresCluster", "find_bin_dir"]
 
 
@@ -84,16 +86,12 @@ class PostgresCluster:
 
     def create_database(self) -> str:
         """A new empty database; its URL (``postgresql://...``)."""
-        import psycopg
-
         name = f"t_{uuid.uuid4().hex[:16]}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
     def drop_database(self, url: str) -> None:
-        import psycopg
-
         name = url.rsplit("/", 1)[1]
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
