@@ -14,7 +14,8 @@ import pytest
 
 from tests.helpers import peers_required
 
-pytest_plugins = ["pytester", "tests.api_fixtures"]  # tests/test_helpers.py runs the skip policy in a pytest
+# pytester: tests/test_helpers.py runs the skip policy in a pytest; api_fixtures: db, api
+pytest_plugins = ["pytester", "tests.api_fixtures"]
 
 # (reason pattern, why CI may skip it). Keep this short: every entry is a test CI never runs.
 # Empty today: the suite has no skip that is right on the CI machine (Debian, IPv6 loopback,

@@ -63,7 +63,8 @@ class TrunkConfig:
     enabled: bool
 
     def __repr__(self) -> str:
-        return f"TrunkConfig(id={self.id!r}, name={self.name!r}, {self.transport}:{self.host}:{self.port})"
+        where = f"{self.transport}:{self.host}:{self.port}"
+        return f"TrunkConfig(id={self.id!r}, name={self.name!r}, {where})"
 
 
 def compile_trunk(row: m.Trunk) -> TrunkConfig:
