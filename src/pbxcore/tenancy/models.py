@@ -348,3 +348,5 @@ class MailMessage(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None]
+    # a sender (one per node) holds a message until then; another may take it after
+    claimed_until: Mapped[datetime | None]

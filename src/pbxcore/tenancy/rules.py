@@ -20,6 +20,7 @@ __all__ = [
     "check_e164",
     "check_extension_number",
     "check_features",
+    "check_forward_target",
     "check_prefix",
     "check_sip_password",
     "check_slug",
@@ -89,6 +90,15 @@ def check_extension_number(value: str) -> str:
     if not (value.isascii() and value.isdigit() and 2 <= len(value) <= 8):
         raise ValueError(f"{value!r} is not an extension number: 2 to 8 digits")
     return value
+
+
+def check_forward_target(value: str) -> str:
+    """Where a call is forwarded: an extension number or an E.164 number."""
+    if value.startswith("+"):
+        return check_e164(value)
+    if value.isascii() and value.isdigit() and 2 <= len(value) <= 15:
+        return value
+    raise ValueError(f"{value!r} is not an extension number or an E.164 number")
 
 
 def check_sip_password(value: str) -> str:

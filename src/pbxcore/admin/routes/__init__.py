@@ -2,6 +2,6 @@
 
 from fastapi import APIRouter
 
-from pbxcore.admin.routes import auth, platform, tenants
+from pbxcore.admin.routes import auth, extensions, platform, tenants
 
-ROUTERS: list[APIRouter] = [auth.router, platform.router, tenants.router]
+ROUTERS: list[APIRouter] = [auth.router, platform.router, tenants.router, extensions.router]
