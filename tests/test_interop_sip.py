@@ -13,23 +13,25 @@ SHA-256 itself is covered end to end by tests/test_sip_server.py (our own UAC).
 
 from __future__ import annotations
 
-import os
-import selectors
-import signal
-import socket
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import pbxcore_command, require_binary
+from tests.helpers import require_binary
+from tests.peers.pbxserve import (
+    HOSTS,
+    RunningServer,
+    free_port,
+    run_sipp,
+    sipp_messages,
+    start_serve,
+    stop_serve,
+)
 
 pytestmark = pytest.mark.peers
 
-PEERS = Path(__file__).parent / "peers"
-HOSTS = {"ipv4": "127.0.0.1", "ipv6": "::1"}
 USERS = """
 [[users]]
 domain = "pbx.test"
@@ -56,111 +58,30 @@ algorithms = ["MD5"]
 """
 
 
-@dataclass
-class RunningServer:
-    process: subprocess.Popen[str]
-    ports: dict[tuple[str, str], int]  # (transport, family) -> port
-    log: Path
-
-    def port(self, transport: str, family: str) -> int:
-        return self.ports[(transport, family)]
-
-
-def _free_port(family: str) -> int:
-    """A port free for both UDP and TCP on the loopback address of ``family``."""
-    af = socket.AF_INET6 if family == "ipv6" else socket.AF_INET
-    for _ in range(50):
-        with socket.socket(af, socket.SOCK_DGRAM) as udp:
-            udp.bind((HOSTS[family], 0))
-            port = udp.getsockname()[1]
-            with socket.socket(af, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind((HOSTS[family], port))
-                except OSError:
-                    continue
-                return int(port)
-    raise RuntimeError("no free port")
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     folder = tmp_path_factory.mktemp("pbx")
     users = folder / "users.toml"
     users.write_text(USERS)
     log = folder / "server.log"
-    command = [
-        *pbxcore_command(), "serve",
+    args = [
         "--sip-listen", "127.0.0.1:0", "--sip-listen", "[::1]:0",
         "--users", str(users), "--min-expires", "1", "--log-level", "DEBUG",
         "--guard-failures", "1000",
     ]  # fmt: skip
-    with log.open("w") as log_file:
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=log_file, text=True, env=os.environ.copy()
-        )
+    running = start_serve(args, log, listening=4)
     try:
-        ports: dict[tuple[str, str], int] = {}
-        assert process.stdout is not None
-        selector = selectors.DefaultSelector()
-        selector.register(process.stdout, selectors.EVENT_READ)
-        pending = ""
-        while len(ports) < 4:
-            if not selector.select(timeout=20):
-                pytest.fail(f"pbxcore serve did not start: {log.read_text()}")
-            chunk = os.read(process.stdout.fileno(), 4096).decode()
-            if not chunk:
-                pytest.fail(f"pbxcore serve exited: {log.read_text()}")
-            pending += chunk
-            *lines, pending = pending.split("\n")
-            for line in lines:
-                if line.startswith("listening "):
-                    transport, rest = line.split()[1].split(":", 1)
-                    family = "ipv6" if rest.startswith("[") else "ipv4"
-                    ports[(transport, family)] = int(rest.rsplit(":", 1)[1])
-        selector.close()
-        yield RunningServer(process, ports, log)
+        yield running
     finally:
-        _stop(process)
-    assert process.returncode == 0, "SIGTERM must stop the server cleanly"
+        code = stop_serve(running)
+    assert code == 0, "SIGTERM must stop the server cleanly"
     text = log.read_text()
     assert "secret" not in text, "the server log must never contain a password"
 
 
-def _sipp(
-    server: RunningServer,
-    scenario: str,
-    transport: str,
-    family: str,
-    tmp_path: Path,
-    *args: str,
-) -> subprocess.CompletedProcess[str]:
-    sipp = require_binary("sipp")
-    host = HOSTS[family]
-    port = server.port(transport, family)
-    target = f"[{host}]:{port}" if family == "ipv6" else f"{host}:{port}"
-    command = [
-        sipp, target, "-sf", str(PEERS / scenario), "-i", host, "-p", str(_free_port(family)),
-        "-t", "u1" if transport == "udp" else "t1", "-m", "2", "-l", "1",
-        "-nostdin", "-timeout", "15s", "-recv_timeout", "5000",
-        "-trace_err", "-trace_msg", *args,
-    ]  # fmt: skip
-    return subprocess.run(
-        command, cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False
-    )
-
-
-def _messages(tmp_path: Path) -> str:
-    return "".join(p.read_text(errors="replace") for p in tmp_path.glob("*_messages.log"))
+_sipp = run_sipp
+_messages = sipp_messages
+_free_port = free_port
 
 
 TRANSPORTS = pytest.mark.parametrize("transport", ["udp", "tcp"])

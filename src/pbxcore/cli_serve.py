@@ -18,14 +18,16 @@ from typing import Annotated
 
 import typer
 
+from pbxcore.server import PbxServer, ServerConfig, parse_host_port
 from pbxcore.sip.auth import DigestAuthenticator, NonceStore
-from pbxcore.sip.credentials import FileCredentialStore
+from pbxcore.sip.credentials import CredentialStore, FileCredentialStore
 from pbxcore.sip.guard import BruteForceGuard, GuardAction, GuardPolicy
 from pbxcore.sip.location import MemoryLocationService
 from pbxcore.sip.registrar import Registrar, RegistrarPolicy
 from pbxcore.sip.server import SipServer
 from pbxcore.sip.transaction import TimerSettings
 from pbxcore.sip.transport import ListenAddress, RateLimit, TransportLimits
+from pbxcore.tenancy.db import DatabaseUnavailableError
 
 __all__ = ["run_server", "serve"]
 
@@ -42,9 +44,29 @@ def serve(  # noqa: PLR0917 - one parameter per command-line option
         ),
     ] = ["127.0.0.1:5060"],  # noqa: B006 - typer reads the default, never mutates it
     users: Annotated[
+        Path | None,
+        typer.Option(
+            help="TOML users file: users tables with domain, username, password "
+            "(default users.toml without --db; with --db it serves the realms that are "
+            "not tenants)."
+        ),
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            help="Database URL: sqlite:///path or postgresql://user:pass@host/db "
+            "(default: env PBXCORE_DB). Migrations run at start.",
+            envvar="PBXCORE_DB",
+        ),
+    ] = None,
+    api_listen: Annotated[
+        str | None,
+        typer.Option(help="Admin API listening point HOST:PORT (needs --db)."),
+    ] = None,
+    data_dir: Annotated[
         Path,
-        typer.Option(help="TOML users file: users tables with domain, username, password."),
-    ] = Path("users.toml"),
+        typer.Option(help="Directory for the secret key file (unless PBXCORE_SECRET_KEY)."),
+    ] = Path("pbxcore-data"),
     tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM).")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
     min_expires: Annotated[int, typer.Option(help="Shortest registration (423 below).")] = 60,
@@ -111,7 +133,7 @@ def serve(  # noqa: PLR0917 - one parameter per command-line option
     ] = True,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
 ) -> None:
-    """Run the SIP registrar until SIGINT or SIGTERM."""
+    """Run SIP (and, with --db, the admin API) until SIGINT or SIGTERM."""
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -119,7 +141,12 @@ def serve(  # noqa: PLR0917 - one parameter per command-line option
     )
     try:
         listen = [a for spec in sip_listen for a in ListenAddress.parse(spec)]
-        credentials = FileCredentialStore.from_toml(users)
+        if users is None and db is None:
+            users = Path("users.toml")
+        file_store = FileCredentialStore.from_toml(users) if users is not None else None
+        api = parse_host_port(api_listen) if api_listen is not None else None
+        if api is not None and db is None:
+            raise ValueError("--api-listen needs --db")
         policy = RegistrarPolicy(
             min_expires=min_expires, max_expires=max_expires, default_expires=default_expires
         )
@@ -142,30 +169,39 @@ def serve(  # noqa: PLR0917 - one parameter per command-line option
             idle_timeout=idle_timeout,
         )
         context = _tls_context(tls_cert, tls_key, listen)
-        registrar = Registrar(
-            credentials,
-            MemoryLocationService(),
-            authenticator=DigestAuthenticator(credentials, NonceStore(ttl=nonce_ttl)),
-            guard=BruteForceGuard(guard),
-            policy=policy,
-        )
-        server = SipServer(
-            registrar,
-            listen=listen,
-            timers=timers,
-            rate_limit=limit,
-            ssl_context=context,
-            limits=limits,
+
+        def build_sip(credentials: CredentialStore) -> SipServer:
+            registrar = Registrar(
+                credentials,
+                MemoryLocationService(),
+                authenticator=DigestAuthenticator(credentials, NonceStore(ttl=nonce_ttl)),
+                guard=BruteForceGuard(guard),
+                policy=policy,
+            )
+            return SipServer(
+                registrar,
+                listen=listen,
+                timers=timers,
+                rate_limit=limit,
+                ssl_context=context,
+                limits=limits,
+            )
+
+        build_sip(FileCredentialStore())  # check every SIP option now, before any database work
+        server = PbxServer(
+            ServerConfig(db_url=db, api_listen=api, data_dir=data_dir, users=file_store),
+            build_sip,
         )
     except (ValueError, OSError) as exc:
         typer.echo(f"pbxcore serve: {exc}", err=True)
         raise typer.Exit(2) from None
-    log.info("%d users in %d domains from %s", len(credentials), len(credentials.realms), users)
+    if file_store is not None:
+        log.info("%d users in %d domains from %s", len(file_store), len(file_store.realms), users)
     runner_factory = _loop_factory(use_uvloop)
     try:
         with asyncio.Runner(loop_factory=runner_factory) as runner:
             runner.run(run_server(server))
-    except OSError as exc:
+    except (OSError, DatabaseUnavailableError, ValueError) as exc:
         typer.echo(f"pbxcore serve: {exc}", err=True)
         raise typer.Exit(1) from None
 
@@ -198,22 +234,32 @@ def _loop_factory(use_uvloop: bool) -> type[asyncio.AbstractEventLoop] | None:
     return uvloop.Loop
 
 
-async def run_server(server: SipServer) -> None:
+async def run_server(server: PbxServer) -> None:
     """Start ``server``, print its listening points, and run it until SIGINT/SIGTERM."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stopping.set)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        await server.stop()
+        raise
     # what was loaded at start (users, code) is never garbage: keep it out of collections,
     # and collect the older generations less often (a registrar holds many live objects)
     gc.collect()
     gc.freeze()
     gc.set_threshold(700, 20, 100)
-    for address in server.addresses:
+    if server.generated_admin_password is not None:
+        # printed once, at the first start on an empty database; never stored in clear
+        print(f"platform admin: admin password {server.generated_admin_password}", flush=True)
+    assert server.sip is not None
+    for address in server.sip.addresses:
         # one line per listening point on stdout: scripts (and tests) read the ports here
         print(f"listening {address}", flush=True)
+    if server.api_url is not None:
+        print(f"api {server.api_url}/api/v1", flush=True)
     try:
         await stopping.wait()
     finally:

@@ -8,14 +8,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
 
 from pbxcore.routing import CallerIdRule, DialPlan, NumberFormat, RouteEntry, RouteTable
 from pbxcore.tenancy import models as m
 
-__all__ = ["TrunkConfig", "compile_dial_plan", "compile_route_table", "compile_trunk"]
+__all__ = ["RouteRow", "TrunkConfig", "compile_dial_plan", "compile_route_table", "compile_trunk"]
 
 
-def compile_route_table(routes: Iterable[m.Route]) -> RouteTable:
+class RouteRow(Protocol):
+    """A stored route: an ORM row, or a row of its columns (the snapshot loads those)."""
+
+    prefix: str
+    trunk_id: str
+    priority: int
+    weight: int
+    cost_per_minute: Decimal
+    enabled: bool
+
+
+def compile_route_table(routes: Iterable[RouteRow]) -> RouteTable:
     """A route table's rows as a :class:`RouteTable` (failover to shorter prefixes on)."""
     return RouteTable(
         (

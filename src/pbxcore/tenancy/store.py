@@ -83,6 +83,7 @@ class Change:
     operator_id: str
     kind: ChangeKind
     tenant_id: str | None = None
+    ref: str | None = None  # kind "routes": the route table, so only it is recompiled
 
 
 class ChangeSink(Protocol):
@@ -307,7 +308,10 @@ class Store:
             )
         )
         if kind is not None and operator_id is not None:
-            self._changes.append(Change(operator_id, kind, tenant_id))
+            ref = None
+            if kind == "routes":
+                ref = row.id if isinstance(row, m.RouteTableRow) else row.route_table_id
+            self._changes.append(Change(operator_id, kind, tenant_id, ref))
 
     def touch(self, change: Change) -> None:
         """Report a change the repositories did not see (a bulk UPDATE ...)."""
@@ -610,4 +614,5 @@ class TenantScope:
         self.store.record(
             "update", entity="number", row=did, before=before, after=view(did), kind="dids"
         )
+        self.store.touch(Change(self.operator.id, "dids", self.tenant.id))
         return did

@@ -1,0 +1,172 @@
+"""Server wiring: SIP, the config snapshot and the admin API on one asyncio loop.
+
+:class:`PbxServer` is what ``pbxcore serve`` runs and what an integrator embeds::
+
+    server = PbxServer(ServerConfig(db_url="sqlite:///var/pbx.db",
+                                    api_listen=("127.0.0.1", 8080)), build_sip=...)
+    await server.start()    # migrations, first admin, snapshot, SIP, API
+    ...
+    await server.stop()
+
+With a database, extensions come from the tenancy snapshot (a change made through the API
+is used by the next REGISTER) and a users file, if given, serves the realms that are not
+tenants. Without one, the users file is the only credential store (the registrar alone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+
+from pbxcore.admin.app import create_app
+from pbxcore.admin.deps import AdminContext, ApiSettings
+from pbxcore.sip.credentials import CredentialStore
+from pbxcore.sip.server import SipServer
+from pbxcore.tenancy.bootstrap import ensure_platform_admin
+from pbxcore.tenancy.db import Database
+from pbxcore.tenancy.secrets import SecretBox, load_secret_key
+from pbxcore.tenancy.snapshot import SnapshotCredentialStore, SnapshotService
+
+__all__ = ["PbxServer", "ServerConfig", "parse_host_port"]
+
+log = logging.getLogger("pbxcore.server")
+
+
+def parse_host_port(spec: str, default_port: int = 8080) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 in brackets, ``[::1]:8080``) as a pair; a precise ValueError."""
+    host, sep, port = spec.rpartition(":")
+    if not sep:
+        host, port = spec, str(default_port)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {spec!r}")
+    return host, int(port)
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    db_url: str | None = None
+    api_listen: tuple[str, int] | None = None
+    data_dir: Path = Path("pbxcore-data")
+    users: CredentialStore | None = None  # the --users file, beside (or instead of) the DB
+    admin_password: str | None = None  # first start; else PBXCORE_ADMIN_PASSWORD or generated
+    api_settings: ApiSettings = field(default_factory=ApiSettings)
+    snapshot_debounce: float = 0.02
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn on a loop it does not own: the server's own signal handling stops it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class PbxServer:
+    """SIP, the snapshot and the admin API, started and stopped together."""
+
+    def __init__(
+        self, config: ServerConfig, build_sip: Callable[[CredentialStore], SipServer]
+    ) -> None:
+        self.config = config
+        self._build_sip = build_sip
+        self.db: Database | None = None
+        self.snapshots: SnapshotService | None = None
+        self.sip: SipServer | None = None
+        self.admin: AdminContext | None = None
+        self.api_address: tuple[str, int] | None = None
+        self.generated_admin_password: str | None = None
+        self._api: _EmbeddedUvicorn | None = None
+        self._api_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        credentials: CredentialStore | None = cfg.users
+        if cfg.db_url is not None:
+            self.db = Database(cfg.db_url)
+            await self.db.upgrade()
+            self.generated_admin_password = await ensure_platform_admin(self.db, cfg.admin_password)
+            self.snapshots = SnapshotService(self.db, debounce=cfg.snapshot_debounce)
+            snap = await self.snapshots.load()
+            log.info(
+                "snapshot %d: %d operators, %d tenants, %d extensions (%.3fs)",
+                snap.version,
+                len(snap.operators),
+                len(snap.tenants),
+                snap.extension_count,
+                self.snapshots.last_build_seconds,
+            )
+            credentials = SnapshotCredentialStore(self.snapshots, fallback=cfg.users)
+        if credentials is None:
+            raise ValueError("nothing to serve: give a database or a users file")
+        self.sip = self._build_sip(credentials)
+        await self.sip.start()
+        if cfg.api_listen is not None:
+            if self.db is None:
+                raise ValueError("the admin API needs a database (--db)")
+            await self._start_api(cfg.api_listen)
+
+    async def _start_api(self, listen: tuple[str, int]) -> None:
+        assert self.db is not None
+        secrets = SecretBox(load_secret_key(self.config.data_dir / "secret.key"))
+        self.admin = AdminContext(
+            self.db, secrets, sink=self.snapshots, settings=self.config.api_settings
+        )
+        app = create_app(self.admin)
+        host, port = listen
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        sock.listen(1024)
+        sock.setblocking(False)
+        bound = sock.getsockname()
+        self.api_address = (bound[0], bound[1])
+        config = uvicorn.Config(
+            app,
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            server_header=False,
+            timeout_graceful_shutdown=5,
+        )
+        self._api = _EmbeddedUvicorn(config)
+        self._api_task = asyncio.get_running_loop().create_task(
+            self._api.serve(sockets=[sock]), name="admin-api"
+        )
+        while not self._api.started:
+            if self._api_task.done():
+                self._api_task.result()  # raises what stopped it
+                raise OSError("the admin API did not start")
+            await asyncio.sleep(0.01)
+
+    @property
+    def api_url(self) -> str | None:
+        if self.api_address is None:
+            return None
+        host, port = self.api_address
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    async def stop(self) -> None:
+        if self._api is not None and self._api_task is not None:
+            self._api.should_exit = True
+            with contextlib.suppress(Exception):
+                await self._api_task
+        if self.sip is not None:
+            await self.sip.stop()
+        if self.snapshots is not None:
+            await self.snapshots.close()
+        if self.db is not None:
+            await self.db.close()
