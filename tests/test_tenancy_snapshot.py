@@ -108,6 +108,21 @@ async def test_password_change_disable_and_suspend_reach_the_credential_store(
     assert t not in current.tenants and current.tenant_for_realm(REALM) is None
 
 
+async def test_a_write_is_in_effect_when_the_api_answers(
+    api: Api, snap: SnapshotService
+) -> None:
+    _, t, e = await _tenant_with_extension(api)  # no settle(): the 201 came after the swap
+    store = SnapshotCredentialStore(snap)
+    assert store.lookup_ha1(REALM, "101", DigestAlgorithm.MD5) == digest_ha1(
+        "MD5", "101", REALM, "pw-101-x"
+    )
+    r = await api.patch(f"/tenants/{t}/extensions/{e}", json={"sip_password": "changed-pw"})
+    assert r.status_code == 200
+    assert store.lookup_ha1(REALM, "101", DigestAlgorithm.MD5) == digest_ha1(
+        "MD5", "101", REALM, "changed-pw"
+    )
+
+
 async def test_realms_that_are_no_tenants_go_to_the_fallback_store(
     api: Api, snap: SnapshotService
 ) -> None:

@@ -139,6 +139,10 @@ def serve(  # noqa: PLR0917 - one parameter per command-line option
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # the database drivers log statements with their parameters (HA1s, password hashes) at
+    # DEBUG: never into the server log
+    for noisy in ("aiosqlite", "sqlalchemy", "psycopg"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     try:
         listen = [a for spec in sip_listen for a in ListenAddress.parse(spec)]
         if users is None and db is None:

@@ -443,21 +443,30 @@ async def _apply(session: AsyncSession, old: Snapshot, work: _Pending) -> Snapsh
 class SnapshotService:
     """The current snapshot, rebuilt part by part after each committed change.
 
-    ``debounce`` seconds after the first change of a burst, everything the burst touched is
-    reloaded in one session and swapped in. A failed rebuild (the database is down) keeps
-    the last snapshot and retries with backoff up to ``max_retry`` seconds.
+    ``debounce`` seconds after the first change of a burst (by default: once the loop has
+    run what is ready), everything the burst touched is reloaded in one session and swapped
+    in; changes that arrive during a rebuild go into the next one, so under load rebuilds
+    batch by themselves. :meth:`applied` lets a writer wait until its change is in effect
+    (the API answers a write only then: the next REGISTER or call sees it), at most
+    ``apply_timeout`` seconds. A failed rebuild (the database is down) keeps the last
+    snapshot and retries with backoff up to ``max_retry`` seconds.
     """
 
     def __init__(
         self,
         db: Database,
         *,
-        debounce: float = 0.02,
+        debounce: float = 0.0,
         retry: float = 0.5,
         max_retry: float = 30.0,
+        apply_timeout: float = 2.0,
     ) -> None:
         self._db = db
         self._debounce = debounce
+        self._apply_timeout = apply_timeout
+        self._requested = 0  # reports of changes so far
+        self._applied = 0  # reports whose changes are in the current snapshot
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._retry = retry
         self._max_retry = max_retry
         self._current = Snapshot()
@@ -493,9 +502,24 @@ class SnapshotService:
     def changed(self, changes: Sequence[Change]) -> None:
         for change in changes:
             self._pending.add(change)
+        if changes:
+            self._requested += 1
         if self._pending and (self._task is None or self._task.done()):
             self._idle.clear()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="snapshot")
+
+    async def applied(self) -> None:
+        """Wait until every change reported so far is in the current snapshot (bounded by
+        ``apply_timeout``: with the store down the write stands, the snapshot catches up)."""
+        target = self._requested
+        if self._applied >= target:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, future))
+        try:
+            await asyncio.wait_for(asyncio.shield(future), self._apply_timeout)
+        except TimeoutError:
+            log.warning("a change is not in the snapshot yet: %s", self.last_error or "busy")
 
     async def settle(self) -> Snapshot:
         """Wait until every change reported so far is in the current snapshot."""
@@ -514,6 +538,7 @@ class SnapshotService:
         try:
             await asyncio.sleep(self._debounce)
             while self._pending:
+                target = self._requested
                 work, self._pending = self._pending, _Pending()
                 try:
                     started = time.perf_counter()
@@ -538,9 +563,21 @@ class SnapshotService:
                 delay = self._retry
                 self.last_error = None
                 self._swap(snapshot)
+                self._applied = target
+                self._wake()
         finally:
             if not self._pending:
                 self._idle.set()
+
+    def _wake(self) -> None:
+        waiting = []
+        for target, future in self._waiters:
+            if target <= self._applied:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                waiting.append((target, future))
+        self._waiters = waiting
 
     def _swap(self, snapshot: Snapshot) -> None:
         self._current = snapshot

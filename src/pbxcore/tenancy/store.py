@@ -87,7 +87,15 @@ class Change:
 
 
 class ChangeSink(Protocol):
-    def changed(self, changes: Sequence[Change]) -> None: ...
+    """Who applies committed changes to the running server (the snapshot service)."""
+
+    def changed(self, changes: Sequence[Change]) -> None:
+        """Committed ``changes``: apply them soon."""
+        ...
+
+    async def applied(self) -> None:
+        """Wait until what was reported so far is in effect (bounded)."""
+        ...
 
 
 _SECRET_FIELDS = frozenset({"password", "sip_password", "secret", "pin", "key"})
@@ -325,6 +333,8 @@ class Store:
         changes, self._changes = self._changes, []
         if changes and self._sink is not None:
             self._sink.changed(changes)
+            # a write is answered once it is in effect: the next REGISTER or call sees it
+            await self._sink.applied()
 
     # -- users (shared by the three scopes that create admins) ---------------------------
 

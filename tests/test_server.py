@@ -1,0 +1,218 @@
+"""The server end to end: ``pbxcore serve --db ... --api-listen ...`` (the installed command),
+an extension created through the HTTP API, SIPp and baresip registering with it, a password
+change taking effect at the next REGISTER. On SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import pbxcore_command, require_binary
+from tests.peers.pbxserve import (
+    RunningServer,
+    free_port,
+    run_sipp,
+    sipp_messages,
+    start_serve,
+    stop_serve,
+)
+from tests.peers.postgres import PostgresCluster
+
+pytestmark = pytest.mark.peers
+
+ADMIN_PASSWORD = "serve-admin-pw-1"
+SECRET_KEY = "serve-test-secret-key-0123"
+
+
+def _serve(
+    folder: Path, db_url: str, *extra: str, env: dict[str, str] | None = None
+) -> RunningServer:
+    args = [
+        "--db", db_url, "--api-listen", "127.0.0.1:0", "--sip-listen", "127.0.0.1:0",
+        "--data-dir", str(folder / "data"), "--min-expires", "1", "--guard-failures", "1000",
+        "--log-level", "DEBUG", *extra,
+    ]  # fmt: skip
+    return start_serve(
+        args,
+        folder / f"server-{len(list(folder.glob('server-*.log')))}.log",
+        listening=2,
+        api=True,
+        env={"PBXCORE_SECRET_KEY": SECRET_KEY} | (env or {}),
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/pbx.db"
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    url = cluster.create_database()
+    yield url
+    cluster.drop_database(url)
+
+
+class Client:
+    def __init__(self, base: str) -> None:
+        self.http = httpx.Client(base_url=base, timeout=30)
+        self.headers: dict[str, str] = {}
+
+    def login(self, username: str, password: str) -> None:
+        r = self.http.post("/auth/token", data={"username": username, "password": password})
+        assert r.status_code == 200, r.text
+        self.headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+    def call(self, method: str, path: str, status: int, **kw: Any) -> dict[str, Any]:
+        r = self.http.request(method, path, headers=self.headers, **kw)
+        assert r.status_code == status, r.text
+        return r.json() if r.content else {}
+
+
+def _register(server: RunningServer, tmp_path: Path, user: str, password: str, realm: str) -> str:
+    scenario = "sipp_register_digest.xml"
+    result = run_sipp(
+        server, scenario, "udp", "ipv4", tmp_path,
+        "-s", user, "-au", user, "-ap", password, "-set", "domain", realm, "-auth_uri", realm,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    return sipp_messages(tmp_path)
+
+
+def _refused(server: RunningServer, tmp_path: Path, user: str, password: str, realm: str) -> str:
+    result = run_sipp(
+        server, "sipp_register_wrong_password.xml", "udp", "ipv4", tmp_path,
+        "-s", user, "-au", user, "-ap", password, "-set", "domain", realm, "-auth_uri", realm,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    return sipp_messages(tmp_path)
+
+
+BARESIP_CONFIG = """\
+poll_method\t\tepoll
+sip_listen\t\t127.0.0.1:{port}
+net_interface\t\t127.0.0.1
+module_path\t\t/usr/lib/baresip/modules
+module_tmp\t\taccount.so
+module_app\t\tmenu.so
+"""
+
+
+def _baresip(server: RunningServer, tmp_path: Path, aor: str, password: str) -> list[str]:
+    """baresip registers (and refreshes, and unregisters): the status codes it got."""
+    baresip = require_binary("baresip")
+    folder = tmp_path / "baresip"
+    folder.mkdir()
+    (folder / "config").write_text(BARESIP_CONFIG.format(port=free_port()))
+    outbound = f"sip:127.0.0.1:{server.port('udp', 'ipv4')};transport=udp"
+    (folder / "accounts").write_text(
+        f'<sip:{aor};transport=udp>;outbound="{outbound}";auth_pass={password};regint=2\n'
+    )
+    (folder / "contacts").write_text("")
+    result = subprocess.run(
+        [baresip, "-f", str(folder), "-t", "5", "-s"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    trace = result.stdout + result.stderr
+    return [line.split()[1] for line in trace.splitlines() if line.startswith("SIP/2.0 ")]
+
+
+def test_extensions_made_through_the_api_register_over_sip(store_url: str, tmp_path: Path) -> None:
+    server = _serve(tmp_path, store_url, env={"PBXCORE_ADMIN_PASSWORD": ADMIN_PASSWORD})
+    try:
+        assert not any("admin password" in line for line in server.lines)  # it was given
+        assert server.api is not None
+        api = Client(server.api)
+        api.login("admin", ADMIN_PASSWORD)
+        op = api.call("POST", "/operators", 201, json={"name": "Voip", "domain": "voip.test"})
+        tenant = api.call(
+            "POST", f"/operators/{op['id']}/tenants", 201, json={"name": "Acme", "slug": "acme"}
+        )
+        realm = tenant["domain"]
+        assert realm == "acme.voip.test"
+        ext = api.call(
+            "POST", f"/tenants/{tenant['id']}/extensions", 201,
+            json={"number": "101", "name": "Anna", "sip_password": "first-pw-101"},
+        )  # fmt: skip
+
+        messages = _register(server, tmp_path, "101", "first-pw-101", realm)
+        assert messages.count("SIP/2.0 200 OK") == 4  # register + unregister, twice
+        assert f'realm="{realm}"' in messages and "algorithm=MD5" in messages
+
+        # a new password through the API: the old one is refused at the next REGISTER
+        api.call(
+            "PATCH", f"/tenants/{tenant['id']}/extensions/{ext['id']}", 200,
+            json={"sip_password": "second-pw-101"},
+        )  # fmt: skip
+        assert "SIP/2.0 403 Forbidden" in _refused(server, tmp_path, "101", "first-pw-101", realm)
+        assert _register(server, tmp_path, "101", "second-pw-101", realm).count("200 OK") == 4
+
+        # an unknown extension of the tenant and a disabled one are refused
+        assert "SIP/2.0 403" in _refused(server, tmp_path, "102", "second-pw-101", realm)
+        api.call(
+            "PATCH", f"/tenants/{tenant['id']}/extensions/{ext['id']}", 200,
+            json={"enabled": False},
+        )  # fmt: skip
+        assert "SIP/2.0 403" in _refused(server, tmp_path, "101", "second-pw-101", realm)
+
+        # baresip answers only MD5 challenges: a tenant whose realm offers MD5 alone
+        legacy = api.call(
+            "POST", f"/operators/{op['id']}/tenants", 201,
+            json={"name": "Legacy", "slug": "legacy", "sip": {"digest_algorithms": ["MD5"]}},
+        )  # fmt: skip
+        api.call(
+            "POST", f"/tenants/{legacy['id']}/extensions", 201,
+            json={"number": "201", "sip_password": "baresip-pw-201"},
+        )  # fmt: skip
+        answers = _baresip(server, tmp_path, f"201@{legacy['domain']}", "baresip-pw-201")
+        assert "401" in answers and answers.count("200") >= 2, answers
+        assert "403" not in answers and answers[-1] == "200", answers
+    finally:
+        code = stop_serve(server)
+    assert code == 0, "SIGTERM must stop the server cleanly"
+    log = server.log.read_text()
+    for secret in ("first-pw-101", "second-pw-101", "baresip-pw-201", ADMIN_PASSWORD, SECRET_KEY):
+        assert secret not in log, "the server log must never contain a password"
+
+
+def test_first_start_prints_a_generated_admin_password_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/pbx.db"
+    first = _serve(tmp_path, url)
+    try:
+        printed = [line for line in first.lines if line.startswith("platform admin:")]
+        assert len(printed) == 1
+        password = printed[0].rsplit(" ", 1)[1]
+        assert first.api is not None
+        Client(first.api).login("admin", password)
+    finally:
+        assert stop_serve(first) == 0
+    assert password not in first.log.read_text()
+    second = _serve(tmp_path, url)  # the same database: the admin exists, nothing printed
+    try:
+        assert not any(line.startswith("platform admin:") for line in second.lines)
+        assert second.api is not None
+        Client(second.api).login("admin", password)
+    finally:
+        assert stop_serve(second) == 0
+
+
+def test_serve_refuses_an_unreachable_database(tmp_path: Path) -> None:
+    port = free_port()
+    result = subprocess.run(
+        [
+            *pbxcore_command(),
+            "serve", "--db", f"postgresql://nobody@127.0.0.1:{port}/none",
+            "--sip-listen", "127.0.0.1:0", "--data-dir", str(tmp_path),
+        ],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "pbxcore serve:" in result.stderr and "Traceback" not in result.stderr
