@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from pbxcore.admin.routes import audit, auth, extensions, platform, tenants
+from pbxcore.admin.routes import audit, auth, calls, extensions, platform, tenants
 
 ROUTERS: list[APIRouter] = [
     auth.router,
@@ -10,4 +10,5 @@ ROUTERS: list[APIRouter] = [
     tenants.router,
     extensions.router,
     audit.router,
+    calls.router,
 ]
