@@ -1,7 +1,8 @@
 """The ``pbxcore`` command line.
 
 ``pbxcore serve`` runs the server (today the SIP registrar); ``pbxcore g711`` prepares IVR
-prompts: WAV (PCM16 mono 8 kHz) to raw ``.ul``/``.al`` files and back.
+prompts: WAV (PCM16 mono 8 kHz) to raw ``.ul``/``.al`` files and back; ``pbxcore admin``
+manages the platform's admins, operators and tenants in its database.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Annotated, Literal, NoReturn
 import typer
 
 from pbxcore import __version__, g711
+from pbxcore.cli_admin import admin_app
 from pbxcore.cli_serve import serve
 from pbxcore.wavfile import WavAudio, read_wav, write_wav
 
@@ -32,6 +34,7 @@ g711_app = typer.Typer(
 )
 app.add_typer(g711_app, name="g711")
 app.command("serve")(serve)
+app.add_typer(admin_app, name="admin")
 
 _EXTENSIONS: dict[str, Law] = {".ul": "ulaw", ".ulaw": "ulaw", ".al": "alaw", ".alaw": "alaw"}
 

@@ -10,6 +10,8 @@ import re
 import zoneinfo
 from functools import cache
 
+from email_validator import EmailNotValidError, validate_email
+
 __all__ = [
     "DIGEST_ALGORITHMS",
     "FEATURES",
@@ -18,9 +20,11 @@ __all__ = [
     "check_digest_algorithms",
     "check_domain",
     "check_e164",
+    "check_email",
     "check_extension_number",
     "check_features",
     "check_forward_target",
+    "check_password",
     "check_prefix",
     "check_sip_password",
     "check_slug",
@@ -107,6 +111,21 @@ def check_sip_password(value: str) -> str:
     if not value.isprintable():
         raise ValueError("a SIP password must be printable characters")
     return value
+
+
+def check_password(value: str) -> str:
+    """An admin's password (the API's ``password`` fields hold the same rule)."""
+    if not 8 <= len(value) <= 128:
+        raise ValueError("a password needs 8 to 128 characters")
+    return value
+
+
+def check_email(value: str) -> str:
+    """An e-mail address (syntax only, no DNS lookup), normalized."""
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(f"{value!r} is not an e-mail address: {exc}") from exc
 
 
 def check_username(value: str) -> str:

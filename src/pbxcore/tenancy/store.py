@@ -107,6 +107,11 @@ def _mask(data: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: ("***" if k in _SECRET_FIELDS else v) for k, v in data.items()}
 
 
+def _written(value: str | None, field: str) -> tuple[str, ...]:
+    """The write-only field a request set, for the audit entry's ``***``."""
+    return () if value is None else (field,)
+
+
 def _integrity(exc: IntegrityError, entity: str) -> ConflictError:
     """A unique or foreign-key violation as the API's 409, naming what collided."""
     orig = exc.orig
@@ -187,17 +192,20 @@ class Repo(Generic[M]):
         if ident is not None and not await self.exists(ident):
             raise InvalidError(field, f"no {self.entity.replace('_', ' ')} with id {ident!r}")
 
-    async def add(self, row: M) -> M:
+    async def add(self, row: M, *, secrets: Sequence[str] = ()) -> M:
+        """Insert ``row`` in the scope; ``secrets`` names the write-only fields the request
+        set (``password`` ...), shown in the audit entry as ``***``."""
         for key, value in self._where.items():
             setattr(row, key, value)
         self._store.session.add(row)
         await self._flush()
+        after = view(row) | dict.fromkeys(secrets, "***")
         self._store.record(
-            "create", entity=self.entity, row=row, before=None, after=view(row), kind=self._kind
+            "create", entity=self.entity, row=row, before=None, after=after, kind=self._kind
         )
         return row
 
-    async def update(self, row: M, values: Mapping[str, Any]) -> M:
+    async def update(self, row: M, values: Mapping[str, Any], *, secrets: Sequence[str] = ()) -> M:
         before = view(row)
         for key, value in values.items():
             if key in self._where or key in ("id", "created_at"):
@@ -211,7 +219,7 @@ class Repo(Generic[M]):
                 entity=self.entity,
                 row=row,
                 before=before,
-                after=view(row),
+                after=view(row) | dict.fromkeys(secrets, "***"),
                 kind=self._kind,
             )
         return row
@@ -360,7 +368,7 @@ class Store:
             email=email,
             phone=phone,
         )
-        return await repo.add(row)
+        return await repo.add(row, secrets=("password",))
 
     async def update_user(self, repo: Repo[m.User], row: m.User, values: Mapping[str, Any]) -> bool:
         """Change a user; a new password ends all the user's sessions. True if it did."""
@@ -369,7 +377,7 @@ class Store:
         if password is not None:
             data["password_hash"] = hash_password(password)
             await self.session.execute(delete(m.Session).where(m.Session.user_id == row.id))
-        await repo.update(row, data)
+        await repo.update(row, data, secrets=("password",) if password is not None else ())
         return password is not None
 
     async def find_login(self, login: str) -> m.User | None:
@@ -531,6 +539,11 @@ class TenantScope:
         if self.store.principal.role not in ("platform_admin", "operator_admin"):
             raise ForbiddenError("only the tenant's operator can do this")
 
+    def require_admin(self) -> None:
+        """Reading the tenant's records (audit log, CDRs): its admins and operator, not users."""
+        if self.store.principal.role == "user":
+            raise ForbiddenError("only the tenant's admins can read this")
+
     def login_of(self, username: str) -> str:
         return f"{username}@{self.tenant.domain}"
 
@@ -560,7 +573,7 @@ class TenantScope:
         row = m.Extension(id=m.new_id("ext"), **data)
         if sip_password is not None:
             self._set_sip_password(row, sip_password)
-        return await self.extensions.add(row)
+        return await self.extensions.add(row, secrets=_written(sip_password, "sip_password"))
 
     def _set_sip_password(self, row: m.Extension, password: str) -> None:
         ha1 = sip_ha1(row.number, self.tenant.domain, password)
@@ -580,7 +593,9 @@ class TenantScope:
             ha1 = sip_ha1(data.get("number", row.number), self.tenant.domain, sip_password)
             data["ha1_md5"] = ha1[DigestAlgorithm.MD5]
             data["ha1_sha256"] = ha1[DigestAlgorithm.SHA256]
-        return await self.extensions.update(row, data)
+        return await self.extensions.update(
+            row, data, secrets=_written(sip_password, "sip_password")
+        )
 
     async def delete_extension(self, row: m.Extension) -> None:
         await self.extensions.delete(row)

@@ -156,6 +156,11 @@ def cdr(row: m.Cdr) -> dict[str, Any]:
     }
 
 
+def cdr_detail(row: m.Cdr) -> dict[str, Any]:
+    """One CDR with the routing layer's explain trace (why these trunks, in this order)."""
+    return cdr(row) | {"explain": row.explain}
+
+
 def audit_entry(row: m.AuditEntry) -> dict[str, Any]:
     return {
         "id": row.id,

@@ -2,6 +2,13 @@
 
 from fastapi import APIRouter
 
-from pbxcore.admin.routes import auth, extensions, platform, tenants
+from pbxcore.admin.routes import audit, auth, calls, extensions, platform, tenants
 
-ROUTERS: list[APIRouter] = [auth.router, platform.router, tenants.router, extensions.router]
+ROUTERS: list[APIRouter] = [
+    auth.router,
+    platform.router,
+    tenants.router,
+    extensions.router,
+    audit.router,
+    calls.router,
+]
