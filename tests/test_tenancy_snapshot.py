@@ -108,9 +108,7 @@ async def test_password_change_disable_and_suspend_reach_the_credential_store(
     assert t not in current.tenants and current.tenant_for_realm(REALM) is None
 
 
-async def test_a_write_is_in_effect_when_the_api_answers(
-    api: Api, snap: SnapshotService
-) -> None:
+async def test_a_write_is_in_effect_when_the_api_answers(api: Api, snap: SnapshotService) -> None:
     _, t, e = await _tenant_with_extension(api)  # no settle(): the 201 came after the swap
     store = SnapshotCredentialStore(snap)
     assert store.lookup_ha1(REALM, "101", DigestAlgorithm.MD5) == digest_ha1(
