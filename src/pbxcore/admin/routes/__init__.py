@@ -2,6 +2,12 @@
 
 from fastapi import APIRouter
 
-from pbxcore.admin.routes import auth, extensions, platform, tenants
+from pbxcore.admin.routes import auth, extensions, platform, routing, tenants
 
-ROUTERS: list[APIRouter] = [auth.router, platform.router, tenants.router, extensions.router]
+ROUTERS: list[APIRouter] = [
+    auth.router,
+    platform.router,
+    tenants.router,
+    extensions.router,
+    routing.router,
+]
