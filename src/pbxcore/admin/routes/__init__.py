@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from pbxcore.admin.routes import auth, extensions, platform, routing, tenants
+from pbxcore.admin.routes import auth, extensions, numbers, platform, routing, tenants
 
 ROUTERS: list[APIRouter] = [
     auth.router,
@@ -10,4 +10,5 @@ ROUTERS: list[APIRouter] = [
     tenants.router,
     extensions.router,
     routing.router,
+    numbers.router,
 ]
