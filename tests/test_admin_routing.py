@@ -4,11 +4,13 @@ stores."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
 
 from pbxcore.tenancy import models as m
+from pbxcore.tenancy.store import Change
 from tests.api_fixtures import Api
 
 PASSWORD = "carrier-secret-Xy7!"
@@ -368,3 +370,49 @@ async def test_another_operators_admin_gets_404(api: Api) -> None:
     r = await api.get(f"/operators/{b}/trunks/{trunk['id']}", bob)
     assert r.status_code == 404
     assert (await api.get(f"/operators/{b}/trunks", bob)).json()["total"] == 0
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.changes: list[Change] = []
+
+    def changed(self, changes: Sequence[Change]) -> None:
+        self.changes.extend(changes)
+
+
+async def test_writes_reach_the_change_sink_and_the_audit_log(api: Api) -> None:
+    sink = RecordingSink()
+    api.ctx.sink = sink
+    op = (await api.operator())["id"]
+    trunk = await api.create(f"/operators/{op}/trunks", trunk_body())
+    rt = await api.create(f"/operators/{op}/route-tables", {"name": "rt"})
+    await api.create(
+        f"/operators/{op}/route-tables/{rt['id']}/routes", {"prefix": "", "trunk_id": trunk["id"]}
+    )
+    await api.create(f"/operators/{op}/dial-plans", {"name": "dp"})
+    await api.post(
+        f"/operators/{op}/numbers:bulk", json={"from": "+74951000000", "to": "+74951000009"}
+    )
+    t = await api.tenant(op, "acme")
+    did = (await api.get(f"/operators/{op}/numbers", params={"limit": 1})).json()["items"][0]
+    await api.patch(f"/operators/{op}/numbers/{did['id']}", json={"tenant_id": t["id"]})
+    kinds = [c.kind for c in sink.changes if c.operator_id == op]
+    assert kinds == [
+        "operator",
+        "trunks",
+        "routes",
+        "routes",
+        "dial_plans",
+        "dids",
+        "tenant",
+        "dids",
+    ]
+    assert sink.changes[-1].tenant_id == t["id"]
+    # a refused write reports nothing
+    before = len(sink.changes)
+    r = await api.post(f"/operators/{op}/trunks", json=trunk_body())
+    assert r.status_code == 409 and len(sink.changes) == before
+    text = await audit_text(api)
+    for entity in ('"trunk"', '"route_table"', '"route"', '"dial_plan"', '"number_range"'):
+        assert entity in text
+    assert (await api.get("/openapi.json")).status_code == 200
