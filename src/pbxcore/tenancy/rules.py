@@ -8,15 +8,26 @@ from __future__ import annotations
 import ipaddress
 import re
 import zoneinfo
+from collections.abc import Mapping, Sequence
 from functools import cache
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
+from pbxcore.routing import CallerIdRule, DialPlan, calling_code
+
 __all__ = [
+    "DESTINATION_TYPES",
     "DIGEST_ALGORITHMS",
     "FEATURES",
+    "MAX_NUMBER_RANGE",
+    "FieldValueError",
+    "check_caller_id",
     "check_cidr",
     "check_colour",
+    "check_country",
+    "check_destination",
+    "check_dial_plan",
     "check_digest_algorithms",
     "check_domain",
     "check_e164",
@@ -24,8 +35,11 @@ __all__ = [
     "check_extension_number",
     "check_features",
     "check_forward_target",
+    "check_host",
+    "check_number_range",
     "check_password",
     "check_prefix",
+    "check_route_number",
     "check_sip_password",
     "check_slug",
     "check_time_zone",
@@ -174,3 +188,142 @@ def check_digest_algorithms(values: list[str]) -> list[str]:
                 f"unknown digest algorithm {value!r}; known: {list(DIGEST_ALGORITHMS)}"
             )
     return list(values)
+
+
+class FieldValueError(ValueError):
+    """A rule over several fields that names the one at fault (``rules``, ``to`` ...)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def check_host(value: str) -> str:
+    """A trunk's host: an IPv4 or IPv6 address, or a DNS name (lower case)."""
+    host = value.strip().lower().rstrip(".")
+    try:
+        return str(ipaddress.ip_address(host.removeprefix("[").removesuffix("]")))
+    except ValueError:
+        pass
+    labels = host.split(".")
+    if (
+        not host
+        or len(host) > 253
+        or any(_LABEL.fullmatch(label) is None for label in labels)
+        or labels[-1].isdigit()
+    ):
+        raise ValueError(
+            f"{value!r} is not a host: an IP address or a name such as sip.example.net"
+        )
+    return host
+
+
+def check_caller_id(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A trunk's caller-ID rule as the routing layer reads it (``fixed`` needs its number)."""
+    rule = CallerIdRule.from_mapping(data)
+    return {
+        "mode": rule.mode,
+        "fixed_number": rule.fixed_number,
+        "format": rule.format,
+        "restricted": rule.restricted,
+    }
+
+
+def check_route_number(value: str) -> str:
+    """A number to route: E.164, ``+`` optional (``74951234567`` or ``+74951234567``)."""
+    number = value.strip()
+    return check_e164(number if number.startswith("+") else f"+{number}")
+
+
+def check_country(value: str) -> str:
+    """An ISO 3166 region with a calling code (``RU``, ``DE``), upper case."""
+    country = value.strip().upper()
+    if len(country) != 2:
+        raise ValueError(f"{value!r} is not a country: two letters such as RU")
+    calling_code(country)  # ValueError names the unknown region
+    return country
+
+
+def check_dial_plan(
+    *,
+    country: str,
+    rules: Sequence[Mapping[str, Any]],
+    default_area_code: str | None,
+    extension_digits: int | None,
+) -> None:
+    """A dial plan compiles as the call path will compile it; FieldValueError names the
+    field at fault (``default_area_code``, ``extension_digits`` or ``rules``)."""
+    try:
+        DialPlan.from_config(country=country, extension_digits=extension_digits)
+    except ValueError as exc:
+        raise FieldValueError("extension_digits", str(exc)) from None
+    try:
+        DialPlan.from_config(
+            country=country, default_area_code=default_area_code, extension_digits=extension_digits
+        )
+    except ValueError as exc:
+        raise FieldValueError("default_area_code", str(exc)) from None
+    for i, rule in enumerate(rules):
+        try:
+            DialPlan([rule])
+        except (ValueError, TypeError) as exc:
+            raise FieldValueError("rules", f"rule {i}: {exc}") from None
+    try:
+        DialPlan.from_config(
+            country=country,
+            rules=rules,
+            default_area_code=default_area_code,
+            extension_digits=extension_digits,
+        )
+    except (ValueError, TypeError) as exc:
+        raise FieldValueError("rules", str(exc)) from None
+
+
+MAX_NUMBER_RANGE = 10_000
+
+
+def check_number_range(first: str, last: str, limit: int = MAX_NUMBER_RANGE) -> list[str]:
+    """The E.164 numbers ``first`` to ``last`` inclusive (same length, at most ``limit``)."""
+    check_e164(first)
+    check_e164(last)
+    if len(first) != len(last):
+        raise FieldValueError(
+            "to", f"{last!r} and {first!r} differ in length: a range is of numbers of one length"
+        )
+    low, high = int(first[1:]), int(last[1:])
+    if high < low:
+        raise FieldValueError("to", f"{last!r} is below {first!r}")
+    if high - low + 1 > limit:
+        raise FieldValueError(
+            "to", f"the range has {high - low + 1} numbers; at most {limit} in one call"
+        )
+    width = len(first) - 1
+    return [f"+{n:0{width}d}" for n in range(low, high + 1)]
+
+
+DESTINATION_TYPES = frozenset(
+    {"extension", "ivr", "ring_group", "voicemail", "schedule", "external", "hangup"}
+)
+# the destinations that name an object of the tenant by id
+_BY_ID = frozenset({"extension", "ivr", "ring_group", "voicemail", "schedule"})
+
+
+def check_destination(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Where a call goes: ``{"type", "id"?, "number"?}``; ``id`` for the tenant's objects,
+    ``number`` (E.164) for ``external``, neither for ``hangup``."""
+    kind = data.get("type")
+    ident = data.get("id")
+    number = data.get("number")
+    if kind not in DESTINATION_TYPES:
+        raise ValueError(f"type must be one of {sorted(DESTINATION_TYPES)}, got {kind!r}")
+    if kind in _BY_ID:
+        if not ident or number is not None:
+            raise ValueError(f"a {kind} destination takes the {kind}'s id, and no number")
+        return {"type": kind, "id": ident}
+    if kind == "external":
+        if number is None or ident is not None:
+            raise ValueError("an external destination takes a number (E.164), and no id")
+        return {"type": kind, "number": check_e164(number)}
+    if ident is not None or number is not None:
+        raise ValueError("a hangup destination takes neither id nor number")
+    return {"type": kind}

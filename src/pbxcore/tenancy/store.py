@@ -24,12 +24,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from sqlalchemy import ColumnElement, Select, delete, func, select, update
+from sqlalchemy import ColumnElement, Select, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pbxcore.sip.auth import DigestAlgorithm
 from pbxcore.tenancy import models as m
+from pbxcore.tenancy import rules
 from pbxcore.tenancy.errors import (
     ConflictError,
     ForbiddenError,
@@ -174,6 +175,14 @@ class Repo(Generic[M]):
             count = select(func.count()).select_from(self._model).where(*self._scoped(*criteria))
             total = int((await session.scalar(count)) or 0)
         return rows, total
+
+    async def all(
+        self, *criteria: ColumnElement[bool], order_by: Sequence[Any] = ()
+    ) -> Sequence[M]:
+        """Every row in scope, unpaged (to compile a route table, not for a response)."""
+        order = list(order_by) or [self._model.created_at, self._model.id]  # type: ignore[attr-defined]
+        query = self.select(*criteria).order_by(*order)
+        return list((await self._store.session.scalars(query)).all())
 
     async def find(self, *criteria: ColumnElement[bool]) -> M | None:
         return (await self._store.session.scalars(self.select(*criteria).limit(1))).first()
@@ -511,6 +520,255 @@ class OperatorScope:
         await self.tenants.delete(row)
         self.store.touch(Change(row.operator_id, "dids", row.id))
 
+    # -- trunks, route tables, dial plans (the routing configuration) ---------------------
+
+    async def _unique_name(self, repo: Repo[Any], column: Any, name: str, row: Any | None) -> None:
+        # a 409 naming the field, before the unique constraint would say it less precisely
+        clash = await repo.find(column == name)
+        if clash is not None and clash is not row:
+            raise ConflictError(
+                f"a {repo.entity.replace('_', ' ')} named {name!r} exists already",
+                {"field": "name"},
+                code="duplicate",
+            )
+
+    def _trunk_columns(self, values: Mapping[str, Any], row: m.Trunk | None) -> dict[str, Any]:
+        """The API's trunk fields as columns: ``auth`` to a username and an encrypted
+        password (a PATCH without a password keeps the stored one)."""
+        data = dict(values)
+        if "auth" in data:
+            auth = data.pop("auth")
+            if auth is None:
+                data["auth_username"] = None
+                data["auth_password"] = None
+            else:
+                data["auth_username"] = auth["username"]
+                password = auth.get("password")
+                if password is not None:
+                    if self.store.secrets is None:
+                        raise RuntimeError("no SecretBox: trunk passwords cannot be stored")
+                    data["auth_password"] = self.store.secrets.encrypt(password)
+                elif row is None or row.auth_password is None:
+                    raise InvalidError("auth.password", "required with a username")
+        register = data.get("register", row.register if row is not None else False)
+        username = data.get("auth_username", row.auth_username if row is not None else None)
+        if register and username is None:
+            raise InvalidError("register", "registering to the carrier needs auth")
+        return data
+
+    async def create_trunk(self, values: Mapping[str, Any]) -> m.Trunk:
+        """A trunk from the API's fields (``auth`` ``{username, password}`` or None)."""
+        await self._unique_name(self.trunks, m.Trunk.name, values["name"], None)
+        row = m.Trunk(id=m.new_id("trk"), **self._trunk_columns(values, None))
+        return await self.trunks.add(row)
+
+    async def update_trunk(self, row: m.Trunk, values: Mapping[str, Any]) -> m.Trunk:
+        if "name" in values:
+            await self._unique_name(self.trunks, m.Trunk.name, values["name"], row)
+        return await self.trunks.update(row, self._trunk_columns(values, row))
+
+    async def delete_trunk(self, row: m.Trunk) -> None:
+        """Delete a trunk no route and no tenant uses (409 ``in_use`` otherwise)."""
+        routes = await self.store.session.scalar(
+            select(func.count())
+            .select_from(m.Route)
+            .where(m.Route.operator_id == self.operator.id, m.Route.trunk_id == row.id)
+        )
+        tenant = await self.tenants.find(m.Tenant.dedicated_trunk_id == row.id)
+        if routes or tenant is not None:
+            raise ConflictError(
+                "the trunk is in use: "
+                + ", ".join(
+                    ([f"{routes} route(s)"] if routes else [])
+                    + ([f"tenant {tenant.slug!r} as its dedicated trunk"] if tenant else [])
+                ),
+                {"entity": "trunk", "routes": int(routes or 0), "tenant_id": tenant and tenant.id},
+                code="in_use",
+            )
+        await self.trunks.delete(row)
+
+    async def create_route_table(self, values: Mapping[str, Any]) -> m.RouteTableRow:
+        await self._unique_name(self.route_tables, m.RouteTableRow.name, values["name"], None)
+        return await self.route_tables.add(m.RouteTableRow(id=m.new_id("rt"), **values))
+
+    async def update_route_table(
+        self, row: m.RouteTableRow, values: Mapping[str, Any]
+    ) -> m.RouteTableRow:
+        if "name" in values:
+            await self._unique_name(self.route_tables, m.RouteTableRow.name, values["name"], row)
+        return await self.route_tables.update(row, values)
+
+    async def delete_route_table(self, row: m.RouteTableRow) -> None:
+        """Delete a route table (its routes with it) that no tenant uses."""
+        tenant = await self.tenants.find(m.Tenant.route_table_id == row.id)
+        if tenant is not None:
+            raise ConflictError(
+                f"the route table is in use by tenant {tenant.slug!r}",
+                {"entity": "route_table", "tenant_id": tenant.id},
+                code="in_use",
+            )
+        await self.route_tables.delete(row)
+
+    async def create_route(self, table: m.RouteTableRow, values: Mapping[str, Any]) -> m.Route:
+        await self.trunks.require("trunk_id", values.get("trunk_id"))
+        return await self.routes(table).add(m.Route(id=m.new_id("rte"), **values))
+
+    async def update_route(
+        self, table: m.RouteTableRow, row: m.Route, values: Mapping[str, Any]
+    ) -> m.Route:
+        await self.trunks.require("trunk_id", values.get("trunk_id"))
+        return await self.routes(table).update(row, values)
+
+    async def route_table_rows(self, table: m.RouteTableRow) -> Sequence[m.Route]:
+        """Every route of ``table`` (to compile it; a table may hold more than a page)."""
+        return await self.routes(table).all(order_by=(m.Route.prefix, m.Route.created_at))
+
+    def _check_dial_plan(self, values: Mapping[str, Any], row: m.DialPlanRow | None) -> None:
+        def current(key: str, default: Any) -> Any:
+            return values[key] if key in values else getattr(row, key, default)
+
+        try:
+            rules.check_dial_plan(
+                country=current("country", "RU"),
+                rules=current("rules", []),
+                default_area_code=current("default_area_code", None),
+                extension_digits=current("extension_digits", None),
+            )
+        except rules.FieldValueError as exc:
+            raise InvalidError(exc.field, str(exc)) from None
+
+    async def create_dial_plan(self, values: Mapping[str, Any]) -> m.DialPlanRow:
+        await self._unique_name(self.dial_plans, m.DialPlanRow.name, values["name"], None)
+        self._check_dial_plan(values, None)
+        return await self.dial_plans.add(m.DialPlanRow(id=m.new_id("dp"), **values))
+
+    async def update_dial_plan(
+        self, row: m.DialPlanRow, values: Mapping[str, Any]
+    ) -> m.DialPlanRow:
+        if "name" in values:
+            await self._unique_name(self.dial_plans, m.DialPlanRow.name, values["name"], row)
+        self._check_dial_plan(values, row)
+        return await self.dial_plans.update(row, values)
+
+    async def delete_dial_plan(self, row: m.DialPlanRow) -> None:
+        """Delete a dial plan that no tenant and no extension uses."""
+        tenant = await self.tenants.find(m.Tenant.dial_plan_id == row.id)
+        extensions = await self.store.session.scalar(
+            select(func.count())
+            .select_from(m.Extension)
+            .where(m.Extension.operator_id == self.operator.id, m.Extension.dial_plan_id == row.id)
+        )
+        if tenant is not None or extensions:
+            raise ConflictError(
+                "the dial plan is in use"
+                + (f" by tenant {tenant.slug!r}" if tenant is not None else "")
+                + (f" by {extensions} extension(s)" if extensions else ""),
+                {
+                    "entity": "dial_plan",
+                    "tenant_id": tenant and tenant.id,
+                    "extensions": int(extensions or 0),
+                },
+                code="in_use",
+            )
+        await self.dial_plans.delete(row)
+
+    # -- the DID pool ----------------------------------------------------------------------
+
+    async def _taken(self, first: str, last: str) -> list[str]:
+        # numbers are unique on the platform, so another operator's count too (not shown)
+        d = m.Did
+        query = (
+            select(d.number)
+            .where(d.number >= first, d.number <= last, func.length(d.number) == len(first))
+            .order_by(d.number)
+        )
+        return list((await self.store.session.scalars(query)).all())
+
+    async def add_number(self, number: str) -> m.Did:
+        """Add one E.164 number to the pool, free."""
+        if await self._taken(number, number):
+            raise ConflictError(
+                f"{number} is in a number pool already", {"field": "number"}, code="duplicate"
+            )
+        return await self.numbers.add(m.Did(id=m.new_id("did"), number=number, tenant_id=None))
+
+    async def add_number_range(self, first: str, last: str) -> int:
+        """Add ``first`` .. ``last`` to the pool, all or none (none if one is taken)."""
+        try:
+            numbers = rules.check_number_range(first, last)
+        except rules.FieldValueError as exc:
+            raise InvalidError(exc.field, str(exc)) from None
+        taken = await self._taken(first, last)
+        if taken:
+            shown = ", ".join(taken[:5]) + (", ..." if len(taken) > 5 else "")
+            raise ConflictError(
+                f"{len(taken)} number(s) of {first}..{last} are in a number pool already: "
+                f"{shown}; nothing was added",
+                {
+                    "field": "from",
+                    "fields": ["from", "to"],
+                    "taken": len(taken),
+                    "first_taken": taken[0],
+                    "last_taken": taken[-1],
+                },
+                code="overlap",
+            )
+        now = m.utcnow()
+        op = self.operator.id
+        rows = [
+            {
+                "id": m.new_id("did"),
+                "operator_id": op,
+                "number": n,
+                "tenant_id": None,
+                "destination": None,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for n in numbers
+        ]
+        try:
+            await self.store.session.execute(insert(m.Did), rows)
+        except IntegrityError as exc:  # a concurrent range took some of them
+            raise _integrity(exc, "number") from exc
+        # one audit entry for the range, not one per number
+        self.store.record(
+            "create",
+            entity="number_range",
+            row=_RangeRef(f"{first}-{last}", op),
+            before=None,
+            after={"from": first, "to": last, "count": len(numbers)},
+            kind="dids",
+        )
+        return len(numbers)
+
+    async def set_number_tenant(self, did: m.Did, tenant_id: str | None) -> m.Did:
+        """Assign a pool DID to one of this operator's tenants, or (None) release it."""
+        if tenant_id is None:
+            if did.tenant_id is None:
+                return did
+            return await (await self.tenant(did.tenant_id)).release_number(did)
+        await self.tenants.require("tenant_id", tenant_id)
+        if did.tenant_id == tenant_id:
+            return did
+        if did.tenant_id is not None:
+            raise ConflictError(
+                f"{did.number} is assigned to another tenant; release it first (tenant_id null)",
+                {"field": "tenant_id"},
+                code="number_assigned",
+            )
+        return await (await self.tenant(tenant_id)).assign_number(did)
+
+    async def delete_number(self, did: m.Did) -> None:
+        """Remove a free DID from the pool (an assigned one is released first)."""
+        if did.tenant_id is not None:
+            raise ConflictError(
+                f"{did.number} is assigned to a tenant; release it first",
+                {"entity": "number", "tenant_id": did.tenant_id},
+                code="in_use",
+            )
+        await self.numbers.delete(did)
+
 
 class TenantScope:
     """One tenant's objects: extensions, its DIDs, CDRs, its admins, its audit log."""
@@ -641,3 +899,30 @@ class TenantScope:
         )
         self.store.touch(Change(self.operator.id, "dids", self.tenant.id))
         return did
+
+    async def check_destination(self, field: str, destination: Mapping[str, Any]) -> None:
+        """The object a destination names must be this tenant's (422 naming ``field``).
+
+        Extensions (and their voicemail boxes) are checked; IVRs, ring groups and schedules
+        are checked once they are stored."""
+        if destination["type"] in ("extension", "voicemail") and not await self.extensions.exists(
+            destination["id"]
+        ):
+            raise InvalidError(field, f"no extension with id {destination['id']!r} in this tenant")
+
+    async def set_number_destination(
+        self, did: m.Did, destination: Mapping[str, Any] | None
+    ) -> m.Did:
+        """Where calls to one of this tenant's DIDs go (None: nowhere yet)."""
+        if destination is not None:
+            await self.check_destination("destination", destination)
+        value = None if destination is None else dict(destination)
+        return await self.numbers.update(did, {"destination": value})
+
+
+@dataclass(frozen=True, slots=True)
+class _RangeRef:
+    """What the audit log names for a bulk change (a range of DIDs)."""
+
+    id: str
+    operator_id: str

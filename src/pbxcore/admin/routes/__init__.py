@@ -2,7 +2,16 @@
 
 from fastapi import APIRouter
 
-from pbxcore.admin.routes import audit, auth, calls, extensions, platform, tenants
+from pbxcore.admin.routes import (
+    audit,
+    auth,
+    calls,
+    extensions,
+    numbers,
+    platform,
+    routing,
+    tenants,
+)
 
 ROUTERS: list[APIRouter] = [
     auth.router,
@@ -11,4 +20,6 @@ ROUTERS: list[APIRouter] = [
     extensions.router,
     audit.router,
     calls.router,
+    routing.router,
+    numbers.router,
 ]
