@@ -14,7 +14,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
-from pbxcore.routing import CallerIdRule, DialPlan, calling_code
+from pbxcore.routing import CallerIdRule, DialPlan, calling_code, is_e164
 
 __all__ = [
     "DESTINATION_TYPES",
@@ -84,15 +84,8 @@ def check_colour(value: str) -> str:
 
 
 def check_e164(value: str) -> str:
-    """``+`` and 8 to 15 digits, the first not 0 (ITU-T E.164)."""
-    digits = value[1:]
-    if (
-        not value.startswith("+")
-        or not digits.isascii()
-        or not digits.isdigit()
-        or not 8 <= len(digits) <= 15
-        or digits[0] == "0"
-    ):
+    """``+`` and 7 to 15 digits, the first not 0: the routing layer's rule (ITU-T E.164)."""
+    if not value.isascii() or not is_e164(value):
         raise ValueError(f"{value!r} is not an E.164 number such as +74951234567")
     return value
 
