@@ -17,6 +17,7 @@ from starlette.responses import Response
 from pbxcore.admin.deps import AdminContext, ApiSettings
 from pbxcore.admin.errors import error_response, install_error_handlers
 from pbxcore.admin.routes import ROUTERS
+from pbxcore.admin.schemas import ERROR_RESPONSES
 
 __all__ = ["API", "AdminContext", "ApiSettings", "create_app"]
 
@@ -46,7 +47,7 @@ def create_app(ctx: AdminContext) -> FastAPI:
         return response
 
     for router in ROUTERS:
-        app.include_router(router, prefix=API)
+        app.include_router(router, prefix=API, responses=ERROR_RESPONSES)
 
     # a page listing the operations of the OpenAPI document; no CDN, nothing fetched
     docs_page = (resources.files("pbxcore.admin") / "static" / "docs.html").read_text("utf-8")

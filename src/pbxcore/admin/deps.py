@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from starlette.responses import Response
 
 from pbxcore.admin.auth import LoginLimiter, SessionCache, resolve_token
@@ -113,11 +113,11 @@ class Page:
     offset: int = 0
 
 
-def page(limit: int = 50, offset: int = 0) -> Page:
-    if not 1 <= limit <= 1000:
-        raise ApiError(422, "validation_error", "limit: must be 1..1000", {"field": "limit"})
-    if offset < 0:
-        raise ApiError(422, "validation_error", "offset: must be >= 0", {"field": "offset"})
+def page(
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size, 1..1000.")] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip.")] = 0,
+) -> Page:
+    """``limit`` and ``offset`` of a list (out of range: 422 naming the parameter)."""
     return Page(limit, offset)
 
 

@@ -17,10 +17,12 @@ from pbxcore.tenancy import rules
 
 __all__ = [
     "E164",
+    "ERROR_RESPONSES",
     "Cidr",
     "Colour",
     "DigestAlgorithms",
     "Domain",
+    "ErrorOut",
     "ExtensionNumber",
     "Features",
     "In",
@@ -70,6 +72,35 @@ class Out(BaseModel):
     id: str
     created_at: str
     updated_at: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx and 503: ``{"error": {"code", "message", "details"}}``."""
+
+    error: ErrorBody
+
+
+_ERROR_STATUSES = {
+    400: "Bad request",
+    401: "Not logged in, or the token expired",
+    403: "Not allowed here (within the caller's own scope)",
+    404: "Not found, or outside the caller's scope",
+    409: "Conflict: a duplicate, in use, or a limit reached",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Validation error, naming the field",
+    429: "Too many failed logins (Retry-After)",
+    503: "The database is unavailable or locked (Retry-After)",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": text} for status, text in _ERROR_STATUSES.items()
+}
 
 
 class ListOf(BaseModel, Generic[T]):
