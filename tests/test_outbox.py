@@ -63,6 +63,9 @@ class Collector:
     reject: set[str] = field(default_factory=set)
     received: list[Received] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    # when set: DATA waits for the gate (a message held "on the wire"), ``entered`` says so
+    gate: asyncio.Event | None = None
+    entered: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
@@ -73,6 +76,9 @@ class Collector:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.gate is not None:
+            self.entered.set()
+            await self.gate.wait()
         content = envelope.original_content or b""
         msg = message_from_bytes(content, policy=policy.default)
         assert isinstance(msg, EmailMessage)
@@ -211,6 +217,29 @@ async def test_loop_wakes_on_notify(api: Api, smtp: SmtpServer) -> None:
     assert not outbox.running
     [got] = smtp.handler.received
     assert got.rcpt_tos == ["boss@acme.example"]
+
+
+async def test_stop_ends_the_message_on_the_wire_and_releases_the_rest(
+    db: Database, smtp: SmtpServer
+) -> None:
+    clock = Clock()
+    ids = [await queue(db, clock, f"user{i}@acme.example") for i in range(3)]
+    smtp.handler.gate = asyncio.Event()
+    outbox = Outbox(db, smtp.settings(), poll_interval=3600, now=clock)
+    outbox.start()
+    async with asyncio.timeout(30):  # a safety net, not a measurement
+        await smtp.handler.entered.wait()
+    # the server answers the DATA only once stop() has begun
+    asyncio.get_running_loop().call_soon(smtp.handler.gate.set)
+    await outbox.stop()
+    assert not outbox.running
+    rows = [await stored(db, i) for i in ids]
+    assert sum(r.sent_at is not None for r in rows) == 1 == len(smtp.handler.received)
+    for row in rows:
+        assert row.attempts == 0 and row.claimed_until is None and row.last_error is None
+    # the released messages go with the next round
+    assert await outbox.run_once() == RunCounts(claimed=2, sent=2)
+    assert len({r.rcpt_tos[0] for r in smtp.handler.received}) == 3
 
 
 async def test_non_ascii_body_and_subject(db: Database, smtp: SmtpServer) -> None:

@@ -200,7 +200,8 @@ def mail_state(msg: m.MailMessage, max_attempts: int) -> Literal["sent", "queued
 class RunCounts:
     """What one :meth:`Outbox.run_once` did: ``claimed`` messages, of which ``sent``,
     ``deferred`` (failed, will be retried), ``failed`` (failed for the last time) and
-    ``released`` (not tried in this round: the claim was running out)."""
+    ``released`` (given back untried as the claim was running out or the loop stopping, or
+    failed after another node had taken it over)."""
 
     claimed: int = 0
     sent: int = 0
@@ -305,10 +306,16 @@ class Outbox:
                 if error is None:
                     await self._mark_sent(msg)
                     sent += 1
-                elif await self._mark_failed(msg, claimed_until, self.settings.scrub(error)):
-                    failed += 1
                 else:
-                    deferred += 1
+                    outcome = await self._mark_failed(
+                        msg, claimed_until, self.settings.scrub(error)
+                    )
+                    if outcome == "failed":
+                        failed += 1
+                    elif outcome == "deferred":
+                        deferred += 1
+                    else:
+                        released += 1
         finally:
             await _close(client)
         return RunCounts(len(messages), sent, deferred, failed, released)
@@ -370,8 +377,11 @@ class Outbox:
             )
             await session.commit()
 
-    async def _mark_failed(self, msg: m.MailMessage, claimed_until: datetime, error: str) -> bool:
-        """Count the failed attempt; True if it was the last one."""
+    async def _mark_failed(
+        self, msg: m.MailMessage, claimed_until: datetime, error: str
+    ) -> Literal["deferred", "failed", "lost"]:
+        """Count the failed attempt: ``failed`` if it was the last one, ``lost`` if the claim
+        had run out and another node holds the message now (its outcome counts, not ours)."""
         attempts = msg.attempts + 1
         last = attempts >= self.max_attempts
         text = (GAVE_UP.format(n=attempts) if last else "") + error
@@ -379,7 +389,7 @@ class Outbox:
         mail = m.MailMessage
         async with self.db.session() as session:
             # only while the claim is still ours: else another node has the message now
-            await session.execute(
+            result = await session.execute(
                 update(mail)
                 .where(mail.id == msg.id, mail.claimed_until == claimed_until)
                 .where(mail.sent_at.is_(None))
@@ -392,7 +402,9 @@ class Outbox:
                 .execution_options(synchronize_session=False)
             )
             await session.commit()
-        return last
+        if not _rowcount(result):
+            return "lost"
+        return "failed" if last else "deferred"
 
     async def _release(self, msg: m.MailMessage, claimed_until: datetime) -> None:
         mail = m.MailMessage
@@ -458,6 +470,11 @@ class Outbox:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_interval):
                     await self._wake.wait()
+
+
+def _rowcount(result: Any) -> int:
+    count: int = result.rowcount
+    return count
 
 
 def _raise_if_cancelled() -> None:
