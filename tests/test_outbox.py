@@ -87,7 +87,8 @@ class Collector:
                 str(envelope.mail_from),
                 list(envelope.rcpt_tos),
                 msg,
-                session.ssl is not None,
+                server.transport is not None
+                and server.transport.get_extra_info("ssl_object") is not None,
                 bool(session.authenticated),
             )
         )
@@ -109,8 +110,11 @@ class SmtpServer:
     """An aiosmtpd server in the test's own event loop, on a free port of 127.0.0.1 (kept
     across stop and start, so that the outbox's settings stay right)."""
 
-    def __init__(self, handler: Collector, **smtp_kwargs: Any) -> None:
+    def __init__(
+        self, handler: Collector, tls: ssl.SSLContext | None = None, **smtp_kwargs: Any
+    ) -> None:
         self.handler = handler
+        self.tls = tls  # TLS from the first byte (port 465 style)
         self.kwargs = smtp_kwargs
         self.port = 0
         self.server: asyncio.Server | None = None
@@ -118,7 +122,10 @@ class SmtpServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: SMTP(self.handler, hostname="mx.test", **self.kwargs), "127.0.0.1", self.port
+            lambda: SMTP(self.handler, hostname="mx.test", **self.kwargs),
+            "127.0.0.1",
+            self.port,
+            ssl=self.tls,
         )
         self.port = self.server.sockets[0].getsockname()[1]
 
@@ -417,6 +424,34 @@ async def test_starttls_and_auth(db: Database, tmp_path: Path) -> None:
         [got] = server.handler.received
         assert got.tls and got.authenticated
         assert got.rcpt_tos == ["boss@acme.example"]
+    finally:
+        await server.stop()
+
+
+# aiosmtpd counts only STARTTLS as TLS for AUTH, so on a TLS port AUTH has to be allowed
+# "without TLS" (it warns about that); the test checks the session was TLS all the same
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+async def test_implicit_tls_and_auth(db: Database, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server = SmtpServer(
+        Collector(),
+        tls=tls,
+        authenticator=authenticator,
+        auth_required=True,
+        auth_require_tls=False,
+    )
+    await server.start()
+    try:
+        clock = Clock()
+        settings = server.settings(
+            security="tls", ca_file=str(cert), username=SMTP_USER, password=SMTP_PASSWORD
+        )
+        await queue(db, clock, "boss@acme.example")
+        assert await Outbox(db, settings, now=clock).run_once() == RunCounts(claimed=1, sent=1)
+        [got] = server.handler.received
+        assert got.tls and got.authenticated and got.rcpt_tos == ["boss@acme.example"]
     finally:
         await server.stop()
 
