@@ -5,12 +5,15 @@ change taking effect at the next REGISTER. On SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import subprocess
+import threading
 from collections.abc import Iterator
+from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from aiosmtpd.controller import Controller
 
 from tests.helpers import pbxcore_command, require_binary
 from tests.peers.pbxserve import (
@@ -216,3 +219,54 @@ def test_serve_refuses_an_unreachable_database(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 1
     assert "pbxcore serve:" in result.stderr and "Traceback" not in result.stderr
+
+
+class _Inbox:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+        self.arrived = threading.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(
+            (
+                envelope.rcpt_tos,
+                message_from_bytes(envelope.original_content, policy=policy.default),
+            )
+        )
+        self.arrived.set()
+        return "250 OK"
+
+
+def test_the_welcome_mail_goes_out_over_smtp(tmp_path: Path) -> None:
+    inbox = _Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        server = _serve(
+            tmp_path, f"sqlite:///{tmp_path}/pbx.db",
+            "--smtp-host", "127.0.0.1", "--smtp-port", str(controller.port),
+            "--smtp-security", "none", "--mail-from", "noreply@voip.test",
+            env={"PBXCORE_ADMIN_PASSWORD": ADMIN_PASSWORD},
+        )  # fmt: skip
+        try:
+            assert server.api is not None
+            api = Client(server.api)
+            api.login("admin", ADMIN_PASSWORD)
+            op = api.call("POST", "/operators", 201, json={"name": "V", "domain": "voip.test"})
+            t = api.call(
+                "POST", f"/operators/{op['id']}/tenants", 201, json={"name": "A", "slug": "acme"}
+            )
+            api.call(
+                "POST", f"/tenants/{t['id']}/admins", 201,
+                json={"username": "boss", "email": "boss@acme.example", "password": "boss-pw-1234"},
+            )  # fmt: skip
+            assert inbox.arrived.wait(30), "the welcome mail did not arrive"
+        finally:
+            assert stop_serve(server) == 0
+    finally:
+        controller.stop()
+    [(to, message)] = inbox.messages
+    assert to == ["boss@acme.example"] and message["From"] == "noreply@voip.test"
+    body = message.get_content()
+    assert "https://acme.voip.test/" in body and "boss@acme.voip.test" in body
+    assert "boss-pw-1234" not in body

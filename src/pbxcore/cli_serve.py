@@ -28,6 +28,7 @@ from pbxcore.sip.server import SipServer
 from pbxcore.sip.transaction import TimerSettings
 from pbxcore.sip.transport import ListenAddress, RateLimit, TransportLimits
 from pbxcore.tenancy.db import DatabaseUnavailableError
+from pbxcore.tenancy.outbox import SmtpSettings
 
 __all__ = ["run_server", "serve"]
 
@@ -67,6 +68,26 @@ def serve(  # noqa: PLR0917 - one parameter per command-line option
         Path,
         typer.Option(help="Directory for the secret key file (unless PBXCORE_SECRET_KEY)."),
     ] = Path("pbxcore-data"),
+    smtp_host: Annotated[
+        str | None,
+        typer.Option(
+            help="SMTP server for mail (welcome mail ...); without it mail waits in the outbox."
+        ),
+    ] = None,
+    smtp_port: Annotated[
+        int | None, typer.Option(help="SMTP port (default 25, or 465 with --smtp-security tls).")
+    ] = None,
+    smtp_security: Annotated[
+        str, typer.Option(help="none, starttls or tls (implicit TLS).")
+    ] = "starttls",
+    smtp_username: Annotated[str | None, typer.Option(help="SMTP AUTH username.")] = None,
+    smtp_password_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the SMTP AUTH password (never on the command line)."),
+    ] = None,
+    mail_from: Annotated[
+        str, typer.Option(help="Sender address of the platform's mail.")
+    ] = "pbxcore@localhost",
     tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM).")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
     min_expires: Annotated[int, typer.Option(help="Shortest registration (423 below).")] = 60,
@@ -192,8 +213,22 @@ def serve(  # noqa: PLR0917 - one parameter per command-line option
             )
 
         build_sip(FileCredentialStore())  # check every SIP option now, before any database work
+        smtp = None
+        if smtp_host is not None:
+            smtp_config: dict[str, object] = {
+                "host": smtp_host,
+                "sender": mail_from,
+                "security": smtp_security,
+            }
+            if smtp_port is not None:
+                smtp_config["port"] = smtp_port
+            if smtp_username is not None:
+                smtp_config["username"] = smtp_username
+            if smtp_password_file is not None:
+                smtp_config["password_file"] = str(smtp_password_file)
+            smtp = SmtpSettings.from_mapping(smtp_config)
         server = PbxServer(
-            ServerConfig(db_url=db, api_listen=api, data_dir=data_dir, users=file_store),
+            ServerConfig(db_url=db, api_listen=api, data_dir=data_dir, users=file_store, smtp=smtp),
             build_sip,
         )
     except (ValueError, OSError) as exc:

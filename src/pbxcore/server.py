@@ -31,6 +31,7 @@ from pbxcore.sip.credentials import CredentialStore
 from pbxcore.sip.server import SipServer
 from pbxcore.tenancy.bootstrap import ensure_platform_admin
 from pbxcore.tenancy.db import Database
+from pbxcore.tenancy.outbox import Outbox, SmtpSettings
 from pbxcore.tenancy.secrets import SecretBox, load_secret_key
 from pbxcore.tenancy.snapshot import SnapshotCredentialStore, SnapshotService
 
@@ -59,7 +60,8 @@ class ServerConfig:
     users: CredentialStore | None = None  # the --users file, beside (or instead of) the DB
     admin_password: str | None = None  # first start; else PBXCORE_ADMIN_PASSWORD or generated
     api_settings: ApiSettings = field(default_factory=ApiSettings)
-    snapshot_debounce: float = 0.02
+    snapshot_debounce: float = 0.0
+    smtp: SmtpSettings | None = None  # the outbox sends (welcome mail ...) only with it
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -84,6 +86,7 @@ class PbxServer:
         self.admin: AdminContext | None = None
         self.api_address: tuple[str, int] | None = None
         self.generated_admin_password: str | None = None
+        self.outbox: Outbox | None = None
         self._api: _EmbeddedUvicorn | None = None
         self._api_task: asyncio.Task[None] | None = None
 
@@ -109,6 +112,11 @@ class PbxServer:
             raise ValueError("nothing to serve: give a database or a users file")
         self.sip = self._build_sip(credentials)
         await self.sip.start()
+        if cfg.smtp is not None:
+            if self.db is None:
+                raise ValueError("mail needs a database (--db): it goes through the outbox")
+            self.outbox = Outbox(self.db, cfg.smtp)
+            self.outbox.start()
         if cfg.api_listen is not None:
             if self.db is None:
                 raise ValueError("the admin API needs a database (--db)")
@@ -118,7 +126,11 @@ class PbxServer:
         assert self.db is not None
         secrets = SecretBox(load_secret_key(self.config.data_dir / "secret.key"))
         self.admin = AdminContext(
-            self.db, secrets, sink=self.snapshots, settings=self.config.api_settings
+            self.db,
+            secrets,
+            sink=self.snapshots,
+            settings=self.config.api_settings,
+            mail_queued=None if self.outbox is None else self.outbox.notify,
         )
         app = create_app(self.admin)
         host, port = listen
@@ -164,6 +176,8 @@ class PbxServer:
             self._api.should_exit = True
             with contextlib.suppress(Exception):
                 await self._api_task
+        if self.outbox is not None:
+            await self.outbox.stop()
         if self.sip is not None:
             await self.sip.stop()
         if self.snapshots is not None:

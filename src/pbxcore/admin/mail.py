@@ -14,7 +14,7 @@ def welcome_mail(operator: m.Operator, tenant: m.Tenant, admin: m.User, url: str
         f"Hello {admin.full_name or admin.username},\n\n"
         f"your virtual PBX {tenant.name!s} on {product} is ready.\n\n"
         f"Log in at: {url}\n"
-        f"Username: {admin.username}\n\n"
+        f"Username: {admin.login}\n\n"
         "Your password was given to you by your operator; you can change it after login.\n"
     )
     return m.MailMessage(
