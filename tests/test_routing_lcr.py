@@ -365,3 +365,53 @@ def test_property_candidates_follow_the_model(
     explained = table.explain(number, down=down, rng=random.Random(seed))
     assert explained["candidates"] == table.candidates(number, down=down, rng=random.Random(seed))
     assert json.loads(json.dumps(explained)) == explained
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    before=st.lists(entry_st, max_size=25),
+    changed=st.dictionaries(st.text("123", max_size=4), st.lists(entry_st, max_size=4), max_size=4),
+    numbers=st.lists(st.text("0123", min_size=1, max_size=6), min_size=1, max_size=8),
+    fallthrough=st.booleans(),
+)
+def test_replace_is_a_rebuild_with_the_new_entries(
+    before: list[RouteEntry],
+    changed: dict[str, list[RouteEntry]],
+    numbers: list[str],
+    fallthrough: bool,
+) -> None:
+    # the replacement entries of a prefix carry that prefix
+    replacement = {
+        p: [
+            RouteEntry(
+                p,
+                e.trunk_id,
+                priority=e.priority,
+                weight=e.weight,
+                cost_per_minute=e.cost_per_minute,
+                enabled=e.enabled,
+            )
+            for e in es
+        ]
+        for p, es in changed.items()
+    }
+    table = RouteTable(before, fallthrough=fallthrough, tie_break="cost", seed=5)
+    patched = table.replace(replacement)
+    kept = [e for e in before if e.prefix not in replacement]
+    rebuilt = RouteTable(
+        kept + [e for es in replacement.values() for e in es],
+        fallthrough=fallthrough,
+        tie_break="cost",
+        seed=5,
+    )
+    assert sorted(map(repr, patched.entries)) == sorted(map(repr, rebuilt.entries))
+    for number in numbers:
+        assert patched.candidates(number) == rebuilt.candidates(number)
+        assert patched.explain(number) == rebuilt.explain(number)
+    assert table.entries == RouteTable(before, fallthrough=fallthrough).entries  # unchanged
+
+
+def test_replace_refuses_entries_of_another_prefix() -> None:
+    table = RouteTable([RouteEntry("7", "a")])
+    with pytest.raises(ValueError, match="prefix '8'"):
+        table.replace({"8": [RouteEntry("7", "b")]})

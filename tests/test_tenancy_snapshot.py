@@ -193,6 +193,22 @@ async def test_a_route_change_recompiles_only_its_table(api: Api, snap: Snapshot
         ids["trunk_a"],
     ]
 
+    # a route moved to another prefix: gone from the old one, found under the new one
+    async with db.session() as session:
+        store = Store(session, Principal.system("test"), sink=snap)
+        scope = await store.operator(ids["op"])
+        routes = scope.routes(await scope.route_tables.get(ids["table_a"]))
+        moved = await routes.find(m.Route.prefix == "7495")
+        assert moved is not None
+        await routes.update(moved, {"prefix": "8"})
+        await store.commit()
+    table_a = (await snap.settle()).operators[ids["op"]].route_tables[ids["table_a"]]
+    assert table_a.candidates("74951234567") == [ids["trunk_a"]]
+    assert table_a.candidates("8123") == [ids["trunk_b"]]
+    async with api.ctx.db.session() as session:
+        full = await build_snapshot(session)
+    assert _content(snap.current) == _content(full)
+
     async with db.session() as session:
         store = Store(session, Principal.system("test"), sink=snap)
         scope = await store.operator(ids["op"])
@@ -236,7 +252,7 @@ def _content(snapshot: Snapshot) -> dict[str, Any]:
     """What a snapshot says, comparable between builds (route tables by their entries)."""
     return {
         "operators": {
-            k: (o.domain, sorted(o.trunks), {t: r.entries() for t, r in o.route_tables.items()})
+            k: (o.domain, sorted(o.trunks), {t: sorted(map(repr, r.entries)) for t, r in o.route_tables.items()})
             for k, o in snapshot.operators.items()
         },
         "tenants": dict(snapshot.tenants),

@@ -177,6 +177,7 @@ class RouteTable:
         "_groups",
         "_index",
         "_live",
+        "_seed_bits",
         "_tie_break",
     )
 
@@ -194,19 +195,34 @@ class RouteTable:
         for item in entries:
             entry = item if isinstance(item, RouteEntry) else RouteEntry.from_mapping(item)
             by_prefix.setdefault(entry.prefix, []).append(entry)
-        self._fallthrough = fallthrough
-        self._tie_break: TieBreak = tie_break
-        # every prefix with its entries (explain and rating see disabled entries too)
-        self._all: tuple[tuple[str, tuple[RouteEntry, ...]], ...] = tuple(
-            (prefix, tuple(group)) for prefix, group in by_prefix.items()
-        )
-        self._all_trie = RouteTrie((prefix, i) for i, (prefix, _) in enumerate(self._all))
-        # prefixes with at least one enabled entry decide calls
         groups: list[_Group] = []
         for prefix, prefix_entries in by_prefix.items():
             enabled = [e for e in prefix_entries if e.enabled]
             if enabled:
                 groups.append(_Group(prefix, enabled, tie_break))
+        self._assemble(
+            tuple((prefix, tuple(group)) for prefix, group in by_prefix.items()),
+            groups,
+            fallthrough,
+            tie_break,
+            random.Random(seed).getrandbits(64),
+        )
+
+    def _assemble(
+        self,
+        all_entries: tuple[tuple[str, tuple[RouteEntry, ...]], ...],
+        groups: list[_Group],
+        fallthrough: bool,
+        tie_break: TieBreak,
+        seed_bits: int,
+    ) -> None:
+        self._fallthrough = fallthrough
+        self._tie_break: TieBreak = tie_break
+        self._seed_bits = seed_bits
+        # every prefix with its entries (explain and rating see disabled entries too)
+        self._all = all_entries
+        self._all_trie = RouteTrie((prefix, i) for i, (prefix, _) in enumerate(self._all))
+        # prefixes with at least one enabled entry decide calls
         self._groups: tuple[_Group, ...] = tuple(groups)
         self._live = RouteTrie((g.prefix, i) for i, g in enumerate(groups))
         # flat arrays for the native ordering
@@ -229,9 +245,34 @@ class RouteTable:
             tier_ends,
             inv_weights,
             fallthrough,
-            random.Random(seed).getrandbits(64),
+            seed_bits,
         )
         self._frozen = True
+
+    def replace(self, prefixes: Mapping[str, Iterable[RouteEntry]]) -> RouteTable:
+        """A new table in which each prefix of ``prefixes`` has the entries given (none:
+        the prefix is gone); every other prefix keeps its compiled group, so a change to a
+        few routes of a large table costs the index rebuild, not a recompile."""
+        new: dict[str, tuple[RouteEntry, ...]] = {}
+        for prefix, entries in prefixes.items():
+            group = tuple(entries)
+            for entry in group:
+                if not isinstance(entry, RouteEntry) or entry.prefix != prefix:
+                    raise ValueError(
+                        f"entries for prefix {prefix!r} must be its RouteEntry objects"
+                    )
+            new[prefix] = group
+        all_entries = tuple(
+            [(p, g) for p, g in self._all if p not in new] + [(p, g) for p, g in new.items() if g]
+        )
+        groups = [g for g in self._groups if g.prefix not in new]
+        for prefix, group in new.items():
+            enabled = [e for e in group if e.enabled]
+            if enabled:
+                groups.append(_Group(prefix, enabled, self._tie_break))
+        table = object.__new__(RouteTable)
+        table._assemble(all_entries, groups, self._fallthrough, self._tie_break, self._seed_bits)
+        return table
 
     def __setattr__(self, name: str, value: object) -> None:
         if getattr(self, "_frozen", False):

@@ -28,22 +28,21 @@ class RouteRow(Protocol):
     enabled: bool
 
 
+def route_entry(r: RouteRow) -> RouteEntry:
+    """One stored route as the routing layer's entry."""
+    return RouteEntry(
+        r.prefix,
+        r.trunk_id,
+        priority=r.priority,
+        weight=r.weight,
+        cost_per_minute=r.cost_per_minute,
+        enabled=r.enabled,
+    )
+
+
 def compile_route_table(routes: Iterable[RouteRow]) -> RouteTable:
     """A route table's rows as a :class:`RouteTable` (failover to shorter prefixes on)."""
-    return RouteTable(
-        (
-            RouteEntry(
-                r.prefix,
-                r.trunk_id,
-                priority=r.priority,
-                weight=r.weight,
-                cost_per_minute=r.cost_per_minute,
-                enabled=r.enabled,
-            )
-            for r in routes
-        ),
-        fallthrough=True,
-    )
+    return RouteTable((route_entry(r) for r in routes), fallthrough=True)
 
 
 def compile_dial_plan(row: m.DialPlanRow) -> DialPlan:

@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pbxcore.routing import DialPlan, RouteTable
+from pbxcore.routing import DialPlan, RouteEntry, RouteTable
 from pbxcore.sip.auth import DigestAlgorithm
 from pbxcore.sip.credentials import CredentialStore
 from pbxcore.tenancy import models as m
@@ -43,6 +43,7 @@ from pbxcore.tenancy.compile import (
     compile_dial_plan,
     compile_route_table,
     compile_trunk,
+    route_entry,
 )
 from pbxcore.tenancy.db import Database
 from pbxcore.tenancy.store import Change
@@ -195,6 +196,23 @@ async def _route_tables(
     return {i: compile_route_table(r) for i, r in rows.items()}
 
 
+async def _patched_table(
+    session: AsyncSession, table: RouteTable, table_id: str, prefixes: set[str]
+) -> RouteTable:
+    """``table`` with the routes of ``prefixes`` reloaded (the other prefixes kept as they
+    are compiled): a change to a few routes of a large table is not a recompile."""
+    groups: dict[str, list[RouteEntry]] = {p: [] for p in prefixes}
+    if prefixes:
+        query = (
+            select(*_ROUTE_COLUMNS)
+            .where(m.Route.route_table_id == table_id, m.Route.prefix.in_(sorted(prefixes)))
+            .order_by(m.Route.created_at, m.Route.id)
+        )
+        for row in await session.execute(query):
+            groups[row.prefix].append(route_entry(row))
+    return table.replace(groups)
+
+
 async def _operator_core(
     session: AsyncSession, operator_id: str, route_tables: Mapping[str, RouteTable] | None
 ) -> OperatorConfig | None:
@@ -330,6 +348,8 @@ class _Pending:
 
     operators: set[str] = field(default_factory=set)
     tables: dict[str, set[str] | None] = field(default_factory=dict)
+    # (operator, table) -> the prefixes changed in it (None: reload the whole table)
+    prefixes: dict[tuple[str, str], set[str] | None] = field(default_factory=dict)
     tenants: dict[str, str] = field(default_factory=dict)  # tenant id -> operator id
     tenant_sets: set[str] = field(default_factory=set)  # all tenants of these operators
     dids: set[str] = field(default_factory=set)
@@ -349,6 +369,12 @@ class _Pending:
                 wanted = self.tables.setdefault(op, set())
                 assert wanted is not None
                 wanted.add(change.ref)
+                key = (op, change.ref)
+                known = self.prefixes.get(key, set())
+                if change.keys is None or known is None:
+                    self.prefixes[key] = None
+                else:
+                    self.prefixes[key] = known | set(change.keys)
         elif change.kind in ("tenant", "extensions"):
             if change.tenant_id is None:
                 self.tenant_sets.add(op)
@@ -367,6 +393,9 @@ class _Pending:
         for op, tables in other.tables.items():
             mine = self.tables.get(op, set())
             self.tables[op] = None if tables is None or mine is None else mine | tables
+        for key, prefixes in other.prefixes.items():
+            known = self.prefixes.get(key, set())
+            self.prefixes[key] = None if prefixes is None or known is None else known | prefixes
         self.tenants |= other.tenants
         self.tenant_sets |= other.tenant_sets
         self.dids |= other.dids
@@ -381,6 +410,16 @@ async def _apply(session: AsyncSession, old: Snapshot, work: _Pending) -> Snapsh
         route_tables: dict[str, RouteTable] | None = None
         if previous is not None and tables is not None:
             route_tables = dict(previous.route_tables)
+            patch = {
+                t: keys
+                for t in tables
+                if t in route_tables and (keys := work.prefixes.get((op, t))) is not None
+            }
+            for table_id, keys in patch.items():
+                route_tables[table_id] = await _patched_table(
+                    session, route_tables[table_id], table_id, keys
+                )
+            tables = tables - patch.keys()
             if tables:
                 fresh = await _route_tables(session, op, sorted(tables))
                 for table_id in tables:

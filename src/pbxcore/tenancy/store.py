@@ -85,6 +85,7 @@ class Change:
     kind: ChangeKind
     tenant_id: str | None = None
     ref: str | None = None  # kind "routes": the route table, so only it is recompiled
+    keys: tuple[str, ...] | None = None  # and the prefixes changed in it (None: all)
 
 
 class ChangeSink(Protocol):
@@ -333,10 +334,13 @@ class Store:
             )
         )
         if kind is not None and operator_id is not None:
-            ref = None
+            ref, keys = None, None
             if kind == "routes":
                 ref = row.id if isinstance(row, m.RouteTableRow) else row.route_table_id
-            self._changes.append(Change(operator_id, kind, tenant_id, ref))
+                if isinstance(row, m.Route):
+                    prefixes = {v.get("prefix") for v in (before, after) if v is not None}
+                    keys = tuple(sorted(p for p in prefixes if isinstance(p, str)))
+            self._changes.append(Change(operator_id, kind, tenant_id, ref, keys))
 
     def touch(self, change: Change) -> None:
         """Report a change the repositories did not see (a bulk UPDATE ...)."""
