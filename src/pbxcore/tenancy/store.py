@@ -112,6 +112,12 @@ def _written(value: str | None, field: str) -> tuple[str, ...]:
     return () if value is None else (field,)
 
 
+def _storable(ident: str) -> bool:
+    """Whether an id from a path can be looked up: one with NUL is in no store (PostgreSQL
+    refuses NUL in text), so it is not found, on both stores alike."""
+    return "\x00" not in ident
+
+
 def _integrity(exc: IntegrityError, entity: str) -> ConflictError:
     """A unique or foreign-key violation as the API's 409, naming what collided."""
     orig = exc.orig
@@ -179,13 +185,17 @@ class Repo(Generic[M]):
         return (await self._store.session.scalars(self.select(*criteria).limit(1))).first()
 
     async def get(self, ident: str) -> M:
-        row = await self.find(self._model.id == ident)  # type: ignore[attr-defined]
+        row = None
+        if _storable(ident):
+            row = await self.find(self._model.id == ident)  # type: ignore[attr-defined]
         if row is None:
             raise NotFoundError(self.entity, ident)
         return row
 
     async def exists(self, ident: str | None) -> bool:
-        return ident is not None and await self.find(self._model.id == ident) is not None  # type: ignore[attr-defined]
+        if ident is None or not _storable(ident):
+            return False
+        return await self.find(self._model.id == ident) is not None  # type: ignore[attr-defined]
 
     async def require(self, field: str, ident: str | None) -> None:
         """A reference in a request body: 422 naming ``field`` unless it is in this scope."""
@@ -265,9 +275,10 @@ class Store:
 
     async def operator(self, operator_id: str) -> OperatorScope:
         p = self.principal
-        if p.role == "platform_admin" or (
+        allowed = p.role == "platform_admin" or (
             p.role == "operator_admin" and p.operator_id == operator_id
-        ):
+        )
+        if allowed and _storable(operator_id):
             row = await self.session.get(m.Operator, operator_id)
             if row is not None:
                 return OperatorScope(self, row)
@@ -277,7 +288,7 @@ class Store:
         """The tenant if the principal may see it; ``write=True`` refuses the admin of a
         suspended tenant (403 ``tenant_suspended``), not its operator."""
         p = self.principal
-        row = await self.session.get(m.Tenant, tenant_id)
+        row = await self.session.get(m.Tenant, tenant_id) if _storable(tenant_id) else None
         visible = row is not None and (
             p.role == "platform_admin"
             or (p.role == "operator_admin" and row.operator_id == p.operator_id)
