@@ -407,6 +407,36 @@ async def test_max_extensions_holds_under_concurrent_creates(api: Api) -> None:
     assert (await api.get(tenant_path)).json()["usage"]["extensions"] == 3
 
 
+async def test_concurrent_deletes_free_one_slot(api: Api) -> None:
+    """Deletes racing on one extension: one 204, the rest 404, the usage moves once (it went
+    negative, lifting max_extensions); a PATCH racing a delete is a 404, not a 500."""
+    op, t = await _setup(api, limits={"max_extensions": 2})
+    base = f"/tenants/{t['id']}/extensions"
+    tenant_path = f"/operators/{op['id']}/tenants/{t['id']}"
+    ext = await api.create(base, {"number": "101"})
+    await api.create(base, {"number": "102"})
+    answers = await asyncio.gather(*(api.delete(f"{base}/{ext['id']}") for _ in range(4)))
+    assert sorted(r.status_code for r in answers) == [204, 404, 404, 404]
+    assert (await api.get(tenant_path)).json()["usage"]["extensions"] == 1
+    r = await api.get(f"/tenants/{t['id']}/audit", params={"action": "delete"})
+    assert r.json()["total"] == 1
+    answers = await asyncio.gather(
+        *(api.post(base, json={"number": f"{110 + i}"}) for i in range(3))
+    )
+    assert sorted(r.status_code for r in answers) == [201, 409, 409]
+    ext = next(r.json() for r in answers if r.status_code == 201)
+    answers = await asyncio.gather(
+        api.delete(f"{base}/{ext['id']}"),
+        *(api.patch(f"{base}/{ext['id']}", json={"name": f"n{i}"}) for i in range(3)),
+    )
+    assert answers[0].status_code == 204
+    for r in answers[1:]:
+        assert r.status_code in (200, 404), r.text
+    assert (await api.get(f"{base}/{ext['id']}")).status_code == 404
+    assert (await api.get(tenant_path)).json()["usage"]["extensions"] == 1
+    assert (await api.get(base)).json()["total"] == 1
+
+
 # Bodies near the valid ones (each field valid or anything), so that examples reach the
 # store, and anything at all; texts include what no store holds (NUL, lone surrogates).
 _text = st.text(max_size=20) | st.sampled_from(

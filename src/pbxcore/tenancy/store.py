@@ -27,6 +27,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 from sqlalchemy import ColumnElement, Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
 from pbxcore.sip.auth import DigestAlgorithm
 from pbxcore.tenancy import models as m
@@ -223,7 +224,7 @@ class Repo(Generic[M]):
             setattr(row, key, value)
         if values:
             row.updated_at = m.utcnow()  # type: ignore[attr-defined]
-            await self._flush()
+            await self._flush(row.id)  # type: ignore[attr-defined]
             self._store.record(
                 "update",
                 entity=self.entity,
@@ -235,18 +236,30 @@ class Repo(Generic[M]):
         return row
 
     async def delete(self, row: M) -> None:
+        """Delete ``row``; if a concurrent request deleted it first, it is not found (so
+        what moves with it, a usage counter, moves once)."""
         before = view(row)
-        await self._store.session.delete(row)
-        await self._flush()
+        session = self._store.session
+        ident = row.id  # type: ignore[attr-defined]
+        query = delete(self._model).where(*self._scoped(self._model.id == ident))  # type: ignore[attr-defined]
+        try:
+            result = await session.execute(query.execution_options(synchronize_session=False))
+        except IntegrityError as exc:
+            raise _integrity(exc, self.entity) from exc
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise NotFoundError(self.entity, ident)
         self._store.record(
             "delete", entity=self.entity, row=row, before=before, after=None, kind=self._kind
         )
+        session.expunge(row)
 
-    async def _flush(self) -> None:
+    async def _flush(self, ident: str | None = None) -> None:
         try:
             await self._store.session.flush()
         except IntegrityError as exc:
             raise _integrity(exc, self.entity) from exc
+        except StaleDataError as exc:  # a concurrent request deleted the row being changed
+            raise NotFoundError(self.entity, ident) from exc
 
 
 class Store:
