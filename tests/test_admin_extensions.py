@@ -249,6 +249,7 @@ async def test_validation_names_the_field(api: Api) -> None:
     second = await api.create(base, {"number": "102", "sip_password": SIP_PASSWORD})
     r = await api.patch(path, json={"number": "102", "sip_password": SIP_PASSWORD})
     assert r.status_code == 409 and r.json()["error"]["code"] == "duplicate", r.text
+    assert r.json()["error"]["details"]["field"] == "number"
     assert (await api.get(path)).json()["number"] == "101"
     assert (await api.get(f"{base}/{second['id']}")).json()["number"] == "102"
 
@@ -434,6 +435,22 @@ async def test_concurrent_deletes_free_one_slot(api: Api) -> None:
         assert r.status_code in (200, 404), r.text
     assert (await api.get(f"{base}/{ext['id']}")).status_code == 404
     assert (await api.get(tenant_path)).json()["usage"]["extensions"] == 1
+    assert (await api.get(base)).json()["total"] == 1
+
+
+async def test_concurrent_creates_of_one_number(api: Api) -> None:
+    """Creates racing for one number pass the duplicate check together: one 201, the rest the
+    same 409 as a sequential duplicate (naming the field), and no slot is taken by them."""
+    op, t = await _setup(api)
+    base = f"/tenants/{t['id']}/extensions"
+    answers = await asyncio.gather(*(api.post(base, json={"number": "101"}) for _ in range(6)))
+    assert sorted(r.status_code for r in answers) == [201] + [409] * 5
+    for r in answers:
+        if r.status_code == 409:
+            error = r.json()["error"]
+            assert error["code"] == "duplicate" and error["details"]["field"] == "number", r.text
+    tenant = (await api.get(f"/operators/{op['id']}/tenants/{t['id']}")).json()
+    assert tenant["usage"]["extensions"] == 1
     assert (await api.get(base)).json()["total"] == 1
 
 

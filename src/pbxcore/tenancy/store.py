@@ -119,6 +119,12 @@ def _storable(ident: str) -> bool:
     return "\x00" not in ident
 
 
+def _duplicate_number(number: str) -> ConflictError:
+    return ConflictError(
+        f"extension {number} exists already", {"field": "number"}, code="duplicate"
+    )
+
+
 def _integrity(exc: IntegrityError, entity: str) -> ConflictError:
     """A unique or foreign-key violation as the API's 409, naming what collided."""
     orig = exc.orig
@@ -590,14 +596,17 @@ class TenantScope:
         await self.operator_scope.dial_plans.require("dial_plan_id", values.get("dial_plan_id"))
         data = dict(values)
         if await self.extensions.find(m.Extension.number == data["number"]) is not None:
-            raise ConflictError(
-                f"extension {data['number']} exists already", {"field": "number"}, code="duplicate"
-            )
+            raise _duplicate_number(data["number"])
         await self._count("extension_count", "max_extensions", +1)
         row = m.Extension(id=m.new_id("ext"), **data)
         if sip_password is not None:
             self._set_sip_password(row, sip_password)
-        return await self.extensions.add(row, secrets=_written(sip_password, "sip_password"))
+        try:
+            return await self.extensions.add(row, secrets=_written(sip_password, "sip_password"))
+        except ConflictError as exc:  # a concurrent create took the number after the check
+            if exc.code == "duplicate":
+                raise _duplicate_number(data["number"]) from exc
+            raise
 
     def _set_sip_password(self, row: m.Extension, password: str) -> None:
         ha1 = sip_ha1(row.number, self.tenant.domain, password)
@@ -617,9 +626,14 @@ class TenantScope:
             ha1 = sip_ha1(data.get("number", row.number), self.tenant.domain, sip_password)
             data["ha1_md5"] = ha1[DigestAlgorithm.MD5]
             data["ha1_sha256"] = ha1[DigestAlgorithm.SHA256]
-        return await self.extensions.update(
-            row, data, secrets=_written(sip_password, "sip_password")
-        )
+        try:
+            return await self.extensions.update(
+                row, data, secrets=_written(sip_password, "sip_password")
+            )
+        except ConflictError as exc:
+            if exc.code == "duplicate" and "number" in data:
+                raise _duplicate_number(data["number"]) from exc
+            raise
 
     async def delete_extension(self, row: m.Extension) -> None:
         await self.extensions.delete(row)
