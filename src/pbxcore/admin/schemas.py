@@ -32,6 +32,7 @@ __all__ = [
     "Prefix",
     "SipPassword",
     "Slug",
+    "Text",
     "TimeZone",
     "Username",
 ]
@@ -53,7 +54,10 @@ Features = Annotated[list[str], AfterValidator(rules.check_features)]
 DigestAlgorithms = Annotated[list[str], AfterValidator(rules.check_digest_algorithms)]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
 Email = EmailStr
-Id = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+Text = Annotated[str, AfterValidator(rules.check_text)]
+Id = Annotated[
+    str, StringConstraints(min_length=1, max_length=40), AfterValidator(rules.check_text)
+]
 
 
 class In(BaseModel):

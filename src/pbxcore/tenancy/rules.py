@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 import zoneinfo
 from collections.abc import Mapping, Sequence
 from functools import cache
@@ -42,6 +43,7 @@ __all__ = [
     "check_route_number",
     "check_sip_password",
     "check_slug",
+    "check_text",
     "check_time_zone",
     "check_username",
 ]
@@ -117,6 +119,18 @@ def check_sip_password(value: str) -> str:
         raise ValueError("a SIP password needs 8 to 128 characters")
     if not value.isprintable():
         raise ValueError("a SIP password must be printable characters")
+    return value
+
+
+def check_text(value: str) -> str:
+    """Free text (a name): no control characters, no lone surrogates. PostgreSQL cannot
+    store NUL, neither store a surrogate, and both stores must answer alike."""
+    for char in value:
+        category = unicodedata.category(char)
+        if category == "Cc":
+            raise ValueError(f"control character U+{ord(char):04X} is not allowed")
+        if category == "Cs":
+            raise ValueError(f"U+{ord(char):04X} is a lone surrogate, not a character")
     return value
 
 

@@ -27,6 +27,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 from sqlalchemy import ColumnElement, Select, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
 from pbxcore.sip.auth import DigestAlgorithm
 from pbxcore.tenancy import models as m
@@ -114,6 +115,18 @@ def _written(value: str | None, field: str) -> tuple[str, ...]:
     return () if value is None else (field,)
 
 
+def _storable(ident: str) -> bool:
+    """Whether an id from a path can be looked up: one with NUL is in no store (PostgreSQL
+    refuses NUL in text), so it is not found, on both stores alike."""
+    return "\x00" not in ident
+
+
+def _duplicate_number(number: str) -> ConflictError:
+    return ConflictError(
+        f"extension {number} exists already", {"field": "number"}, code="duplicate"
+    )
+
+
 def _integrity(exc: IntegrityError, entity: str) -> ConflictError:
     """A unique or foreign-key violation as the API's 409, naming what collided."""
     orig = exc.orig
@@ -189,13 +202,17 @@ class Repo(Generic[M]):
         return (await self._store.session.scalars(self.select(*criteria).limit(1))).first()
 
     async def get(self, ident: str) -> M:
-        row = await self.find(self._model.id == ident)  # type: ignore[attr-defined]
+        row = None
+        if _storable(ident):
+            row = await self.find(self._model.id == ident)  # type: ignore[attr-defined]
         if row is None:
             raise NotFoundError(self.entity, ident)
         return row
 
     async def exists(self, ident: str | None) -> bool:
-        return ident is not None and await self.find(self._model.id == ident) is not None  # type: ignore[attr-defined]
+        if ident is None or not _storable(ident):
+            return False
+        return await self.find(self._model.id == ident) is not None  # type: ignore[attr-defined]
 
     async def require(self, field: str, ident: str | None) -> None:
         """A reference in a request body: 422 naming ``field`` unless it is in this scope."""
@@ -223,7 +240,7 @@ class Repo(Generic[M]):
             setattr(row, key, value)
         if values:
             row.updated_at = m.utcnow()  # type: ignore[attr-defined]
-            await self._flush()
+            await self._flush(row.id)  # type: ignore[attr-defined]
             self._store.record(
                 "update",
                 entity=self.entity,
@@ -235,18 +252,30 @@ class Repo(Generic[M]):
         return row
 
     async def delete(self, row: M) -> None:
+        """Delete ``row``; if a concurrent request deleted it first, it is not found (so
+        what moves with it, a usage counter, moves once)."""
         before = view(row)
-        await self._store.session.delete(row)
-        await self._flush()
+        session = self._store.session
+        ident = row.id  # type: ignore[attr-defined]
+        query = delete(self._model).where(*self._scoped(self._model.id == ident))  # type: ignore[attr-defined]
+        try:
+            result = await session.execute(query.execution_options(synchronize_session=False))
+        except IntegrityError as exc:
+            raise _integrity(exc, self.entity) from exc
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise NotFoundError(self.entity, ident)
         self._store.record(
             "delete", entity=self.entity, row=row, before=before, after=None, kind=self._kind
         )
+        session.expunge(row)
 
-    async def _flush(self) -> None:
+    async def _flush(self, ident: str | None = None) -> None:
         try:
             await self._store.session.flush()
         except IntegrityError as exc:
             raise _integrity(exc, self.entity) from exc
+        except StaleDataError as exc:  # a concurrent request deleted the row being changed
+            raise NotFoundError(self.entity, ident) from exc
 
 
 class Store:
@@ -275,9 +304,10 @@ class Store:
 
     async def operator(self, operator_id: str) -> OperatorScope:
         p = self.principal
-        if p.role == "platform_admin" or (
+        allowed = p.role == "platform_admin" or (
             p.role == "operator_admin" and p.operator_id == operator_id
-        ):
+        )
+        if allowed and _storable(operator_id):
             row = await self.session.get(m.Operator, operator_id)
             if row is not None:
                 return OperatorScope(self, row)
@@ -287,7 +317,7 @@ class Store:
         """The tenant if the principal may see it; ``write=True`` refuses the admin of a
         suspended tenant (403 ``tenant_suspended``), not its operator."""
         p = self.principal
-        row = await self.session.get(m.Tenant, tenant_id)
+        row = await self.session.get(m.Tenant, tenant_id) if _storable(tenant_id) else None
         visible = row is not None and (
             p.role == "platform_admin"
             or (p.role == "operator_admin" and row.operator_id == p.operator_id)
@@ -828,14 +858,17 @@ class TenantScope:
         await self.operator_scope.dial_plans.require("dial_plan_id", values.get("dial_plan_id"))
         data = dict(values)
         if await self.extensions.find(m.Extension.number == data["number"]) is not None:
-            raise ConflictError(
-                f"extension {data['number']} exists already", {"field": "number"}, code="duplicate"
-            )
+            raise _duplicate_number(data["number"])
         await self._count("extension_count", "max_extensions", +1)
         row = m.Extension(id=m.new_id("ext"), **data)
         if sip_password is not None:
             self._set_sip_password(row, sip_password)
-        return await self.extensions.add(row, secrets=_written(sip_password, "sip_password"))
+        try:
+            return await self.extensions.add(row, secrets=_written(sip_password, "sip_password"))
+        except ConflictError as exc:  # a concurrent create took the number after the check
+            if exc.code == "duplicate":
+                raise _duplicate_number(data["number"]) from exc
+            raise
 
     def _set_sip_password(self, row: m.Extension, password: str) -> None:
         ha1 = sip_ha1(row.number, self.tenant.domain, password)
@@ -855,9 +888,14 @@ class TenantScope:
             ha1 = sip_ha1(data.get("number", row.number), self.tenant.domain, sip_password)
             data["ha1_md5"] = ha1[DigestAlgorithm.MD5]
             data["ha1_sha256"] = ha1[DigestAlgorithm.SHA256]
-        return await self.extensions.update(
-            row, data, secrets=_written(sip_password, "sip_password")
-        )
+        try:
+            return await self.extensions.update(
+                row, data, secrets=_written(sip_password, "sip_password")
+            )
+        except ConflictError as exc:
+            if exc.code == "duplicate" and "number" in data:
+                raise _duplicate_number(data["number"]) from exc
+            raise
 
     async def delete_extension(self, row: m.Extension) -> None:
         await self.extensions.delete(row)

@@ -7,7 +7,16 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.responses import Response
 
 from pbxcore.admin.deps import CurrentPage, CurrentStore, json_response, page_response
-from pbxcore.admin.schemas import Email, ExtensionNumber, Id, In, ListOf, Out, SipPassword
+from pbxcore.admin.schemas import (
+    Email,
+    ExtensionNumber,
+    Id,
+    In,
+    ListOf,
+    Out,
+    SipPassword,
+    Text,
+)
 from pbxcore.tenancy import models as m
 from pbxcore.tenancy import rules
 from pbxcore.tenancy.views import view
@@ -38,7 +47,7 @@ class ForwardingOut(BaseModel):
 
 class ExtensionIn(In):
     number: ExtensionNumber
-    name: str = Field(default="", max_length=200)
+    name: Text = Field(default="", max_length=200)
     email: Email | None = None
     sip_password: SipPassword | None = None
     dial_plan_id: Id | None = None
@@ -48,7 +57,7 @@ class ExtensionIn(In):
 
 class ExtensionPatch(In):
     number: ExtensionNumber | None = None
-    name: str | None = Field(default=None, max_length=200)
+    name: Text | None = Field(default=None, max_length=200)
     email: Email | None = None
     sip_password: SipPassword | None = None
     dial_plan_id: Id | None = None
