@@ -39,7 +39,11 @@ __all__ = [
 
 T = TypeVar("T")
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(rules.check_text),
+]
 Slug = Annotated[str, AfterValidator(rules.check_slug)]
 Domain = Annotated[str, AfterValidator(rules.check_domain)]
 Colour = Annotated[str, AfterValidator(rules.check_colour)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, field_validator
+from sqlalchemy import func
 from starlette.responses import Response
 
 from pbxcore.admin.deps import CurrentPage, CurrentStore, json_response, page_response
@@ -88,7 +89,7 @@ def _forwarding(value: Forwarding | None) -> dict[str, object]:
 async def list_extensions(t: str, store: CurrentStore, page: CurrentPage) -> Response:
     scope = await store.tenant(t)
     rows, total = await scope.extensions.list(
-        page.limit, page.offset, order_by=(m.Extension.number,)
+        page.limit, page.offset, order_by=(func.length(m.Extension.number), m.Extension.number)
     )
     return page_response([view(r) for r in rows], total)
 
