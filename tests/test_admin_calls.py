@@ -171,3 +171,44 @@ async def test_bad_filters_are_422_naming_the_field(api: Api) -> None:
         r = await api.get(f"/tenants/{t['id']}/calls", boss, params=params)
         assert r.status_code == 422, (params, r.text)
         assert r.json()["error"]["details"]["field"] == field, params
+
+
+async def test_stats_per_extension_and_per_day_in_the_tenant_time_zone(api: Api) -> None:
+    op = await api.operator()
+    t = await api.tenant(op["id"], "acme", time_zone="Europe/Moscow")
+    other = await api.tenant(op["id"], "beta")
+    # T0 + 0 and + 30 min are one Moscow day; + 22 h crosses Moscow midnight (UTC+3)
+    await insert(
+        api,
+        cdr(t, 0),
+        cdr(t, 30, extension="102", disposition="no_answer", billsec=0),
+        cdr(t, 22 * 60, disposition="busy", billsec=0),
+        cdr(other, 5),  # another tenant's call counts nowhere here
+    )
+    start = (T0 - timedelta(days=1)).isoformat()
+    end = (T0 + timedelta(days=2)).isoformat()
+    r = await api.get(f"/tenants/{t['id']}/stats", params={"from": start, "to": end})
+    assert r.status_code == 200, r.text
+    stats = r.json()
+    assert stats["time_zone"] == "Europe/Moscow"
+    assert stats["total"] == {"calls": 3, "answered": 1, "missed": 2, "billsec": 60}
+    assert stats["extensions"] == [
+        {"extension": "101", "calls": 2, "answered": 1, "missed": 1, "billsec": 60},
+        {"extension": "102", "calls": 1, "answered": 0, "missed": 1, "billsec": 0},
+    ]
+    day = (T0 + timedelta(hours=3)).date()
+    assert [d["date"] for d in stats["days"]] == [
+        day.isoformat(),
+        (day + timedelta(days=1)).isoformat(),
+    ]
+    r = await api.get(f"/tenants/{t['id']}/stats", params={"from": end, "to": start})
+    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "to"
+    r = await api.get(
+        f"/tenants/{t['id']}/stats",
+        params={"from": start, "to": (T0 + timedelta(days=400)).isoformat()},
+    )
+    assert r.status_code == 422
+    r = await api.get(f"/tenants/{t['id']}/stats", params={"from": "yesterday"})
+    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "from"
+    r = await api.get("/tenants/ten_nope/stats")
+    assert r.status_code == 404

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Literal, Protocol, TypeVar
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Select, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -53,6 +55,7 @@ __all__ = [
     "Role",
     "Store",
     "TenantScope",
+    "call_stats",
 ]
 
 Role = Literal["platform_admin", "operator_admin", "tenant_admin", "user"]
@@ -165,6 +168,10 @@ class Repo(Generic[M]):
     def _scoped(self, *criteria: ColumnElement[bool]) -> list[ColumnElement[bool]]:
         cols = [getattr(self._model, k) == v for k, v in self._where.items()]
         return [*cols, *criteria]
+
+    def criteria(self, *criteria: ColumnElement[bool]) -> list[ColumnElement[bool]]:
+        """The scope's filter with ``criteria`` (for a query of chosen columns)."""
+        return self._scoped(*criteria)
 
     def select(self, *criteria: ColumnElement[bool]) -> Select[M]:
         return select(self._model).where(*self._scoped(*criteria))
@@ -968,3 +975,47 @@ class _RangeRef:
 
     id: str
     operator_id: str
+
+
+MAX_STATS_DAYS = 366
+
+
+async def call_stats(scope: TenantScope, since: datetime, until: datetime) -> dict[str, Any]:
+    """Per-extension and per-day (in the tenant's time zone) aggregates of its CDRs started
+    in ``[since, until)``: calls, answered, missed (no answer or busy), talk time."""
+    if until <= since:
+        raise InvalidError("to", "must be after from")
+    if until - since > timedelta(days=MAX_STATS_DAYS):
+        raise InvalidError("to", f"a range of at most {MAX_STATS_DAYS} days")
+    zone = ZoneInfo(scope.tenant.time_zone)
+    c = m.Cdr
+    query = select(c.extension, c.started_at, c.disposition, c.billsec, c.direction).where(
+        *scope.calls.criteria(c.started_at >= since, c.started_at < until)
+    )
+
+    def bucket() -> dict[str, int]:
+        return {"calls": 0, "answered": 0, "missed": 0, "billsec": 0}
+
+    by_extension: dict[str, dict[str, int]] = {}
+    by_day: dict[str, dict[str, int]] = {}
+    total = bucket()
+    for row in await scope.store.session.execute(query):
+        day = row.started_at.astimezone(zone).date().isoformat()
+        targets = [total, by_day.setdefault(day, bucket())]
+        if row.extension:
+            targets.append(by_extension.setdefault(row.extension, bucket()))
+        for target in targets:
+            target["calls"] += 1
+            target["billsec"] += row.billsec
+            if row.disposition == "answered":
+                target["answered"] += 1
+            elif row.disposition in ("no_answer", "busy"):
+                target["missed"] += 1
+    return {
+        "from": since.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "to": until.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "time_zone": scope.tenant.time_zone,
+        "total": total,
+        "extensions": [{"extension": k} | v for k, v in sorted(by_extension.items())],
+        "days": [{"date": k} | v for k, v in sorted(by_day.items())],
+    }

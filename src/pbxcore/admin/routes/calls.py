@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import ColumnElement
 from starlette.responses import Response
 
@@ -13,6 +14,7 @@ from pbxcore.admin.deps import CurrentPage, CurrentStore, json_response, page_re
 from pbxcore.admin.schemas import ListOf, Out
 from pbxcore.tenancy import models as m
 from pbxcore.tenancy.errors import InvalidError
+from pbxcore.tenancy.store import call_stats
 from pbxcore.tenancy.views import cdr_detail, view
 
 router = APIRouter(tags=["calls"])
@@ -98,3 +100,53 @@ async def get_call(t: str, call: str, store: CurrentStore) -> Response:
     scope = await store.tenant(t)
     scope.require_admin()
     return json_response(cdr_detail(await scope.calls.get(call)))
+
+
+class StatsBucket(BaseModel):
+    calls: int
+    answered: int
+    missed: int
+    billsec: int
+
+
+class ExtensionStats(StatsBucket):
+    extension: str
+
+
+class DayStats(StatsBucket):
+    date: str
+
+
+class StatsOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: str = Field(alias="from")
+    to: str
+    time_zone: str
+    total: StatsBucket
+    extensions: list[ExtensionStats]
+    days: list[DayStats]
+
+
+@router.get(
+    "/tenants/{t}/stats",
+    response_model=StatsOut,
+    summary="Per-extension and per-day call aggregates (days in the tenant's time zone)",
+)
+async def call_statistics(
+    t: str,
+    store: CurrentStore,
+    *,
+    since: Annotated[
+        AwareDatetime | None,
+        Query(alias="from", description="Start (ISO 8601; default: 30 days before `to`)"),
+    ] = None,
+    until: Annotated[
+        AwareDatetime | None, Query(alias="to", description="End, exclusive (default: now)")
+    ] = None,
+) -> Response:
+    scope = await store.tenant(t)
+    scope.require_admin()
+    end = until or datetime.now(UTC)
+    start = since or end - timedelta(days=30)
+    return json_response(await call_stats(scope, start, end))
