@@ -332,7 +332,10 @@ class Store:
         )
         if row is None or not visible:
             raise NotFoundError("tenant", tenant_id)
-        if write and p.role in ("tenant_admin", "user") and row.status == "suspended":
+        if write and p.role == "user":
+            # an extension's user changes its own settings through its own endpoints
+            raise ForbiddenError("only the tenant's admins can change it")
+        if write and p.role == "tenant_admin" and row.status == "suspended":
             raise ForbiddenError(
                 "the tenant is suspended: its admins can read but not change it",
                 code="tenant_suspended",
