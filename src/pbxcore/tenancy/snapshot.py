@@ -308,6 +308,22 @@ async def _tenants(
     return [_tenant(r, extensions[r.id]) for r in rows]
 
 
+async def _patched_tenant(
+    session: AsyncSession, tenant: TenantConfig, numbers: set[str]
+) -> TenantConfig:
+    """``tenant`` with the extensions of ``numbers`` reloaded (gone ones dropped)."""
+    extensions = dict(tenant.extensions)
+    for number in numbers:
+        extensions.pop(number, None)
+    if numbers:
+        query = select(*_EXTENSION_COLUMNS).where(
+            m.Extension.tenant_id == tenant.id, m.Extension.number.in_(sorted(numbers))
+        )
+        for row in await session.execute(query):
+            extensions[row.number] = _extension(row)
+    return replace(tenant, extensions=extensions)
+
+
 async def _dids(session: AsyncSession, operator_id: str | None = None) -> list[DidConfig]:
     """Assigned DIDs (a free pool number routes nowhere), of one operator or all."""
     query = select(m.Did.number, m.Did.operator_id, m.Did.tenant_id, m.Did.destination).where(
@@ -351,6 +367,8 @@ class _Pending:
     # (operator, table) -> the prefixes changed in it (None: reload the whole table)
     prefixes: dict[tuple[str, str], set[str] | None] = field(default_factory=dict)
     tenants: dict[str, str] = field(default_factory=dict)  # tenant id -> operator id
+    # tenant id -> the extension numbers changed (None: reload the tenant whole)
+    numbers: dict[str, set[str] | None] = field(default_factory=dict)
     tenant_sets: set[str] = field(default_factory=set)  # all tenants of these operators
     dids: set[str] = field(default_factory=set)
 
@@ -380,6 +398,11 @@ class _Pending:
                 self.tenant_sets.add(op)
             else:
                 self.tenants[change.tenant_id] = op
+                known = self.numbers.get(change.tenant_id, set())
+                if change.kind == "tenant" or change.keys is None or known is None:
+                    self.numbers[change.tenant_id] = None
+                else:
+                    self.numbers[change.tenant_id] = known | set(change.keys)
             if change.kind == "tenant":  # a deleted tenant frees its DIDs
                 self.dids.add(op)
         elif change.kind == "dids":
@@ -396,6 +419,9 @@ class _Pending:
         for key, prefixes in other.prefixes.items():
             known = self.prefixes.get(key, set())
             self.prefixes[key] = None if prefixes is None or known is None else known | prefixes
+        for tenant_id, numbers in other.numbers.items():
+            known = self.numbers.get(tenant_id, set())
+            self.numbers[tenant_id] = None if numbers is None or known is None else known | numbers
         self.tenants |= other.tenants
         self.tenant_sets |= other.tenant_sets
         self.dids |= other.dids
@@ -448,6 +474,12 @@ async def _apply(session: AsyncSession, old: Snapshot, work: _Pending) -> Snapsh
         for tenant in await _tenants(session, operator_id=op):
             tenants[tenant.id] = tenant
     single = [t for t, op in work.tenants.items() if op not in reload_ops and op not in gone_ops]
+    for tenant_id in list(single):  # only some extensions changed: reload those alone
+        numbers = work.numbers.get(tenant_id)
+        current = tenants.get(tenant_id)
+        if numbers is not None and current is not None:
+            tenants[tenant_id] = await _patched_tenant(session, current, numbers)
+            single.remove(tenant_id)
     if single:
         fresh_tenants = {t.id: t for t in await _tenants(session, tenant_ids=single)}
         for tenant_id in single:

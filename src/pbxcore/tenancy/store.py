@@ -88,8 +88,10 @@ class Change:
     operator_id: str
     kind: ChangeKind
     tenant_id: str | None = None
-    ref: str | None = None  # kind "routes": the route table, so only it is recompiled
-    keys: tuple[str, ...] | None = None  # and the prefixes changed in it (None: all)
+    # kind "routes": the route table, so only it is recompiled, and the prefixes changed in
+    # it; kind "extensions": the extension numbers changed (keys None: reload all)
+    ref: str | None = None
+    keys: tuple[str, ...] | None = None
 
 
 class ChangeSink(Protocol):
@@ -128,6 +130,12 @@ def _duplicate_number(number: str) -> ConflictError:
     return ConflictError(
         f"extension {number} exists already", {"field": "number"}, code="duplicate"
     )
+
+
+def _values_of(key: str, *views: dict[str, Any] | None) -> tuple[str, ...]:
+    """The values of ``key`` in the before/after views of a change (a moved route or a
+    renumbered extension touches both)."""
+    return tuple(sorted({v[key] for v in views if v is not None and isinstance(v.get(key), str)}))
 
 
 def _integrity(exc: IntegrityError, entity: str) -> ConflictError:
@@ -378,8 +386,9 @@ class Store:
             if kind == "routes":
                 ref = row.id if isinstance(row, m.RouteTableRow) else row.route_table_id
                 if isinstance(row, m.Route):
-                    prefixes = {v.get("prefix") for v in (before, after) if v is not None}
-                    keys = tuple(sorted(p for p in prefixes if isinstance(p, str)))
+                    keys = _values_of("prefix", before, after)
+            elif kind == "extensions" and isinstance(row, m.Extension):
+                ref, keys = row.id, _values_of("number", before, after)
             self._changes.append(Change(operator_id, kind, tenant_id, ref, keys))
 
     def touch(self, change: Change) -> None:
