@@ -252,7 +252,11 @@ def _content(snapshot: Snapshot) -> dict[str, Any]:
     """What a snapshot says, comparable between builds (route tables by their entries)."""
     return {
         "operators": {
-            k: (o.domain, sorted(o.trunks), {t: sorted(map(repr, r.entries)) for t, r in o.route_tables.items()})
+            k: (
+                o.domain,
+                sorted(o.trunks),
+                {t: sorted(map(repr, r.entries)) for t, r in o.route_tables.items()},
+            )
             for k, o in snapshot.operators.items()
         },
         "tenants": dict(snapshot.tenants),
