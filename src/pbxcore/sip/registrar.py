@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import TYPE_CHECKING, NamedTuple
 
-from pbxcore.sip.auth import AuthOutcome, DigestAuthenticator
+from pbxcore.sip.auth import DigestAuthenticator
+from pbxcore.sip.authorize import Refused, authorize
 from pbxcore.sip.credentials import CredentialStore
 from pbxcore.sip.errors import SipParseError
 from pbxcore.sip.guard import BruteForceGuard, GuardVerdict
@@ -295,37 +296,21 @@ class Registrar:
             early = self.precheck(request, source_ip)
             if early is not None:
                 return None if isinstance(early, Drop) else early
-        guard = self.guard
         aor_uri = request.to.uri
         realm = aor_uri.host.lower()
-        try:
-            credentials = self.authenticator.pick(request.headers.get_all("authorization"), realm)
-        except ValueError:
-            return self.reply(request, 400, "Malformed Authorization")
-        if credentials is None:
-            return self._challenge(request, realm)
-        user_key = f"{credentials.username}@{realm}"
-        verdict = guard.check(source_ip, user_key)
-        if verdict is not GuardVerdict.ALLOW:
-            banned = self._banned(request, verdict)
-            return None if isinstance(banned, Drop) else banned
-        outcome = self.authenticator.verify(
-            "REGISTER", credentials, realm, request_uri=request.uri_text or request.uri
+        result = authorize(
+            request,
+            realm,
+            authenticator=self.authenticator,
+            guard=self.guard,
+            source_ip=source_ip,
         )
-        if outcome is not AuthOutcome.OK:
-            if outcome.is_failure:
-                guard.record_failure(source_ip, user_key)
-                log.info(
-                    "REGISTER auth failed for %s from %s: %s", user_key, source_ip, outcome.value
-                )
-                return self.reply(request, 403, "Forbidden")
-            if outcome is AuthOutcome.MALFORMED:
-                return self.reply(request, 400, "Malformed Authorization")
-            if outcome is AuthOutcome.URI_MISMATCH:
-                return self.reply(request, 400, "Digest URI Is Not The Request-URI")
-            return self._challenge(request, realm, stale=outcome is AuthOutcome.STALE)
-        guard.record_success(source_ip, user_key)
-        if credentials.username != aor_uri.user_unescaped:
+        if isinstance(result, Refused):
+            if result.drop:
+                return None
+            return self.reply(request, result.status, result.reason, list(result.headers))
+        user_key = f"{result.username}@{realm}"
+        if result.username != aor_uri.user_unescaped:
             log.info("%s may not register %s", user_key, aor_uri.aor)
             return self.reply(request, 403, "Forbidden")
         try:
