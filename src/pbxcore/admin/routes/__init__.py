@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from pbxcore.admin.routes import audit, auth, calls, extensions, platform, tenants
+from pbxcore.admin.routes import audit, auth, calls, extensions, health, platform, tenants
 
 ROUTERS: list[APIRouter] = [
     auth.router,
@@ -11,4 +11,5 @@ ROUTERS: list[APIRouter] = [
     extensions.router,
     audit.router,
     calls.router,
+    health.router,
 ]
