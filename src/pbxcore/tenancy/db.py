@@ -8,7 +8,9 @@ runs in WAL mode with foreign keys on and a busy timeout; PostgreSQL goes throug
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -58,9 +60,162 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+    # no waiting inside SQLite: _InlineSqlite waits for a lock without blocking the loop
+    cursor.execute("PRAGMA busy_timeout=0")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY (another connection holds the lock): worth waiting for. Not
+    SQLITE_BUSY_SNAPSHOT, which no wait resolves (SQLite's busy timeout does not wait)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY and code != 517
+
+
+async def _unlocked(call: Callable[[], Any]) -> Any:
+    """``call()``; while the database is locked, retried with growing sleeps on the loop
+    for up to SQLITE_BUSY_MS (then the busy error goes up, as SQLite's busy timeout)."""
+    try:
+        return call()
+    except sqlite3.OperationalError as exc:
+        if not _busy(exc):
+            raise
+    deadline = time.monotonic() + SQLITE_BUSY_MS / 1000
+    delay = 0.001
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            return call()
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc) or time.monotonic() >= deadline:
+                raise
+        delay = min(delay * 2, 0.05)
+
+
+class _InlineCursor:
+    """The part of aiosqlite's cursor SQLAlchemy uses, run on the calling thread."""
+
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    async def __aenter__(self) -> _InlineCursor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._cursor.close()
+
+    async def execute(self, sql: str, parameters: Any = ()) -> _InlineCursor:
+        await _unlocked(lambda: self._cursor.execute(sql, parameters))
+        return self
+
+    async def executemany(self, sql: str, parameters: Any) -> _InlineCursor:
+        await _unlocked(lambda: self._cursor.executemany(sql, parameters))
+        return self
+
+    async def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+    async def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        return self._cursor.fetchmany(self._cursor.arraysize if size is None else size)
+
+    async def close(self) -> None:
+        self._cursor.close()
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    @property
+    def arraysize(self) -> int:
+        return self._cursor.arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._cursor.arraysize = value
+
+
+class _InlineQueue:
+    """aiosqlite's request queue, as SQLAlchemy's isolation-level setter uses it."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def put_nowait(self, item: tuple[asyncio.Future[Any] | None, Callable[[], Any]]) -> None:
+        future, function = item
+        try:
+            result = function()
+        except Exception as exc:
+            if future is not None:
+                future.set_exception(exc)
+            return
+        if future is not None:
+            future.set_result(result)
+
+
+class _InlineSqlite:
+    """An aiosqlite-compatible connection that runs each statement on the loop's thread.
+
+    aiosqlite gives every connection a thread and every call a round trip to it (a queue,
+    a wake-up, a wake-up back), several per statement. A statement on a local SQLite file
+    takes microseconds, less than the round trip; what can block for long, a lock held by
+    another connection, is waited for here with sleeps on the loop (:func:`_unlocked`),
+    so the loop keeps serving SIP and the other requests meanwhile.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._connection: sqlite3.Connection | None = conn
+        self._tx = _InlineQueue()
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self._conn.isolation_level
+
+    def cursor(self) -> _InlineCursor:
+        return _InlineCursor(self._conn.cursor())
+
+    async def execute(self, sql: str, parameters: Any = ()) -> _InlineCursor:
+        return await self.cursor().execute(sql, parameters)
+
+    async def create_function(self, *args: Any, **kw: Any) -> None:
+        self._conn.create_function(*args, **kw)
+
+    async def commit(self) -> None:
+        await _unlocked(self._conn.commit)
+
+    async def rollback(self) -> None:
+        self._conn.rollback()
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            self._connection = None
+            self._conn.close()
+
+    def stop(self) -> None:
+        if self._connection is not None:
+            self._connection = None
+            self._conn.close()
+
+
+def _inline_sqlite(path: str) -> Callable[[], Any]:
+    async def connect() -> _InlineSqlite:
+        return _InlineSqlite(sqlite3.connect(path, check_same_thread=False))
+
+    return connect
 
 
 class Database:
@@ -72,7 +227,9 @@ class Database:
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo}
         if self.dialect == "sqlite":
-            Path(parsed.database or "").parent.mkdir(parents=True, exist_ok=True)
+            path = parsed.database or ""
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["async_creator"] = _inline_sqlite(path)
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=10)
             kwargs["connect_args"] = {"connect_timeout": 5}

@@ -166,11 +166,13 @@ class Repo(Generic[M]):
             raise InvalidError("limit", f"limit must be 0..{MAX_PAGE} and offset >= 0")
         session = self._store.session
         order = list(order_by) or [self._model.created_at, self._model.id]  # type: ignore[attr-defined]
-        query = self.select(*criteria).order_by(*order).limit(limit).offset(offset)
+        # one row more than the page: a first page that holds everything needs no count
+        query = self.select(*criteria).order_by(*order).limit(limit + 1).offset(offset)
         rows = list((await session.scalars(query)).all())
-        if offset == 0 and len(rows) < limit:
+        if offset == 0 and len(rows) <= limit:
             total = len(rows)
         else:
+            del rows[limit:]
             count = select(func.count()).select_from(self._model).where(*self._scoped(*criteria))
             total = int((await session.scalar(count)) or 0)
         return rows, total
@@ -277,7 +279,15 @@ class Store:
         """The tenant if the principal may see it; ``write=True`` refuses the admin of a
         suspended tenant (403 ``tenant_suspended``), not its operator."""
         p = self.principal
-        row = await self.session.get(m.Tenant, tenant_id)
+        # the tenant and its operator in one query (both land in the identity map)
+        found = (
+            await self.session.execute(
+                select(m.Tenant, m.Operator)
+                .join(m.Operator, m.Operator.id == m.Tenant.operator_id)
+                .where(m.Tenant.id == tenant_id)
+            )
+        ).first()
+        row, op = (None, None) if found is None else found
         visible = row is not None and (
             p.role == "platform_admin"
             or (p.role == "operator_admin" and row.operator_id == p.operator_id)
@@ -290,7 +300,6 @@ class Store:
                 "the tenant is suspended: its admins can read but not change it",
                 code="tenant_suspended",
             )
-        op = await self.session.get(m.Operator, row.operator_id)
         assert op is not None  # foreign key
         return TenantScope(self, op, row)
 
