@@ -17,7 +17,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -32,6 +32,7 @@ __all__ = ["Database", "DatabaseUnavailableError", "normalize_url"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_MS = 5000
+_PG_SNAPSHOT = text("SELECT pg_current_snapshot()::text")
 
 
 class DatabaseUnavailableError(Exception):
@@ -218,6 +219,41 @@ def _inline_sqlite(path: str) -> Callable[[], Any]:
     return connect
 
 
+class _SharedProbe:
+    """One query answering every caller that arrived before it started.
+
+    A caller waits for the next query to *start* after it arrived (never one already
+    running, whose answer may predate the caller), and all callers that arrived while one
+    query ran share the next: under load one round trip serves many requests.
+    """
+
+    def __init__(self, fetch: Callable[[], Any]) -> None:
+        self._fetch = fetch
+        self._next: asyncio.Future[Any] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def get(self) -> Any:
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        future = self._next
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return await asyncio.shield(future)
+
+    async def _run(self) -> None:
+        while self._next is not None:
+            future, self._next = self._next, None
+            try:
+                result = await self._fetch()
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: a caller that went away logs nothing
+            else:
+                if not future.done():
+                    future.set_result(result)
+
+
 class Database:
     """An engine, a session factory and the migrations of one store."""
 
@@ -230,6 +266,7 @@ class Database:
             path = parsed.database or ""
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             kwargs["async_creator"] = _inline_sqlite(path)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=10)
             kwargs["connect_args"] = {"connect_timeout": 5}
@@ -237,6 +274,9 @@ class Database:
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._watch: sqlite3.Connection | None = None
+        self._probe: _SharedProbe | None = None
+        self._sqlite_path = parsed.database if self.dialect == "sqlite" else None
 
     def __repr__(self) -> str:
         return f"Database({make_url(self.url).render_as_string(hide_password=True)!r})"
@@ -253,6 +293,28 @@ class Database:
             if exc.connection_invalidated:
                 raise DatabaseUnavailableError(_unavailable_message(exc)) from exc
             raise
+
+    async def data_version(self) -> object:
+        """A value that changes whenever committed data may have changed (any connection,
+        any process): SQLite's ``PRAGMA data_version`` on a connection kept for watching,
+        PostgreSQL's current snapshot. Equal values: the same committed data."""
+        if self._sqlite_path is not None:
+            try:
+                if self._watch is None:
+                    self._watch = sqlite3.connect(self._sqlite_path, check_same_thread=False)
+                return self._watch.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise DatabaseUnavailableError(_unavailable_message(exc)) from exc
+        if self._probe is None:
+            self._probe = _SharedProbe(self._pg_snapshot)
+        return await self._probe.get()
+
+    async def _pg_snapshot(self) -> object:
+        try:
+            async with self.engine.connect() as conn:
+                return (await conn.execute(_PG_SNAPSHOT)).scalar()
+        except (OperationalError, PoolTimeout, OSError) as exc:
+            raise DatabaseUnavailableError(_unavailable_message(exc)) from exc
 
     async def upgrade(self, revision: str = "head") -> None:
         """Apply the migrations up to ``revision``."""
@@ -276,6 +338,9 @@ class Database:
             raise DatabaseUnavailableError(_unavailable_message(exc)) from exc
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         await self.engine.dispose()
 
     def close_sync(self) -> None:

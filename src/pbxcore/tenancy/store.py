@@ -20,9 +20,9 @@ IS NULL``. Both stores run these atomically.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
 from sqlalchemy import ColumnElement, Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pbxcore.sip.auth import DigestAlgorithm
 from pbxcore.tenancy import models as m
+from pbxcore.tenancy.db import Database
 from pbxcore.tenancy.errors import (
     ConflictError,
     ForbiddenError,
@@ -37,6 +38,7 @@ from pbxcore.tenancy.errors import (
     LimitReachedError,
     NotFoundError,
 )
+from pbxcore.tenancy.readcache import ReadCache
 from pbxcore.tenancy.secrets import SecretBox, hash_password, sip_ha1
 from pbxcore.tenancy.views import view
 
@@ -56,6 +58,7 @@ __all__ = [
 Role = Literal["platform_admin", "operator_admin", "tenant_admin", "user"]
 ChangeKind = Literal["operator", "tenant", "extensions", "trunks", "routes", "dial_plans", "dids"]
 M = TypeVar("M", bound=m.Base)
+T = TypeVar("T")
 MAX_PAGE = 1000
 
 
@@ -251,12 +254,16 @@ class Store:
         *,
         secrets: SecretBox | None = None,
         sink: ChangeSink | None = None,
+        reads: ReadCache | None = None,
+        db: Database | None = None,
     ) -> None:
         self.session = session
         self.principal = principal
         self.secrets = secrets
         self._sink = sink
         self._changes: list[Change] = []
+        self._reads = reads
+        self._db = db
 
     # -- scopes -------------------------------------------------------------------------
 
@@ -302,6 +309,23 @@ class Store:
             )
         assert op is not None  # foreign key
         return TenantScope(self, op, row)
+
+    async def read_through(self, key: Hashable, load: Callable[[], Awaitable[T]]) -> T:
+        """``await load()``, or its answer kept from an earlier call with the same ``key``
+        while the committed data is unchanged (:mod:`pbxcore.tenancy.readcache`). The key
+        is qualified by the principal's scope (role, operator, tenant): ``load`` runs the
+        scope checks, and a kept answer is given only to callers who would pass them."""
+        if self._reads is None or self._db is None:
+            return await load()
+        p = self.principal
+        full_key = (p.role, p.operator_id, p.tenant_id, key)
+        version = await self._db.data_version()
+        kept = self._reads.get(full_key, version)
+        if kept is not None:
+            return cast(T, kept)
+        value = await load()
+        self._reads.put(full_key, version, value)
+        return value
 
     # -- audit and changes --------------------------------------------------------------
 
