@@ -86,7 +86,9 @@ class Change:
     operator_id: str
     kind: ChangeKind
     tenant_id: str | None = None
-    ref: str | None = None  # kind "routes": the route table, so only it is recompiled
+    # kind "routes": the route table, so only it is recompiled; kind "extensions": the
+    # extension, so only it is reloaded
+    ref: str | None = None
 
 
 class ChangeSink(Protocol):
@@ -360,6 +362,8 @@ class Store:
             ref = None
             if kind == "routes":
                 ref = row.id if isinstance(row, m.RouteTableRow) else row.route_table_id
+            elif kind == "extensions" and isinstance(row, m.Extension):
+                ref = row.id
             self._changes.append(Change(operator_id, kind, tenant_id, ref))
 
     def touch(self, change: Change) -> None:
