@@ -59,7 +59,9 @@ class ServerConfig:
     users: CredentialStore | None = None  # the --users file, beside (or instead of) the DB
     admin_password: str | None = None  # first start; else PBXCORE_ADMIN_PASSWORD or generated
     api_settings: ApiSettings = field(default_factory=ApiSettings)
-    snapshot_debounce: float = 0.02
+    # 0: a rebuild starts once the loop has run what is ready; under load, the changes
+    # committed during one rebuild go into the next (they batch by themselves)
+    snapshot_debounce: float = 0.0
 
 
 class _EmbeddedUvicorn(uvicorn.Server):

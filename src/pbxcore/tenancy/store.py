@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
-from sqlalchemy import ColumnElement, Select, delete, func, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -246,6 +246,14 @@ class Repo(Generic[M]):
             raise _integrity(exc, self.entity) from exc
 
 
+# built once: the statement every tenant-scoped request starts with
+_TENANT_AND_OPERATOR = (
+    select(m.Tenant, m.Operator)
+    .join(m.Operator, m.Operator.id == m.Tenant.operator_id)
+    .where(m.Tenant.id == bindparam("tenant_id"))
+)
+
+
 class Store:
     """A unit of work for one principal: scopes, repositories, audit, then commit."""
 
@@ -289,13 +297,7 @@ class Store:
         suspended tenant (403 ``tenant_suspended``), not its operator."""
         p = self.principal
         # the tenant and its operator in one query (both land in the identity map)
-        found = (
-            await self.session.execute(
-                select(m.Tenant, m.Operator)
-                .join(m.Operator, m.Operator.id == m.Tenant.operator_id)
-                .where(m.Tenant.id == tenant_id)
-            )
-        ).first()
+        found = (await self.session.execute(_TENANT_AND_OPERATOR, {"tenant_id": tenant_id})).first()
         row, op = (None, None) if found is None else found
         visible = row is not None and (
             p.role == "platform_admin"
