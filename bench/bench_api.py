@@ -327,6 +327,9 @@ def main() -> None:
     parser.add_argument("--cases", default="health,list,create")
     parser.add_argument("--server-cpu", default="1")
     parser.add_argument("--wrk-cpu", default="0")
+    parser.add_argument(
+        "--pg-cpu", default="", help="CPUs for PostgreSQL (default: the server's, one core)"
+    )
     args = parser.parse_args()
     cpu_model = next(
         (
@@ -338,7 +341,7 @@ def main() -> None:
     )
     print(f"machine: {os.cpu_count()} CPUs, {cpu_model}; Python {platform.python_version()}")
     print(
-        f"server (and PostgreSQL) on CPU {args.server_cpu}, wrk -t1 -c{args.connections} on CPU "
+        f"server on CPU {args.server_cpu}, PostgreSQL on CPU {args.pg_cpu or args.server_cpu}, wrk -t1 -c{args.connections} on CPU "
         f"{args.wrk_cpu}; {args.duration:g} s per case after {args.warmup:g} s of warm-up"
     )
     print(
@@ -352,7 +355,7 @@ def main() -> None:
             if store == "sqlite":
                 results = bench_store(store, f"sqlite:///{folder}/pbx.db", folder, args, [])
             elif store == "postgresql":
-                with postgres(args.server_cpu) as (url, postmaster):
+                with postgres(args.pg_cpu or args.server_cpu) as (url, postmaster):
                     results = bench_store(store, url, folder, args, [postmaster])
             else:
                 raise SystemExit(f"unknown store {store!r}")
