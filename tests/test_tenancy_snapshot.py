@@ -316,3 +316,32 @@ async def test_a_store_that_goes_away_keeps_the_last_snapshot(postgres: Any, tmp
     finally:
         await service.close()
         await db.close()
+
+
+async def test_extension_changes_reload_only_those_extensions(
+    api: Api, snap: SnapshotService
+) -> None:
+    op, t, e = await _tenant_with_extension(api)
+    other = (await api.tenant(op, slug="beta"))["id"]
+    path = f"/tenants/{t}/extensions"
+    second = await api.create(path, {"number": "102", "name": "Boris", "sip_password": "pw-102-x"})
+    third = await api.create(path, {"number": "103", "name": "Vera"})
+    before = await snap.settle()
+    # a new number (with its new password), a disabled one, a deleted one, a new one
+    r = await api.patch(f"{path}/{e}", json={"number": "201", "sip_password": "pw-201-x"})
+    assert r.status_code == 200, r.text
+    assert (await api.patch(f"{path}/{second['id']}", json={"enabled": False})).status_code == 200
+    assert (await api.delete(f"{path}/{third['id']}")).status_code == 204
+    await api.create(path, {"number": "104", "name": "Gleb", "sip_password": "pw-104-x"})
+    after = await snap.settle()
+    tenant = after.tenants[t]
+    assert sorted(tenant.extensions) == ["102", "104", "201"]
+    assert tenant.extensions["201"].id == e
+    assert tenant.extensions["201"].ha1[DigestAlgorithm.MD5] == digest_ha1(
+        "MD5", "201", REALM, "pw-201-x"
+    )
+    assert not tenant.extensions["102"].enabled
+    assert after.tenants[other] is before.tenants[other]  # untouched tenants are shared
+    async with api.ctx.db.session() as session:
+        full = await build_snapshot(session)
+    assert _content(after) == _content(full)

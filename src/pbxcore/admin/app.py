@@ -6,13 +6,11 @@ uvicorn next to SIP.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from importlib import resources
-from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
-from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pbxcore.admin.deps import AdminContext, ApiSettings
 from pbxcore.admin.errors import error_response, install_error_handlers
@@ -22,6 +20,29 @@ from pbxcore.admin.schemas import ERROR_RESPONSES
 __all__ = ["API", "AdminContext", "ApiSettings", "create_app"]
 
 API = "/api/v1"
+
+
+class BodyLimit:
+    """413 for a request whose Content-Length is not a number or more than ``max_bytes``.
+
+    A plain ASGI middleware: it reads one header and passes the request on untouched (no
+    task group, no wrapped request or response, as Starlette's BaseHTTPMiddleware has).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length":
+                    if not value.isdigit() or int(value) > self.max_bytes:
+                        response = error_response(413, "too_large", "the request body is too large")
+                        await response(scope, receive, send)
+                        return
+                    break
+        await self.app(scope, receive, send)
 
 
 def create_app(ctx: AdminContext) -> FastAPI:
@@ -36,15 +57,7 @@ def create_app(ctx: AdminContext) -> FastAPI:
     app.state.pbx = ctx
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (
-            not length.isdigit() or int(length) > ctx.settings.max_body_bytes
-        ):
-            return error_response(413, "too_large", "the request body is too large")
-        response: Response = await call_next(request)
-        return response
+    app.add_middleware(BodyLimit, max_bytes=ctx.settings.max_body_bytes)
 
     for router in ROUTERS:
         app.include_router(router, prefix=API, responses=ERROR_RESPONSES)

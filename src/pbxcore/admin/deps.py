@@ -17,6 +17,7 @@ from starlette.responses import Response
 from pbxcore.admin.auth import LoginLimiter, SessionCache, resolve_token
 from pbxcore.admin.errors import ApiError
 from pbxcore.tenancy.db import Database
+from pbxcore.tenancy.readcache import ReadCache
 from pbxcore.tenancy.secrets import SecretBox
 from pbxcore.tenancy.store import ChangeSink, Principal, Store
 
@@ -27,7 +28,9 @@ __all__ = [
     "CurrentStore",
     "Page",
     "context",
+    "json_body_response",
     "json_response",
+    "page_body",
     "page_response",
 ]
 
@@ -55,6 +58,8 @@ class AdminContext:
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
     # called after an outbox row is committed, so the sender wakes up at once
     mail_queued: Callable[[], None] | None = None
+    # list answers kept while the database is unchanged (Store.read_through)
+    reads: ReadCache = field(default_factory=ReadCache)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -75,6 +80,17 @@ def json_response(data: Any, status: int = 200) -> Response:
 
 def page_response(items: list[dict[str, Any]], total: int) -> Response:
     return json_response({"items": items, "total": total})
+
+
+def page_body(items: list[dict[str, Any]], total: int) -> bytes:
+    """The JSON of a page, for an answer kept by ``Store.read_through``."""
+    return json.dumps(
+        {"items": items, "total": total}, separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
+
+
+def json_body_response(body: bytes, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type="application/json")
 
 
 def context(request: Request) -> AdminContext:
@@ -101,10 +117,14 @@ async def store(request: Request) -> AsyncIterator[Store]:
     token = _bearer(request)
     async with ctx.db.session() as session:
         principal: Principal = await resolve_token(session, ctx.sessions, token)
-        yield Store(session, principal, secrets=ctx.secrets, sink=ctx.sink)
+        yield Store(
+            session, principal, secrets=ctx.secrets, sink=ctx.sink, reads=ctx.reads, db=ctx.db
+        )
 
 
-CurrentStore = Annotated[Store, Depends(store)]
+# scope "function": the session (and its pooled connection) ends when the handler returns,
+# before the answer is written to a slow client
+CurrentStore = Annotated[Store, Depends(store, scope="function")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +133,7 @@ class Page:
     offset: int = 0
 
 
-def page(
+async def page(  # async: no thread pool hop
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size, 1..1000.")] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip.")] = 0,
 ) -> Page:

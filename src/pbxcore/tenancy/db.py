@@ -8,14 +8,16 @@ runs in WAL mode with foreign keys on and a busy timeout; PostgreSQL goes throug
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -30,6 +32,7 @@ __all__ = ["Database", "DatabaseUnavailableError", "normalize_url"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_MS = 5000
+_PG_SNAPSHOT = text("SELECT pg_current_snapshot()::text")
 
 
 class DatabaseUnavailableError(Exception):
@@ -58,9 +61,197 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+    # no waiting inside SQLite: _InlineSqlite waits for a lock without blocking the loop
+    cursor.execute("PRAGMA busy_timeout=0")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY (another connection holds the lock): worth waiting for. Not
+    SQLITE_BUSY_SNAPSHOT, which no wait resolves (SQLite's busy timeout does not wait)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY and code != 517
+
+
+async def _unlocked(call: Callable[[], Any]) -> Any:
+    """``call()``; while the database is locked, retried with growing sleeps on the loop
+    for up to SQLITE_BUSY_MS (then the busy error goes up, as SQLite's busy timeout)."""
+    try:
+        return call()
+    except sqlite3.OperationalError as exc:
+        if not _busy(exc):
+            raise
+    deadline = time.monotonic() + SQLITE_BUSY_MS / 1000
+    delay = 0.001
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            return call()
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc) or time.monotonic() >= deadline:
+                raise
+        delay = min(delay * 2, 0.05)
+
+
+class _InlineCursor:
+    """The part of aiosqlite's cursor SQLAlchemy uses, run on the calling thread."""
+
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    async def __aenter__(self) -> _InlineCursor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._cursor.close()
+
+    async def execute(self, sql: str, parameters: Any = ()) -> _InlineCursor:
+        await _unlocked(lambda: self._cursor.execute(sql, parameters))
+        return self
+
+    async def executemany(self, sql: str, parameters: Any) -> _InlineCursor:
+        await _unlocked(lambda: self._cursor.executemany(sql, parameters))
+        return self
+
+    async def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+    async def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        return self._cursor.fetchmany(self._cursor.arraysize if size is None else size)
+
+    async def close(self) -> None:
+        self._cursor.close()
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    @property
+    def arraysize(self) -> int:
+        return self._cursor.arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._cursor.arraysize = value
+
+
+class _InlineQueue:
+    """aiosqlite's request queue, as SQLAlchemy's isolation-level setter uses it."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def put_nowait(self, item: tuple[asyncio.Future[Any] | None, Callable[[], Any]]) -> None:
+        future, function = item
+        try:
+            result = function()
+        except Exception as exc:
+            if future is not None:
+                future.set_exception(exc)
+            return
+        if future is not None:
+            future.set_result(result)
+
+
+class _InlineSqlite:
+    """An aiosqlite-compatible connection that runs each statement on the loop's thread.
+
+    aiosqlite gives every connection a thread and every call a round trip to it (a queue,
+    a wake-up, a wake-up back), several per statement. A statement on a local SQLite file
+    takes microseconds, less than the round trip; what can block for long, a lock held by
+    another connection, is waited for here with sleeps on the loop (:func:`_unlocked`),
+    so the loop keeps serving SIP and the other requests meanwhile.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._connection: sqlite3.Connection | None = conn
+        self._tx = _InlineQueue()
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self._conn.isolation_level
+
+    def cursor(self) -> _InlineCursor:
+        return _InlineCursor(self._conn.cursor())
+
+    async def execute(self, sql: str, parameters: Any = ()) -> _InlineCursor:
+        return await self.cursor().execute(sql, parameters)
+
+    async def create_function(self, *args: Any, **kw: Any) -> None:
+        self._conn.create_function(*args, **kw)
+
+    async def commit(self) -> None:
+        await _unlocked(self._conn.commit)
+
+    async def rollback(self) -> None:
+        self._conn.rollback()
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            self._connection = None
+            self._conn.close()
+
+    def stop(self) -> None:
+        if self._connection is not None:
+            self._connection = None
+            self._conn.close()
+
+
+def _inline_sqlite(path: str) -> Callable[[], Any]:
+    async def connect() -> _InlineSqlite:
+        return _InlineSqlite(sqlite3.connect(path, check_same_thread=False))
+
+    return connect
+
+
+class _SharedProbe:
+    """One query answering every caller that arrived before it started.
+
+    A caller waits for the next query to *start* after it arrived (never one already
+    running, whose answer may predate the caller), and all callers that arrived while one
+    query ran share the next: under load one round trip serves many requests.
+    """
+
+    def __init__(self, fetch: Callable[[], Any]) -> None:
+        self._fetch = fetch
+        self._next: asyncio.Future[Any] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def get(self) -> Any:
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        future = self._next
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return await asyncio.shield(future)
+
+    async def _run(self) -> None:
+        while self._next is not None:
+            future, self._next = self._next, None
+            try:
+                result = await self._fetch()
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: a caller that went away logs nothing
+            else:
+                if not future.done():
+                    future.set_result(result)
 
 
 class Database:
@@ -72,7 +263,10 @@ class Database:
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo}
         if self.dialect == "sqlite":
-            Path(parsed.database or "").parent.mkdir(parents=True, exist_ok=True)
+            path = parsed.database or ""
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["async_creator"] = _inline_sqlite(path)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=10)
             kwargs["connect_args"] = {"connect_timeout": 5}
@@ -80,6 +274,9 @@ class Database:
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._watch: sqlite3.Connection | None = None
+        self._probe: _SharedProbe | None = None
+        self._sqlite_path = parsed.database if self.dialect == "sqlite" else None
 
     def __repr__(self) -> str:
         return f"Database({make_url(self.url).render_as_string(hide_password=True)!r})"
@@ -96,6 +293,28 @@ class Database:
             if exc.connection_invalidated:
                 raise DatabaseUnavailableError(_unavailable_message(exc)) from exc
             raise
+
+    async def data_version(self) -> object:
+        """A value that changes whenever committed data may have changed (any connection,
+        any process): SQLite's ``PRAGMA data_version`` on a connection kept for watching,
+        PostgreSQL's current snapshot. Equal values: the same committed data."""
+        if self._sqlite_path is not None:
+            try:
+                if self._watch is None:
+                    self._watch = sqlite3.connect(self._sqlite_path, check_same_thread=False)
+                return self._watch.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise DatabaseUnavailableError(_unavailable_message(exc)) from exc
+        if self._probe is None:
+            self._probe = _SharedProbe(self._pg_snapshot)
+        return await self._probe.get()
+
+    async def _pg_snapshot(self) -> object:
+        try:
+            async with self.engine.connect() as conn:
+                return (await conn.execute(_PG_SNAPSHOT)).scalar()
+        except (OperationalError, PoolTimeout, OSError) as exc:
+            raise DatabaseUnavailableError(_unavailable_message(exc)) from exc
 
     async def upgrade(self, revision: str = "head") -> None:
         """Apply the migrations up to ``revision``."""
@@ -119,6 +338,9 @@ class Database:
             raise DatabaseUnavailableError(_unavailable_message(exc)) from exc
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         await self.engine.dispose()
 
     def close_sync(self) -> None:

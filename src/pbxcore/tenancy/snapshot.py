@@ -308,20 +308,23 @@ async def _tenants(
     return [_tenant(r, extensions[r.id]) for r in rows]
 
 
-async def _patched_tenant(
-    session: AsyncSession, tenant: TenantConfig, numbers: set[str]
-) -> TenantConfig:
-    """``tenant`` with the extensions of ``numbers`` reloaded (gone ones dropped)."""
-    extensions = dict(tenant.extensions)
-    for number in numbers:
-        extensions.pop(number, None)
-    if numbers:
-        query = select(*_EXTENSION_COLUMNS).where(
-            m.Extension.tenant_id == tenant.id, m.Extension.number.in_(sorted(numbers))
-        )
-        for row in await session.execute(query):
-            extensions[row.number] = _extension(row)
-    return replace(tenant, extensions=extensions)
+async def _patch_extensions(
+    session: AsyncSession, tenants: dict[str, TenantConfig], patches: Mapping[str, set[str]]
+) -> None:
+    """Reload the named extensions (gone ones leave; a changed number moves) in place of
+    reloading their tenants whole: the cost follows the change, not the tenant's size."""
+    ids = sorted(set().union(*patches.values()))
+    fresh: dict[str, list[Any]] = {}
+    for start in range(0, len(ids), 500):
+        query = select(*_EXTENSION_COLUMNS).where(m.Extension.id.in_(ids[start : start + 500]))
+        for ext in await session.execute(query):
+            fresh.setdefault(ext.tenant_id, []).append(ext)
+    for tenant_id, changed in patches.items():
+        tenant = tenants[tenant_id]
+        extensions = {n: e for n, e in tenant.extensions.items() if e.id not in changed}
+        for ext in fresh.get(tenant_id, ()):
+            extensions[ext.number] = _extension(ext)
+        tenants[tenant_id] = replace(tenant, extensions=extensions)
 
 
 async def _dids(session: AsyncSession, operator_id: str | None = None) -> list[DidConfig]:
@@ -367,10 +370,10 @@ class _Pending:
     # (operator, table) -> the prefixes changed in it (None: reload the whole table)
     prefixes: dict[tuple[str, str], set[str] | None] = field(default_factory=dict)
     tenants: dict[str, str] = field(default_factory=dict)  # tenant id -> operator id
-    # tenant id -> the extension numbers changed (None: reload the tenant whole)
-    numbers: dict[str, set[str] | None] = field(default_factory=dict)
     tenant_sets: set[str] = field(default_factory=set)  # all tenants of these operators
     dids: set[str] = field(default_factory=set)
+    # single extensions of a tenant not reloaded whole: tenant id -> (operator id, ext ids)
+    extensions: dict[str, tuple[str, set[str]]] = field(default_factory=dict)
 
     def add(self, change: Change) -> None:
         op = change.operator_id
@@ -396,20 +399,24 @@ class _Pending:
         elif change.kind in ("tenant", "extensions"):
             if change.tenant_id is None:
                 self.tenant_sets.add(op)
+            elif change.kind == "extensions" and change.ref is not None:
+                self.extensions.setdefault(change.tenant_id, (op, set()))[1].add(change.ref)
             else:
                 self.tenants[change.tenant_id] = op
-                known = self.numbers.get(change.tenant_id, set())
-                if change.kind == "tenant" or change.keys is None or known is None:
-                    self.numbers[change.tenant_id] = None
-                else:
-                    self.numbers[change.tenant_id] = known | set(change.keys)
             if change.kind == "tenant":  # a deleted tenant frees its DIDs
                 self.dids.add(op)
         elif change.kind == "dids":
             self.dids.add(op)
 
     def __bool__(self) -> bool:
-        return bool(self.operators or self.tables or self.tenants or self.tenant_sets or self.dids)
+        return bool(
+            self.operators
+            or self.tables
+            or self.tenants
+            or self.tenant_sets
+            or self.dids
+            or self.extensions
+        )
 
     def merge(self, other: _Pending) -> None:
         self.operators |= other.operators
@@ -419,12 +426,11 @@ class _Pending:
         for key, prefixes in other.prefixes.items():
             known = self.prefixes.get(key, set())
             self.prefixes[key] = None if prefixes is None or known is None else known | prefixes
-        for tenant_id, numbers in other.numbers.items():
-            known = self.numbers.get(tenant_id, set())
-            self.numbers[tenant_id] = None if numbers is None or known is None else known | numbers
         self.tenants |= other.tenants
         self.tenant_sets |= other.tenant_sets
         self.dids |= other.dids
+        for tenant_id, (op, ids) in other.extensions.items():
+            self.extensions.setdefault(tenant_id, (op, set()))[1].update(ids)
 
 
 async def _apply(session: AsyncSession, old: Snapshot, work: _Pending) -> Snapshot:
@@ -473,13 +479,18 @@ async def _apply(session: AsyncSession, old: Snapshot, work: _Pending) -> Snapsh
     for op in reload_ops - gone_ops:
         for tenant in await _tenants(session, operator_id=op):
             tenants[tenant.id] = tenant
-    single = [t for t, op in work.tenants.items() if op not in reload_ops and op not in gone_ops]
-    for tenant_id in list(single):  # only some extensions changed: reload those alone
-        numbers = work.numbers.get(tenant_id)
-        current = tenants.get(tenant_id)
-        if numbers is not None and current is not None:
-            tenants[tenant_id] = await _patched_tenant(session, current, numbers)
-            single.remove(tenant_id)
+    # extensions changed one by one: patched into the tenant, unless the tenant is reloaded
+    # whole anyway or is not in the snapshot yet (then it is loaded whole)
+    patches: dict[str, set[str]] = {}
+    wanted = dict(work.tenants)
+    for tenant_id, (op, ids) in work.extensions.items():
+        if tenant_id in work.tenants or op in reload_ops or op in gone_ops:
+            continue
+        if tenant_id in tenants:
+            patches[tenant_id] = ids
+        else:
+            wanted[tenant_id] = op
+    single = [t for t, op in wanted.items() if op not in reload_ops and op not in gone_ops]
     if single:
         fresh_tenants = {t.id: t for t in await _tenants(session, tenant_ids=single)}
         for tenant_id in single:
@@ -487,6 +498,8 @@ async def _apply(session: AsyncSession, old: Snapshot, work: _Pending) -> Snapsh
                 tenants[tenant_id] = fresh_tenants[tenant_id]
             else:
                 tenants.pop(tenant_id, None)
+    if patches:
+        await _patch_extensions(session, tenants, patches)
     tenants = {k: t for k, t in tenants.items() if t.operator_id in operators}
 
     dids = dict(old.dids)

@@ -20,13 +20,13 @@ IS NULL``. Both stores run these atomically.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Select, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -34,6 +34,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from pbxcore.sip.auth import DigestAlgorithm
 from pbxcore.tenancy import models as m
 from pbxcore.tenancy import rules
+from pbxcore.tenancy.db import Database
 from pbxcore.tenancy.errors import (
     ConflictError,
     ForbiddenError,
@@ -41,6 +42,7 @@ from pbxcore.tenancy.errors import (
     LimitReachedError,
     NotFoundError,
 )
+from pbxcore.tenancy.readcache import ReadCache
 from pbxcore.tenancy.secrets import SecretBox, hash_password, sip_ha1
 from pbxcore.tenancy.views import view
 
@@ -61,6 +63,7 @@ __all__ = [
 Role = Literal["platform_admin", "operator_admin", "tenant_admin", "user"]
 ChangeKind = Literal["operator", "tenant", "extensions", "trunks", "routes", "dial_plans", "dids"]
 M = TypeVar("M", bound=m.Base)
+T = TypeVar("T")
 MAX_PAGE = 1000
 
 
@@ -196,11 +199,13 @@ class Repo(Generic[M]):
             raise InvalidError("limit", f"limit must be 0..{MAX_PAGE} and offset >= 0")
         session = self._store.session
         order = list(order_by) or [self._model.created_at, self._model.id]  # type: ignore[attr-defined]
-        query = self.select(*criteria).order_by(*order).limit(limit).offset(offset)
+        # one row more than the page: a first page that holds everything needs no count
+        query = self.select(*criteria).order_by(*order).limit(limit + 1).offset(offset)
         rows = list((await session.scalars(query)).all())
-        if offset == 0 and len(rows) < limit:
+        if offset == 0 and len(rows) <= limit:
             total = len(rows)
         else:
+            del rows[limit:]
             count = select(func.count()).select_from(self._model).where(*self._scoped(*criteria))
             total = int((await session.scalar(count)) or 0)
         return rows, total
@@ -293,6 +298,14 @@ class Repo(Generic[M]):
             raise NotFoundError(self.entity, ident) from exc
 
 
+# built once: the statement every tenant-scoped request starts with
+_TENANT_AND_OPERATOR = (
+    select(m.Tenant, m.Operator)
+    .join(m.Operator, m.Operator.id == m.Tenant.operator_id)
+    .where(m.Tenant.id == bindparam("tenant_id"))
+)
+
+
 class Store:
     """A unit of work for one principal: scopes, repositories, audit, then commit."""
 
@@ -303,12 +316,16 @@ class Store:
         *,
         secrets: SecretBox | None = None,
         sink: ChangeSink | None = None,
+        reads: ReadCache | None = None,
+        db: Database | None = None,
     ) -> None:
         self.session = session
         self.principal = principal
         self.secrets = secrets
         self._sink = sink
         self._changes: list[Change] = []
+        self._reads = reads
+        self._db = db
 
     # -- scopes -------------------------------------------------------------------------
 
@@ -332,7 +349,13 @@ class Store:
         """The tenant if the principal may see it; ``write=True`` refuses the admin of a
         suspended tenant (403 ``tenant_suspended``), not its operator."""
         p = self.principal
-        row = await self.session.get(m.Tenant, tenant_id) if _storable(tenant_id) else None
+        # the tenant and its operator in one query (both land in the identity map)
+        found = None
+        if _storable(tenant_id):
+            found = (
+                await self.session.execute(_TENANT_AND_OPERATOR, {"tenant_id": tenant_id})
+            ).first()
+        row, op = (None, None) if found is None else found
         visible = row is not None and (
             p.role == "platform_admin"
             or (p.role == "operator_admin" and row.operator_id == p.operator_id)
@@ -348,9 +371,25 @@ class Store:
                 "the tenant is suspended: its admins can read but not change it",
                 code="tenant_suspended",
             )
-        op = await self.session.get(m.Operator, row.operator_id)
         assert op is not None  # foreign key
         return TenantScope(self, op, row)
+
+    async def read_through(self, key: Hashable, load: Callable[[], Awaitable[T]]) -> T:
+        """``await load()``, or its answer kept from an earlier call with the same ``key``
+        while the committed data is unchanged (:mod:`pbxcore.tenancy.readcache`). The key
+        is qualified by the principal's scope (role, operator, tenant): ``load`` runs the
+        scope checks, and a kept answer is given only to callers who would pass them."""
+        if self._reads is None or self._db is None:
+            return await load()
+        p = self.principal
+        full_key = (p.role, p.operator_id, p.tenant_id, key)
+        version = await self._db.data_version()
+        kept = self._reads.get(full_key, version)
+        if kept is not None:
+            return cast(T, kept)
+        value = await load()
+        self._reads.put(full_key, version, value)
+        return value
 
     # -- audit and changes --------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from pbxcore.admin.routes import (
     auth,
     calls,
     extensions,
+    health,
     numbers,
     platform,
     routing,
@@ -14,6 +15,7 @@ from pbxcore.admin.routes import (
 )
 
 ROUTERS: list[APIRouter] = [
+    health.router,
     auth.router,
     platform.router,
     tenants.router,

@@ -7,7 +7,13 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import func
 from starlette.responses import Response
 
-from pbxcore.admin.deps import CurrentPage, CurrentStore, json_response, page_response
+from pbxcore.admin.deps import (
+    CurrentPage,
+    CurrentStore,
+    json_body_response,
+    json_response,
+    page_body,
+)
 from pbxcore.admin.schemas import (
     Email,
     ExtensionNumber,
@@ -87,11 +93,15 @@ def _forwarding(value: Forwarding | None) -> dict[str, object]:
     "/tenants/{t}/extensions", response_model=ListOf[ExtensionOut], summary="List extensions"
 )
 async def list_extensions(t: str, store: CurrentStore, page: CurrentPage) -> Response:
-    scope = await store.tenant(t)
-    rows, total = await scope.extensions.list(
-        page.limit, page.offset, order_by=(func.length(m.Extension.number), m.Extension.number)
-    )
-    return page_response([view(r) for r in rows], total)
+    async def load() -> bytes:
+        scope = await store.tenant(t)
+        rows, total = await scope.extensions.list(
+            page.limit, page.offset, order_by=(func.length(m.Extension.number), m.Extension.number)
+        )
+        return page_body([view(r) for r in rows], total)
+
+    key = ("extensions", t, page.limit, page.offset)
+    return json_body_response(await store.read_through(key, load))
 
 
 @router.post(
