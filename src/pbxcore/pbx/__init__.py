@@ -1,0 +1,47 @@
+"""Calls: the routing decision (and, later, the B2BUA that acts on it).
+
+:func:`decide` is a pure function over one config snapshot; see
+:mod:`pbxcore.pbx.decision` for the rules.
+"""
+
+from pbxcore.pbx.decision import (
+    DEFAULT_NO_ANSWER_SECONDS,
+    MAX_FORWARD_HOPS,
+    Caller,
+    CallUsage,
+    Decision,
+    DecisionKind,
+    Direction,
+    ExtensionCaller,
+    ExtensionTarget,
+    ForwardCondition,
+    Forwarding,
+    Reject,
+    TrunkCaller,
+    TrunkCandidate,
+    UsageCounts,
+    decide,
+    decide_forward,
+    trunk_for_source,
+)
+
+__all__ = [
+    "DEFAULT_NO_ANSWER_SECONDS",
+    "MAX_FORWARD_HOPS",
+    "CallUsage",
+    "Caller",
+    "Decision",
+    "DecisionKind",
+    "Direction",
+    "ExtensionCaller",
+    "ExtensionTarget",
+    "ForwardCondition",
+    "Forwarding",
+    "Reject",
+    "TrunkCaller",
+    "TrunkCandidate",
+    "UsageCounts",
+    "decide",
+    "decide_forward",
+    "trunk_for_source",
+]
