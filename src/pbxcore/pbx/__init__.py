@@ -1,4 +1,4 @@
-"""Calls: the routing decision (and, later, the B2BUA that acts on it).
+"""Calls: the routing decision, the CDR writer (and, later, the B2BUA that acts on them).
 
 :func:`decide` is a pure function over one config snapshot; see
 :mod:`pbxcore.pbx.decision` for the rules.

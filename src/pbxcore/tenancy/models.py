@@ -284,10 +284,18 @@ class Did(_Stamped, Base):
 
 
 class Cdr(Base):
-    """A call detail record (written by the call path, read through the API)."""
+    """A call detail record (written by the call path, read through the API).
+
+    A call in progress has an open row: ``disposition`` ``"in_progress"``, no ``ended_at``,
+    and ``node_id`` the node that handles it (so that this node, restarted after a crash,
+    closes its own open rows as ``"failed"``; see :mod:`pbxcore.pbx.cdr`).
+    """
 
     __tablename__ = "cdrs"
-    __table_args__ = (Index("ix_cdrs_tenant_started", "tenant_id", "started_at"),)
+    __table_args__ = (
+        Index("ix_cdrs_tenant_started", "tenant_id", "started_at"),
+        Index("ix_cdrs_node_disposition", "node_id", "disposition"),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     operator_id: Mapped[str] = mapped_column(
         ForeignKey("operators.id", ondelete="CASCADE"), index=True
@@ -307,6 +315,7 @@ class Cdr(Base):
     trunk_id: Mapped[str | None] = mapped_column(String(40))
     cost: Mapped[Decimal | None] = mapped_column(Numeric(12, 6))
     explain: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    node_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -1033,7 +1033,8 @@ MAX_STATS_DAYS = 366
 
 async def call_stats(scope: TenantScope, since: datetime, until: datetime) -> dict[str, Any]:
     """Per-extension and per-day (in the tenant's time zone) aggregates of its CDRs started
-    in ``[since, until)``: calls, answered, missed (no answer or busy), talk time."""
+    in ``[since, until)``: calls, answered, missed (no answer or busy), talk time. Calls
+    still in progress are not counted until they end."""
     if until <= since:
         raise InvalidError("to", "must be after from")
     if until - since > timedelta(days=MAX_STATS_DAYS):
@@ -1041,7 +1042,9 @@ async def call_stats(scope: TenantScope, since: datetime, until: datetime) -> di
     zone = ZoneInfo(scope.tenant.time_zone)
     c = m.Cdr
     query = select(c.extension, c.started_at, c.disposition, c.billsec, c.direction).where(
-        *scope.calls.criteria(c.started_at >= since, c.started_at < until)
+        *scope.calls.criteria(
+            c.started_at >= since, c.started_at < until, c.disposition != "in_progress"
+        )
     )
 
     def bucket() -> dict[str, int]:

@@ -21,6 +21,8 @@ router = APIRouter(tags=["calls"])
 
 Direction = Literal["internal", "inbound", "outbound"]
 Disposition = Literal["answered", "busy", "no_answer", "failed", "cancelled"]
+# an ended call has one of the five above; a call in progress has an open row (pbx/cdr.py)
+CallState = Literal["answered", "busy", "no_answer", "failed", "cancelled", "in_progress"]
 
 
 class CallOut(Out):
@@ -36,7 +38,9 @@ class CallOut(Out):
     ended_at: str | None
     duration_s: int
     billsec: int
-    disposition: Disposition
+    disposition: CallState = Field(
+        description="How the call ended; `in_progress` while it lasts (no `ended_at` yet)"
+    )
     trunk_id: str | None
     cost: float | None
 
@@ -58,7 +62,7 @@ async def list_calls(
     page: CurrentPage,
     *,
     direction: Direction | None = None,
-    disposition: Disposition | None = None,
+    disposition: CallState | None = None,
     extension: Annotated[str | None, Query(max_length=16)] = None,
     since: Annotated[
         AwareDatetime | None,
