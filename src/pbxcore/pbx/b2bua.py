@@ -1,0 +1,362 @@
+"""The B2BUA: calls between extensions, with media anchored in the relay.
+
+This first slice connects calls between extensions of one tenant. An INVITE from a phone
+is challenged with 407 (:func:`~pbxcore.sip.authorize.authorize`, the registrar's digest
+rules and brute-force guard); the authenticated caller and the dialed string go to
+:func:`~pbxcore.pbx.decision.decide` over the current snapshot; an internal target rings
+every registered contact of the extension in parallel (first answer wins, the others get
+CANCEL); every SDP passes through a :class:`~pbxcore.media.engine.MediaCall`, so audio
+flows through the relay and never through Python. 180/183/200 are relayed to the caller,
+ACK, CANCEL and BYE from either side work, and each call gets a CDR.
+
+Still to come (issue 10): trunks (outbound LCR with failover, inbound DIDs, outbound
+registration), re-INVITE/UPDATE, session timers and RTP timeouts, forwarding on busy / no
+answer / unavailable, calls-per-second caps.
+
+The call logic uses the stack's public interface (handlers, :class:`IncomingRequest`,
+:meth:`SipStack.invite`, dialogs), never raw transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pbxcore.media.engine import MediaCall, MediaEngine, MediaLeg
+from pbxcore.pbx.cdr import CallRecord, CdrWriter
+from pbxcore.pbx.decision import Decision, ExtensionCaller, UsageCounts, decide
+from pbxcore.sip.auth import DigestAuthenticator
+from pbxcore.sip.authorize import Refused, authorize
+from pbxcore.sip.dialog import Dialog, DialogId
+from pbxcore.sip.errors import SipParseError
+from pbxcore.sip.guard import BruteForceGuard
+from pbxcore.sip.location import LocationService
+from pbxcore.sip.message import Response
+from pbxcore.sip.stack import ClientInvite, IncomingRequest, SipStack
+from pbxcore.sip.uri import Uri
+from pbxcore.tenancy.snapshot import Snapshot
+
+__all__ = ["B2bua", "Call"]
+
+log = logging.getLogger("pbxcore.b2bua")
+
+SDP = "application/sdp"
+
+
+@dataclass(eq=False)
+class Call:
+    """One call: the caller's side (A) and the callee's (B), their dialogs and media."""
+
+    id: str
+    tenant_id: str
+    a: IncomingRequest
+    media: MediaCall
+    decision: Decision
+    record: CallRecord | None = None
+    forks: list[tuple[ClientInvite, MediaLeg]] = field(default_factory=list)
+    a_dialog: Dialog | None = None
+    b_dialog: Dialog | None = None
+    answered: bool = False
+    ended: bool = False
+
+
+class B2bua:
+    """INVITE and BYE handlers on a :class:`SipStack` that connect calls."""
+
+    def __init__(
+        self,
+        stack: SipStack,
+        *,
+        snapshot: Callable[[], Snapshot],
+        location: LocationService,
+        authenticator: DigestAuthenticator,
+        guard: BruteForceGuard,
+        media: MediaEngine,
+        cdr: CdrWriter | None = None,
+        ring_timeout: float = 60.0,
+    ) -> None:
+        self.stack = stack
+        self._snapshot = snapshot
+        self.location = location
+        self.authenticator = authenticator
+        self.guard = guard
+        self.media = media
+        self.cdr = cdr
+        self.ring_timeout = ring_timeout
+        self.usage = UsageCounts({}, {})
+        self.calls: dict[str, Call] = {}
+        self._by_dialog: dict[DialogId, tuple[Call, str]] = {}
+
+    def attach(self) -> None:
+        self.stack.set_handler("INVITE", self.on_invite)
+        self.stack.set_handler("BYE", self.on_bye)
+
+    # -- a new call ----------------------------------------------------------------------
+
+    async def on_invite(self, incoming: IncomingRequest) -> None:
+        if incoming.dialog is not None:
+            # re-INVITE (hold, address change): not relayed yet
+            incoming.respond(
+                488,
+                "Not Acceptable Here",
+                headers=[("Warning", '399 pbxcore "re-INVITE not supported yet"')],
+            )
+            return
+        request = incoming.request
+        snapshot = self._snapshot()
+        caller_uri = request.from_.uri
+        realm = caller_uri.host.lower()
+        tenant = snapshot.tenant_for_realm(realm)
+        if tenant is None or not caller_uri.is_sip:
+            incoming.respond(403, "Forbidden")
+            return
+        result = authorize(
+            request,
+            realm,
+            authenticator=self.authenticator,
+            guard=self.guard,
+            source_ip=incoming.source.host,
+            proxy=True,
+        )
+        if isinstance(result, Refused):
+            if result.drop:
+                incoming.drop()
+            else:
+                incoming.respond(result.status, result.reason, headers=result.headers)
+            return
+        if result.username != caller_uri.user_unescaped:
+            incoming.respond(403, "Forbidden")  # a phone calls as itself only
+            return
+        dialed = request.uri.user_unescaped if request.uri.is_sip else None
+        if not dialed:
+            incoming.respond(404, "Not Found")
+            return
+        caller = ExtensionCaller(tenant.id, result.username)
+        decision = decide(snapshot, caller, dialed, usage=self.usage)
+        if decision.reject is not None:
+            reject = decision.reject
+            incoming.respond(
+                reject.status,
+                reject.phrase,
+                headers=[("Reason", f'SIP;cause={reject.status};text="{reject.code}"')],
+            )
+            return
+        if decision.kind != "internal" or not decision.extensions:
+            incoming.respond(501, "Not Implemented")  # trunks and features: later slices
+            return
+        await self._internal_call(incoming, decision, tenant.domain, result.username, dialed)
+
+    async def _internal_call(
+        self,
+        incoming: IncomingRequest,
+        decision: Decision,
+        domain: str,
+        caller_number: str,
+        dialed: str,
+    ) -> None:
+        request = incoming.request
+        target = decision.extensions[0]
+        aor = Uri.parse(f"sip:{target.number}@{domain}").aor
+        bindings = await self.location.lookup(aor)
+        if not bindings:
+            incoming.respond(480, "Temporarily Unavailable")
+            return
+        try:
+            media = self.media.create_call(request.body or None)
+        except ValueError as exc:
+            incoming.respond(
+                488, "Not Acceptable Here", headers=[("Warning", f'399 pbxcore "{exc}"')]
+            )
+            return
+        tenant_id = decision.tenant_id or ""
+        call = Call(request.call_id, tenant_id, incoming, media, decision)
+        self.calls[call.id] = call
+        self._count(tenant_id, +1)
+        if self.cdr is not None:
+            snapshot_tenant = self._snapshot().tenants.get(tenant_id)
+            call.record = self.cdr.call_started(
+                call_id=call.id,
+                operator_id=snapshot_tenant.operator_id if snapshot_tenant else "",
+                tenant_id=tenant_id,
+                direction="internal",
+                from_number=caller_number,
+                to_number=dialed,
+                extension=caller_number,
+                explain=dict(decision.explain),
+            )
+        incoming.on_cancel(lambda: self._cancel_forks(call))
+        try:
+            await self._ring(call, bindings, caller_number, target.number, domain)
+        except Exception:
+            log.exception("call %s failed", call.id)
+            if not incoming.final_sent:
+                incoming.respond(500, "Server Internal Error")
+            await self._end(call, "failed")
+
+    async def _ring(
+        self, call: Call, bindings: list[Any], caller: str, callee: str, domain: str
+    ) -> None:
+        incoming = call.a
+        a_from = incoming.request.headers.get("from") or f"<sip:{caller}@{domain}>"
+        display = a_from.split(";tag=", 1)[0]
+        for binding in bindings:
+            leg = call.media.fork()
+            try:
+                uri = Uri.parse(binding.contact)
+                target = await self.stack.resolve(uri)
+            except (SipParseError, ValueError, OSError):
+                _release(call.media, leg)
+                continue
+            out = self.stack.new_request(
+                "INVITE",
+                binding.contact,
+                from_=display,
+                to=f"<sip:{callee}@{domain}>",
+                target=target,
+                body=str(leg.local_sdp).encode(),
+                headers=[("Content-Type", SDP)],
+            )
+            invite = await self.stack.invite(out, target=target)
+            call.forks.append((invite, leg))
+        if not call.forks:
+            incoming.respond(480, "Temporarily Unavailable")
+            await self._end(call, "failed")
+            return
+        results = await asyncio.gather(
+            *(self._follow(call, invite, leg) for invite, leg in call.forks),
+            return_exceptions=True,
+        )
+        if not call.answered:
+            if not incoming.final_sent:
+                finals = [r for r in results if isinstance(r, Response)]
+                status = _best_failure([r.status for r in finals])
+                incoming.respond(status)
+            disposition = "cancelled" if incoming.cancelled else _disposition(results)
+            await self._end(call, disposition)
+
+    async def _follow(self, call: Call, invite: ClientInvite, leg: MediaLeg) -> Response | None:
+        """Relay one fork's responses; the first 2xx wins the call."""
+        incoming = call.a
+        final: Response | None = None
+        async with asyncio.timeout(self.ring_timeout):
+            async for response in invite.responses():
+                status = response.status
+                if status < 200:
+                    if call.answered or incoming.final_sent:
+                        continue
+                    if response.body and status == 183:
+                        with contextlib.suppress(ValueError):
+                            await call.media.early(leg, response.body)
+                            to_a = call.media.answer_for_a
+                            if to_a is not None:
+                                incoming.respond(183, body=str(to_a).encode(), content_type=SDP)
+                                continue
+                    if status in (180, 183):
+                        incoming.respond(180)
+                    continue
+                final = response
+        if final is None:
+            invite.cancel()
+            return None
+        if 200 <= final.status < 300:
+            if call.answered or incoming.final_sent:
+                # another fork won (or the caller gave up): release this one
+                if invite.dialog is not None:
+                    self.stack.bye(invite.dialog)
+                _release(call.media, leg)
+                return final
+            call.answered = True
+            to_a = await call.media.answer(leg, final.body)
+            for other, _other_leg in call.forks:
+                if other is not invite:
+                    other.cancel()
+            incoming.respond(
+                200, body=str(to_a).encode() if to_a is not None else b"", content_type=SDP
+            )
+            call.a_dialog = incoming.dialog
+            call.b_dialog = invite.dialog
+            if call.a_dialog is not None:
+                self._by_dialog[call.a_dialog.id] = (call, "a")
+            if call.b_dialog is not None:
+                self._by_dialog[call.b_dialog.id] = (call, "b")
+            if self.cdr is not None and call.record is not None:
+                self.cdr.call_answered(call.record)
+            try:
+                ack = await incoming.wait_ack()
+            except TimeoutError:
+                if call.b_dialog is not None:
+                    self.stack.bye(call.b_dialog)
+                await self._end(call, "answered")
+                return final
+            if ack.body and call.media.a.awaiting_answer:
+                await call.media.a.answer(ack.body)
+            return final
+        _release(call.media, leg)
+        return final
+
+    def _cancel_forks(self, call: Call) -> None:
+        for invite, _leg in call.forks:
+            invite.cancel()
+
+    # -- in the call -----------------------------------------------------------------------
+
+    async def on_bye(self, incoming: IncomingRequest) -> None:
+        dialog = incoming.dialog
+        found = None if dialog is None else self._by_dialog.get(dialog.id)
+        if found is None:
+            incoming.respond(481, "Call/Transaction Does Not Exist")
+            return
+        call, side = found
+        incoming.respond(200)
+        other = call.b_dialog if side == "a" else call.a_dialog
+        if other is not None:
+            self.stack.bye(other)
+        await self._end(call, "answered")
+
+    async def _end(self, call: Call, disposition: str) -> None:
+        if call.ended:
+            return
+        call.ended = True
+        self.calls.pop(call.id, None)
+        for d in (call.a_dialog, call.b_dialog):
+            if d is not None:
+                self._by_dialog.pop(d.id, None)
+        self._count(call.tenant_id, -1)
+        with contextlib.suppress(Exception):
+            await self.media.delete(call.media)
+        if self.cdr is not None and call.record is not None:
+            self.cdr.call_ended(call.record, disposition=disposition)  # type: ignore[arg-type]
+
+    def _count(self, tenant_id: str, delta: int) -> None:
+        calls = self.usage.calls
+        assert isinstance(calls, dict)
+        calls[tenant_id] = max(0, calls.get(tenant_id, 0) + delta)
+
+
+def _best_failure(statuses: list[int]) -> int:
+    """The answer to the caller when no fork answered (RFC 3261 §16.7 step 6, simplified)."""
+    if not statuses:
+        return 408
+    for preferred in (486, 600, 603):
+        if preferred in statuses:
+            return preferred
+    return min(statuses, key=lambda s: (s // 100 == 5, s))
+
+
+def _disposition(results: list[Any]) -> str:
+    statuses = [r.status for r in results if isinstance(r, Response)]
+    if any(s in (486, 600) for s in statuses):
+        return "busy"
+    if not statuses or any(s in (408, 480, 487) for s in statuses):
+        return "no_answer"
+    return "failed"
+
+
+def _release(media: MediaCall, leg: MediaLeg) -> None:
+    """Stop a fork's media (already gone when another fork's answer released it)."""
+    with contextlib.suppress(ValueError):
+        media.release(leg)

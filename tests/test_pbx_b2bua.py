@@ -1,0 +1,252 @@
+"""The B2BUA end to end over UDP on 127.0.0.1: two phones (each a real SIP stack) register
+with the registrar, one calls the other through pbxcore; the call is challenged with 407,
+rings, is answered with media anchored in the relay, and either side hangs up.
+
+(baresip and SIPp interop for calls come with the next slice of issue 10.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+
+import pytest
+
+from pbxcore.media.engine import MediaEngine
+from pbxcore.pbx.b2bua import B2bua
+from pbxcore.sip.auth import DigestAuthenticator, NonceStore
+from pbxcore.sip.guard import BruteForceGuard, GuardPolicy
+from pbxcore.sip.location import MemoryLocationService
+from pbxcore.sip.registrar import Registrar
+from pbxcore.sip.stack import IncomingRequest, SipStack, StaticCredentials, Target
+from pbxcore.sip.transaction import TimerSettings
+from pbxcore.sip.transport import ListenAddress
+from pbxcore.tenancy.secrets import sip_ha1
+from pbxcore.tenancy.snapshot import Snapshot, SnapshotCredentialStore
+from tests.test_pbx_decision import ext, operator, snapshot, tenant
+
+FAST = TimerSettings(t1=0.05, t2=0.4, t4=0.5)
+DOMAIN = "a.voip.example"  # the decision tests' tenant "A" of operator op1, its realm
+PASSWORDS = {"201": "pw-201-x", "202": "pw-202-x", "203": "pw-203-x"}
+
+
+def _sdp(port: int) -> bytes:
+    return (
+        f"v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+        f"a=rtpmap:101 telephone-event/8000\r\n"
+    ).encode()
+
+
+def _port(sdp: bytes) -> int:
+    found = re.search(rb"m=audio (\d+)", sdp)
+    assert found is not None, sdp
+    return int(found.group(1))
+
+
+def _world() -> Snapshot:
+    domain = DOMAIN
+    exts = []
+    for number, password in PASSWORDS.items():
+        e = ext(f"e{number}", number)
+        exts.append(replace(e, ha1=sip_ha1(number, domain, password)))
+    a = replace(tenant("A", "op1", exts), domain=domain)
+    return snapshot([operator("op1", [], {})], [a], [])
+
+
+@dataclass
+class Phone:
+    number: str
+    stack: SipStack
+    server: Target
+    answer: str = "200"  # what the phone does with an INVITE: 200, busy, ring
+    invites: list[IncomingRequest] = field(default_factory=list)
+    byes: list[IncomingRequest] = field(default_factory=list)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def credentials(self) -> StaticCredentials:
+        return StaticCredentials(self.number, PASSWORDS.get(self.number, "wrong-password"))
+
+    async def register(self) -> int:
+        request = self.stack.new_request(
+            "REGISTER",
+            f"sip:{DOMAIN}",
+            from_=f"<sip:{self.number}@{DOMAIN}>",
+            to=f"<sip:{self.number}@{DOMAIN}>",
+            target=self.server,
+            headers=[("Expires", "300")],
+        )
+        response = await self.stack.request(
+            request, target=self.server, credentials=self.credentials
+        )
+        return response.status
+
+    async def on_invite(self, incoming: IncomingRequest) -> None:
+        self.invites.append(incoming)
+        incoming.on_cancel(self.cancelled.set)
+        if self.answer == "busy":
+            incoming.respond(486, "Busy Here")
+            return
+        incoming.respond(180)
+        if self.answer == "ring":
+            return
+        incoming.respond(200, body=_sdp(40000 + int(self.number)), content_type="application/sdp")
+        await incoming.wait_ack()
+
+    async def on_bye(self, incoming: IncomingRequest) -> None:
+        self.byes.append(incoming)
+        incoming.respond(200)
+
+    async def call(self, number: str):  # type: ignore[no-untyped-def]
+        request = self.stack.new_request(
+            "INVITE",
+            f"sip:{number}@{DOMAIN}",
+            from_=f"<sip:{self.number}@{DOMAIN}>",
+            target=self.server,
+            body=_sdp(30000 + int(self.number)),
+            headers=[("Content-Type", "application/sdp")],
+        )
+        return await self.stack.invite(request, target=self.server, credentials=self.credentials)
+
+
+@dataclass
+class Pbx:
+    b2bua: B2bua
+    media: MediaEngine
+    phones: dict[str, Phone]
+
+
+@pytest.fixture
+async def pbx() -> AsyncIterator[Pbx]:
+    world = _world()
+    credentials = SnapshotCredentialStore(lambda: world)
+    location = MemoryLocationService()
+    authenticator = DigestAuthenticator(credentials, NonceStore())
+    guard = BruteForceGuard(GuardPolicy(max_failures=1000))
+    listen = ListenAddress.parse("udp:127.0.0.1:0")
+    async with (
+        SipStack(listen=listen, timers=FAST) as server,
+        MediaEngine(ports=(42000, 42999)) as media,
+    ):
+        Registrar(credentials, location, authenticator=authenticator, guard=guard).attach(server)
+        b2bua = B2bua(
+            server,
+            snapshot=lambda: world,
+            location=location,
+            authenticator=authenticator,
+            guard=guard,
+            media=media,
+        )
+        b2bua.attach()
+        address = server.addresses[0]
+        target = Target("udp", address.host, address.port)
+        phones: dict[str, Phone] = {}
+        stacks = []
+        try:
+            for number in ("201", "202", "203"):
+                stack = SipStack(listen=listen, timers=FAST)
+                await stack.start()
+                stacks.append(stack)
+                phone = Phone(number, stack, target)
+                stack.set_handler("INVITE", phone.on_invite)
+                stack.set_handler("BYE", phone.on_bye)
+                phones[number] = phone
+            assert await phones["201"].register() == 200
+            assert await phones["202"].register() == 200
+            yield Pbx(b2bua, media, phones)
+        finally:
+            for stack in stacks:
+                await stack.stop()
+
+
+async def _responses(invite) -> list[int]:  # type: ignore[no-untyped-def]
+    return [r.status async for r in invite.responses()]
+
+
+async def test_an_extension_calls_another_with_media_anchored(pbx: Pbx) -> None:
+    caller, callee = pbx.phones["201"], pbx.phones["202"]
+    invite = await caller.call("202")
+    statuses = await asyncio.wait_for(_responses(invite), 10)
+    assert statuses[-1] == 200 and 180 in statuses
+    assert invite.request.headers.get("proxy-authorization")  # it was challenged with 407
+    final = invite.final.result()
+    # the callee got an offer from the relay, the caller an answer from the relay: neither
+    # sees the other's media port
+    [incoming] = callee.invites
+    assert _port(incoming.request.body) not in (30201, 40202)
+    assert _port(final.body) not in (30201, 40202)
+    assert len(pbx.b2bua.calls) == 1 and len(pbx.media.calls) == 1
+    # the caller hangs up: the callee gets the BYE, the call and its media are gone
+    assert invite.dialog is not None
+    caller.stack.bye(invite.dialog)
+    for _ in range(200):
+        if callee.byes and not pbx.b2bua.calls:
+            break
+        await asyncio.sleep(0.01)
+    assert callee.byes and not pbx.b2bua.calls and not pbx.media.calls
+    assert pbx.b2bua.usage.active_calls("A") == 0
+
+
+async def test_the_callee_hangs_up(pbx: Pbx) -> None:
+    caller, callee = pbx.phones["201"], pbx.phones["202"]
+    invite = await caller.call("202")
+    assert (await asyncio.wait_for(_responses(invite), 10))[-1] == 200
+    [incoming] = callee.invites
+    await asyncio.sleep(0.05)  # the ACK reached the callee
+    assert incoming.dialog is not None
+    callee.stack.bye(incoming.dialog)
+    for _ in range(200):
+        if caller.byes and not pbx.b2bua.calls:
+            break
+        await asyncio.sleep(0.01)
+    assert caller.byes and not pbx.b2bua.calls and not pbx.media.calls
+
+
+async def test_busy_unregistered_unknown_and_wrong_password(pbx: Pbx) -> None:
+    caller, callee = pbx.phones["201"], pbx.phones["202"]
+    callee.answer = "busy"
+    invite = await caller.call("202")
+    assert (await asyncio.wait_for(_responses(invite), 10))[-1] == 486
+    invite = await caller.call("203")  # exists, not registered
+    assert (await asyncio.wait_for(_responses(invite), 10))[-1] == 480
+    invite = await caller.call("299")  # no such extension
+    assert (await asyncio.wait_for(_responses(invite), 10))[-1] == 404
+    impostor = Phone("201", pbx.phones["203"].stack, caller.server)
+    PASSWORDS["201-wrong"] = "x"
+    impostor_creds = StaticCredentials("201", "not-the-password")
+    request = impostor.stack.new_request(
+        "INVITE",
+        f"sip:202@{DOMAIN}",
+        from_=f"<sip:201@{DOMAIN}>",
+        target=caller.server,
+        body=_sdp(30999),
+        headers=[("Content-Type", "application/sdp")],
+    )
+    invite = await impostor.stack.invite(request, target=caller.server, credentials=impostor_creds)
+    assert (await asyncio.wait_for(_responses(invite), 10))[-1] == 403
+    assert not pbx.b2bua.calls and not pbx.media.calls
+
+
+async def test_the_caller_cancels_while_it_rings(pbx: Pbx) -> None:
+    caller, callee = pbx.phones["201"], pbx.phones["202"]
+    callee.answer = "ring"
+    invite = await caller.call("202")
+    seen: list[int] = []
+
+    async def follow() -> None:
+        async for response in invite.responses():
+            seen.append(response.status)
+            if response.status == 180:
+                invite.cancel()
+
+    await asyncio.wait_for(follow(), 10)
+    assert seen[-1] == 487
+    await asyncio.wait_for(callee.cancelled.wait(), 5)  # the fork was cancelled too
+    for _ in range(200):
+        if not pbx.b2bua.calls:
+            break
+        await asyncio.sleep(0.01)
+    assert not pbx.b2bua.calls and not pbx.media.calls
