@@ -4,8 +4,10 @@ change taking effect at the next REGISTER. On SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -270,3 +272,84 @@ def test_the_welcome_mail_goes_out_over_smtp(tmp_path: Path) -> None:
     body = message.get_content()
     assert "https://acme.voip.test/" in body and "boss@acme.voip.test" in body
     assert "boss-pw-1234" not in body
+
+
+async def _call_through_serve(server: RunningServer, api: Client, t: str, domain: str) -> None:
+    from pbxcore.sip.stack import SipStack, StaticCredentials, Target  # noqa: PLC0415
+    from pbxcore.sip.transaction import TimerSettings  # noqa: PLC0415
+    from pbxcore.sip.transport import ListenAddress  # noqa: PLC0415
+
+    target = Target("udp", "127.0.0.1", server.port("udp", "ipv4"))
+    listen = ListenAddress.parse("udp:127.0.0.1:0")
+    timers = TimerSettings(t1=0.05, t2=0.4, t4=0.5)
+    sdp = (
+        b"v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        b"m=audio 31000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
+    async with (
+        SipStack(listen=listen, timers=timers) as a,
+        SipStack(listen=listen, timers=timers) as b,
+    ):
+        answered = asyncio.Event()
+
+        async def answer(incoming: Any) -> None:
+            incoming.respond(
+                200, body=sdp.replace(b"31000", b"32000"), content_type="application/sdp"
+            )
+            answered.set()
+
+        b.set_handler("INVITE", answer)
+        b.set_handler("BYE", lambda incoming: incoming.respond(200))
+        for stack, number in ((a, "201"), (b, "202")):
+            request = stack.new_request(
+                "REGISTER", f"sip:{domain}", from_=f"<sip:{number}@{domain}>",
+                to=f"<sip:{number}@{domain}>", target=target,
+            )  # fmt: skip
+            creds = StaticCredentials(number, f"call-pw-{number}")
+            assert (await stack.request(request, target=target, credentials=creds)).status == 200
+        invite = a.new_request(
+            "INVITE", f"sip:202@{domain}", from_=f"<sip:201@{domain}>", target=target,
+            body=sdp, headers=[("Content-Type", "application/sdp")],
+        )  # fmt: skip
+        call = await a.invite(
+            invite, target=target, credentials=StaticCredentials("201", "call-pw-201")
+        )
+        final = await asyncio.wait_for(call.final, 15)
+        assert final.status == 200, final
+        assert b"m=audio 32000" not in final.body  # anchored: the relay's port, not B's
+        await asyncio.wait_for(answered.wait(), 5)
+        assert call.dialog is not None
+        assert (await a.request(call.dialog.new_request("BYE"), dialog=call.dialog)).status == 200
+
+
+def test_a_call_between_two_extensions_through_serve(tmp_path: Path) -> None:
+    server = _serve(
+        tmp_path, f"sqlite:///{tmp_path}/pbx.db", "--rtp-ports", "43000-43999",
+        env={"PBXCORE_ADMIN_PASSWORD": ADMIN_PASSWORD},
+    )  # fmt: skip
+    try:
+        assert server.api is not None
+        api = Client(server.api)
+        api.login("admin", ADMIN_PASSWORD)
+        op = api.call("POST", "/operators", 201, json={"name": "V", "domain": "voip.test"})
+        t = api.call(
+            "POST", f"/operators/{op['id']}/tenants", 201, json={"name": "A", "slug": "acme"}
+        )
+        for number in ("201", "202"):
+            api.call(
+                "POST", f"/tenants/{t['id']}/extensions", 201,
+                json={"number": number, "sip_password": f"call-pw-{number}"},
+            )  # fmt: skip
+        asyncio.run(_call_through_serve(server, api, t["id"], t["domain"]))
+        # the CDR is written in the background (batches): it shows up in the API
+        calls: dict[str, Any] = {"items": []}
+        for _ in range(100):
+            calls = api.call("GET", f"/tenants/{t['id']}/calls", 200)
+            if calls["items"] and calls["items"][0]["disposition"] != "in_progress":
+                break
+            time.sleep(0.1)
+        [cdr] = calls["items"]
+        assert cdr["direction"] == "internal" and cdr["from"] == "201" and cdr["to"] == "202"
+        assert cdr["disposition"] == "answered" and cdr["answered_at"] is not None
+    finally:
+        assert stop_serve(server) == 0

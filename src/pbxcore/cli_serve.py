@@ -85,6 +85,17 @@ def serve(  # noqa: PLR0917 - one parameter per command-line option
         Path | None,
         typer.Option(help="File holding the SMTP AUTH password (never on the command line)."),
     ] = None,
+    media_bind: Annotated[
+        str, typer.Option(help="Address the RTP relay binds (calls need --db).")
+    ] = "127.0.0.1",
+    media_advertise: Annotated[
+        str | None, typer.Option(help="Address put in SDP, when it differs (NAT).")
+    ] = None,
+    rtp_ports: Annotated[str, typer.Option(help="RTP port range LOW-HIGH.")] = "20000-29999",
+    node_id: Annotated[
+        str | None,
+        typer.Option(help="This node's name in CDRs (unique per node; default: host name)."),
+    ] = None,
     mail_from: Annotated[
         str, typer.Option(help="Sender address of the platform's mail.")
     ] = "pbxcore@localhost",

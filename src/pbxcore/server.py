@@ -27,6 +27,9 @@ import uvicorn
 
 from pbxcore.admin.app import create_app
 from pbxcore.admin.deps import AdminContext, ApiSettings
+from pbxcore.media.engine import MediaEngine
+from pbxcore.pbx.b2bua import B2bua
+from pbxcore.pbx.cdr import CdrWriter
 from pbxcore.sip.credentials import CredentialStore
 from pbxcore.sip.server import SipServer
 from pbxcore.tenancy.bootstrap import ensure_platform_admin
@@ -62,6 +65,11 @@ class ServerConfig:
     api_settings: ApiSettings = field(default_factory=ApiSettings)
     snapshot_debounce: float = 0.0
     smtp: SmtpSettings | None = None  # the outbox sends (welcome mail ...) only with it
+    calls: bool = True  # the B2BUA (with a database): calls between extensions
+    media_bind: str = "127.0.0.1"
+    media_advertise: str | None = None  # the address put in SDP (NAT), else media_bind
+    rtp_ports: tuple[int, int] = (20000, 29999)
+    node_id: str = field(default_factory=socket.gethostname)
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -87,6 +95,9 @@ class PbxServer:
         self.api_address: tuple[str, int] | None = None
         self.generated_admin_password: str | None = None
         self.outbox: Outbox | None = None
+        self.media: MediaEngine | None = None
+        self.cdr: CdrWriter | None = None
+        self.b2bua: B2bua | None = None
         self._api: _EmbeddedUvicorn | None = None
         self._api_task: asyncio.Task[None] | None = None
 
@@ -112,6 +123,8 @@ class PbxServer:
             raise ValueError("nothing to serve: give a database or a users file")
         self.sip = self._build_sip(credentials)
         await self.sip.start()
+        if self.snapshots is not None and cfg.calls and self.sip.registrar is not None:
+            await self._start_calls()
         if cfg.smtp is not None:
             if self.db is None:
                 raise ValueError("mail needs a database (--db): it goes through the outbox")
@@ -121,6 +134,30 @@ class PbxServer:
             if self.db is None:
                 raise ValueError("the admin API needs a database (--db)")
             await self._start_api(cfg.api_listen)
+
+    async def _start_calls(self) -> None:
+        """The B2BUA on the SIP stack, its media engine and its CDR writer."""
+        assert self.sip is not None and self.sip.registrar is not None
+        assert self.db is not None and self.snapshots is not None
+        cfg = self.config
+        registrar = self.sip.registrar
+        self.media = MediaEngine(
+            bind=cfg.media_bind, ports=cfg.rtp_ports, advertise=cfg.media_advertise
+        )
+        await self.media.start()
+        self.cdr = CdrWriter(self.db, node_id=cfg.node_id)
+        self.cdr.start()
+        self.b2bua = B2bua(
+            self.sip,
+            snapshot=self.snapshots,
+            location=registrar.location,
+            authenticator=registrar.authenticator,
+            guard=registrar.guard,
+            media=self.media,
+            cdr=self.cdr,
+        )
+        self.b2bua.attach()
+        log.info("calls: media on %s ports %d-%d", cfg.media_bind, *cfg.rtp_ports)
 
     async def _start_api(self, listen: tuple[str, int]) -> None:
         assert self.db is not None
@@ -180,6 +217,10 @@ class PbxServer:
             await self.outbox.stop()
         if self.sip is not None:
             await self.sip.stop()
+        if self.media is not None:
+            await self.media.close()
+        if self.cdr is not None:
+            await self.cdr.stop()  # after SIP: the calls' last records are written
         if self.snapshots is not None:
             await self.snapshots.close()
         if self.db is not None:
