@@ -250,3 +250,36 @@ async def test_the_caller_cancels_while_it_rings(pbx: Pbx) -> None:
             break
         await asyncio.sleep(0.01)
     assert not pbx.b2bua.calls and not pbx.media.calls
+
+
+@pytest.mark.parametrize(
+    ("number", "body", "status"),
+    [
+        ("202", b"v=0\r\nthis is not sdp\r\n", 488),
+        (
+            "202",
+            _sdp(30201).replace(b"RTP/AVP 0 101", b"RTP/AVP 18").replace(b"0 PCMU", b"18 G729"),
+            488,
+        ),
+        ("2" * 200, _sdp(30201), 484),
+    ],
+)
+async def test_hostile_invites_get_an_error_and_leave_nothing_behind(
+    pbx: Pbx, number: str, body: bytes, status: int
+) -> None:
+    caller = pbx.phones["201"]
+    request = caller.stack.new_request(
+        "INVITE",
+        f"sip:{number}@{DOMAIN}",
+        from_=f"<sip:201@{DOMAIN}>",
+        target=caller.server,
+        body=body,
+        headers=[("Content-Type", "application/sdp")],
+    )
+    invite = await caller.stack.invite(
+        request, target=caller.server, credentials=caller.credentials
+    )
+    final = (await asyncio.wait_for(_responses(invite), 10))[-1]
+    assert 400 <= final < 500 and final == status, final
+    assert not pbx.b2bua.calls and not pbx.media.calls
+    assert pbx.b2bua.usage.active_calls("A") == 0
