@@ -915,15 +915,15 @@ class TenantScope:
     ) -> m.Extension:
         await self.operator_scope.dial_plans.require("dial_plan_id", values.get("dial_plan_id"))
         data = dict(values)
-        if await self.extensions.find(m.Extension.number == data["number"]) is not None:
-            raise _duplicate_number(data["number"])
+        # a taken number is found by the unique constraint (one statement less per create);
+        # the transaction, with the counter's move, is then rolled back
         await self._count("extension_count", "max_extensions", +1)
         row = m.Extension(id=m.new_id("ext"), **data)
         if sip_password is not None:
             self._set_sip_password(row, sip_password)
         try:
             return await self.extensions.add(row, secrets=_written(sip_password, "sip_password"))
-        except ConflictError as exc:  # a concurrent create took the number after the check
+        except ConflictError as exc:  # the number is taken (perhaps by a concurrent create)
             if exc.code == "duplicate":
                 raise _duplicate_number(data["number"]) from exc
             raise
