@@ -17,6 +17,7 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
+from pbxcore.tenancy.secrets import sip_ha1
 from tests.helpers import pbxcore_command, require_binary
 from tests.peers.pbxserve import (
     RunningServer,
@@ -186,6 +187,9 @@ def test_extensions_made_through_the_api_register_over_sip(store_url: str, tmp_p
     log = server.log.read_text()
     for secret in ("first-pw-101", "second-pw-101", "baresip-pw-201", ADMIN_PASSWORD, SECRET_KEY):
         assert secret not in log, "the server log must never contain a password"
+    for ha1 in sip_ha1("101", "acme.voip.test", "second-pw-101").values():
+        assert ha1 not in log, "nor an HA1 (the database drivers log statements' parameters)"
+    assert "INSERT INTO" not in log
 
 
 def test_first_start_prints_a_generated_admin_password_once(tmp_path: Path) -> None:

@@ -173,8 +173,9 @@ def serve(  # noqa: PLR0917 - one parameter per command-line option
     )
     # the database drivers log statements with their parameters (HA1s, password hashes) at
     # DEBUG: never into the server log
-    for noisy in ("aiosqlite", "sqlalchemy", "psycopg"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+    for noisy in ("aiosqlite", "sqlalchemy", "psycopg", "alembic"):
+        # (SQLAlchemy logs every statement with its parameters at INFO)
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         listen = [a for spec in sip_listen for a in ListenAddress.parse(spec)]
         if users is None and db is None:
