@@ -43,6 +43,8 @@ def users(tmp_path: Path) -> Path:
         (["--rate-bytes", "-1"], "byte_rate"),
         (["--rate-bytes-burst", "1000"], "largest message"),
         (["--nonce-ttl", "0"], "nonce ttl"),
+        (["--rtp-ports", "30000"], "--rtp-ports"),
+        (["--rtp-ports", "3000-200"], "--rtp-ports"),
     ],
 )
 def test_serve_rejects_bad_options(users: Path, args: list[str], message: str) -> None:

@@ -239,10 +239,22 @@ def serve(  # noqa: PLR0917 - one parameter per command-line option
             if smtp_password_file is not None:
                 smtp_config["password_file"] = str(smtp_password_file)
             smtp = SmtpSettings.from_mapping(smtp_config)
-        server = PbxServer(
-            ServerConfig(db_url=db, api_listen=api, data_dir=data_dir, users=file_store, smtp=smtp),
-            build_sip,
+        low, sep, high = rtp_ports.partition("-")
+        if not (sep and low.isdigit() and high.isdigit() and 0 < int(low) < int(high) < 65536):
+            raise ValueError(f"--rtp-ports must be LOW-HIGH, got {rtp_ports!r}")
+        config = ServerConfig(
+            db_url=db,
+            api_listen=api,
+            data_dir=data_dir,
+            users=file_store,
+            smtp=smtp,
+            media_bind=media_bind,
+            media_advertise=media_advertise,
+            rtp_ports=(int(low), int(high)),
         )
+        if node_id is not None:
+            config.node_id = node_id
+        server = PbxServer(config, build_sip)
     except (ValueError, OSError) as exc:
         typer.echo(f"pbxcore serve: {exc}", err=True)
         raise typer.Exit(2) from None
