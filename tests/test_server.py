@@ -359,3 +359,111 @@ def test_a_call_between_two_extensions_through_serve(tmp_path: Path) -> None:
         assert cdr["disposition"] == "answered" and cdr["answered_at"] is not None
     finally:
         assert stop_serve(server) == 0
+
+
+BARESIP_CALL_CONFIG = """\
+poll_method\t\tepoll
+sip_listen\t\t127.0.0.1:{port}
+net_interface\t\t127.0.0.1
+module_path\t\t/usr/lib/baresip/modules
+module\t\t\tg711.so
+module\t\t\taufile.so
+module\t\t\tsndfile.so
+module_tmp\t\taccount.so
+module_app\t\tmenu.so
+audio_source\t\taufile,{folder}/tone.wav
+audio_player\t\taufile,{folder}/play.wav
+audio_alert\t\taufile,{folder}/alert.wav
+snd_path\t\t{folder}
+"""
+
+
+def _peak_hz(path: Path) -> tuple[float, float]:
+    """The strongest frequency of a PCM16 WAV's second half, and its RMS level."""
+    import numpy as np  # noqa: PLC0415
+
+    from pbxcore.wavfile import read_wav  # noqa: PLC0415
+
+    audio = read_wav(path)
+    pcm = np.frombuffer(audio.data, dtype="<i2").astype(float)[audio.frames // 2 :]
+    spectrum = np.abs(np.fft.rfft(pcm * np.hanning(len(pcm))))
+    return float(np.argmax(spectrum) * audio.sample_rate / len(pcm)), float(
+        np.sqrt(np.mean(pcm**2))
+    )
+
+
+def test_two_baresip_phones_call_each_other_with_audio_both_ways(tmp_path: Path) -> None:
+    """baresip 202 answers automatically; baresip 201 dials it and hangs up after 8 s. Each
+    sends its own tone (440 / 1000 Hz) and records what it receives: each must hear the
+    other's tone, through the relay."""
+    baresip = require_binary("baresip")
+    server = _serve(
+        tmp_path, f"sqlite:///{tmp_path}/pbx.db", "--rtp-ports", "44000-44999",
+        env={"PBXCORE_ADMIN_PASSWORD": ADMIN_PASSWORD},
+    )  # fmt: skip
+    phones: dict[str, Path] = {}
+    try:
+        assert server.api is not None
+        api = Client(server.api)
+        api.login("admin", ADMIN_PASSWORD)
+        op = api.call("POST", "/operators", 201, json={"name": "V", "domain": "voip.test"})
+        t = api.call(
+            "POST", f"/operators/{op['id']}/tenants", 201,
+            json={"name": "A", "slug": "acme", "sip": {"digest_algorithms": ["MD5"]}},
+        )  # fmt: skip
+        outbound = f"sip:127.0.0.1:{server.port('udp', 'ipv4')};transport=udp"
+        for number, tone in (("201", 440), ("202", 1000)):
+            api.call(
+                "POST", f"/tenants/{t['id']}/extensions", 201,
+                json={"number": number, "sip_password": f"bs-pw-{number}"},
+            )  # fmt: skip
+            folder = tmp_path / f"baresip-{number}"
+            folder.mkdir()
+            subprocess.run(
+                [*pbxcore_command(), "g711", "tone", str(folder / "tone.wav"),
+                 "--freq", str(tone), "--seconds", "15"],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            (folder / "config").write_text(
+                BARESIP_CALL_CONFIG.format(port=free_port(), folder=folder)
+            )
+            (folder / "accounts").write_text(
+                f'<sip:{number}@{t["domain"]};transport=udp>;outbound="{outbound}";'
+                f"auth_pass=bs-pw-{number};regint=60;answermode=auto\n"
+            )
+            (folder / "contacts").write_text("")
+            phones[number] = folder
+        callee = subprocess.Popen(
+            [baresip, "-f", str(phones["202"]), "-t", "14"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        try:
+            for _ in range(200):  # until the callee is registered (the server logs it)
+                if f"REGISTER sip:202@{t['domain']}" in server.log.read_text():
+                    break
+                time.sleep(0.1)
+            dial = f"/dial sip:202@{t['domain']}"
+            caller = subprocess.run(
+                [baresip, "-f", str(phones["201"]), "-t", "8", "-e", dial],
+                capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, check=False,
+            )  # fmt: skip
+        finally:
+            callee_out = callee.communicate(timeout=30)[0]
+        assert "Call established" in caller.stdout, caller.stdout[-3000:]
+        assert "Call established" in callee_out, callee_out[-3000:]
+        heard = {}
+        for number, folder in phones.items():
+            [received] = folder.glob("dump-*-dec.wav")
+            heard[number] = _peak_hz(received)
+        assert abs(heard["201"][0] - 1000) < 20 and heard["201"][1] > 1000, heard
+        assert abs(heard["202"][0] - 440) < 20 and heard["202"][1] > 1000, heard
+        calls: dict[str, Any] = {"items": []}
+        for _ in range(100):
+            calls = api.call("GET", f"/tenants/{t['id']}/calls", 200)
+            if calls["items"] and calls["items"][0]["disposition"] != "in_progress":
+                break
+            time.sleep(0.1)
+        [cdr] = calls["items"]
+        assert cdr["disposition"] == "answered" and cdr["billsec"] >= 3, cdr
+    finally:
+        assert stop_serve(server) == 0
