@@ -11,11 +11,13 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pytest
 
 from pbxcore.media.engine import MediaEngine
 from pbxcore.pbx.b2bua import B2bua
+from pbxcore.routing import CallerIdRule, RouteEntry, RouteTable
 from pbxcore.sip.auth import DigestAuthenticator, NonceStore
 from pbxcore.sip.guard import BruteForceGuard, GuardPolicy
 from pbxcore.sip.location import MemoryLocationService
@@ -25,7 +27,9 @@ from pbxcore.sip.transaction import TimerSettings
 from pbxcore.sip.transport import ListenAddress
 from pbxcore.tenancy.secrets import sip_ha1
 from pbxcore.tenancy.snapshot import Snapshot, SnapshotCredentialStore
-from tests.test_pbx_decision import ext, operator, snapshot, tenant
+from tests.helpers import PEERS, require_binary
+from tests.peers.pbxserve import free_port
+from tests.test_pbx_decision import ext, operator, snapshot, tenant, trunk
 
 FAST = TimerSettings(t1=0.05, t2=0.4, t4=0.5)
 DOMAIN = "a.voip.example"  # the decision tests' tenant "A" of operator op1, its realm
@@ -283,3 +287,76 @@ async def test_hostile_invites_get_an_error_and_leave_nothing_behind(
     assert 400 <= final < 500 and final == status, final
     assert not pbx.b2bua.calls and not pbx.media.calls
     assert pbx.b2bua.usage.active_calls("A") == 0
+
+
+# -- out through trunks: SIPp plays the carriers ------------------------------------------
+
+
+async def _sipp_carrier(
+    tmp_path: Path, name: str, *args: str
+) -> tuple[asyncio.subprocess.Process, int, Path]:
+    sipp = require_binary("sipp")
+    folder = tmp_path / name
+    folder.mkdir()
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sipp, "-i", "127.0.0.1", "-p", str(port), "-m", "1", "-nostdin", "-timeout", "20s",
+        "-trace_msg", *args,
+        cwd=folder, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    await asyncio.sleep(0.3)  # SIPp binds its port
+    return process, port, folder
+
+
+def _carrier_world(ports: dict[str, int]) -> Snapshot:
+    caller_id = CallerIdRule(mode="fixed", fixed_number="+74950000001")
+    trunks = [
+        trunk(name, host="127.0.0.1", port=port, number_format="e164", caller_id=caller_id)
+        for name, port in ports.items()
+    ]
+    table = RouteTable(
+        [RouteEntry("7495", name, priority=i + 1) for i, name in enumerate(ports)], fallthrough=True
+    )
+    base = _world()
+    a = base.tenants["A"]
+    return snapshot([operator("op1", trunks, {"rt": table})], [a], [])
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize(("first", "reaches_second"), [("503", True), ("486", False)])
+async def test_outbound_fails_over_on_503_not_on_486(
+    pbx: Pbx, tmp_path: Path, first: str, reaches_second: bool
+) -> None:
+    scenario = tmp_path / f"uas_{first}.xml"
+    scenario.write_text((PEERS / "sipp_uas_reject.xml").read_text().replace("[status]", first))
+    one, port1, _ = await _sipp_carrier(tmp_path, "one", "-sf", str(scenario))
+    two, port2, folder2 = await _sipp_carrier(tmp_path, "two", "-sn", "uas")
+    world = _carrier_world({"carrier-one": port1, "carrier-two": port2})
+    pbx.b2bua._snapshot = lambda: world
+    caller = pbx.phones["201"]
+    try:
+        invite = await caller.call("84951234567")
+        statuses = await asyncio.wait_for(_responses(invite), 15)
+        if reaches_second:
+            assert statuses[-1] == 200, statuses
+            assert pbx.b2bua.usage.active_channels("carrier-two") == 1
+            assert invite.dialog is not None
+            caller.stack.bye(invite.dialog)
+            assert await asyncio.wait_for(two.wait(), 20) == 0  # SIPp got its BYE
+            received = "".join(p.read_text() for p in folder2.glob("*_messages.log"))
+            assert "INVITE sip:+74951234567@127.0.0.1" in received  # the trunk's format
+        else:
+            assert statuses[-1] == 486, statuses
+            two.kill()
+        assert await asyncio.wait_for(one.wait(), 20) == 0
+        for _ in range(200):
+            if not pbx.b2bua.calls:
+                break
+            await asyncio.sleep(0.01)
+        assert not pbx.b2bua.calls and not pbx.media.calls
+        assert pbx.b2bua.usage.active_channels("carrier-two") == 0
+    finally:
+        for process in (one, two):
+            if process.returncode is None:
+                process.kill()
+                await process.wait()

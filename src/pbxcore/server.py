@@ -98,6 +98,7 @@ class PbxServer:
         self.media: MediaEngine | None = None
         self.cdr: CdrWriter | None = None
         self.b2bua: B2bua | None = None
+        self._secret_box: SecretBox | None = None
         self._api: _EmbeddedUvicorn | None = None
         self._api_task: asyncio.Task[None] | None = None
 
@@ -141,6 +142,7 @@ class PbxServer:
         assert self.db is not None and self.snapshots is not None
         cfg = self.config
         registrar = self.sip.registrar
+        self._secrets()  # a missing or bad key fails the start, not the first trunk call
         self.media = MediaEngine(
             bind=cfg.media_bind, ports=cfg.rtp_ports, advertise=cfg.media_advertise
         )
@@ -155,13 +157,20 @@ class PbxServer:
             guard=registrar.guard,
             media=self.media,
             cdr=self.cdr,
+            trunk_password=lambda sealed: self._secrets().decrypt(sealed),
         )
         self.b2bua.attach()
         log.info("calls: media on %s ports %d-%d", cfg.media_bind, *cfg.rtp_ports)
 
+    def _secrets(self) -> SecretBox:
+        """The box of the trunks' passwords (its key from the environment or the key file)."""
+        if self._secret_box is None:
+            self._secret_box = SecretBox(load_secret_key(self.config.data_dir / "secret.key"))
+        return self._secret_box
+
     async def _start_api(self, listen: tuple[str, int]) -> None:
         assert self.db is not None
-        secrets = SecretBox(load_secret_key(self.config.data_dir / "secret.key"))
+        secrets = self._secrets()
         self.admin = AdminContext(
             self.db,
             secrets,

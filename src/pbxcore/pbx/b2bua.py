@@ -24,6 +24,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from pbxcore.media.engine import MediaCall, MediaEngine, MediaLeg
@@ -36,7 +37,7 @@ from pbxcore.sip.errors import SipParseError
 from pbxcore.sip.guard import BruteForceGuard
 from pbxcore.sip.location import LocationService
 from pbxcore.sip.message import Response
-from pbxcore.sip.stack import ClientInvite, IncomingRequest, SipStack
+from pbxcore.sip.stack import ClientInvite, IncomingRequest, SipStack, StaticCredentials
 from pbxcore.sip.uri import Uri
 from pbxcore.tenancy.snapshot import Snapshot
 
@@ -62,6 +63,8 @@ class Call:
     b_dialog: Dialog | None = None
     answered: bool = False
     ended: bool = False
+    trunk_id: str | None = None  # the trunk that answered an outbound call
+    cost_per_minute: Decimal | None = None
 
 
 class B2bua:
@@ -78,6 +81,7 @@ class B2bua:
         media: MediaEngine,
         cdr: CdrWriter | None = None,
         ring_timeout: float = 60.0,
+        trunk_password: Callable[[bytes], str] | None = None,
     ) -> None:
         self.stack = stack
         self._snapshot = snapshot
@@ -87,6 +91,7 @@ class B2bua:
         self.media = media
         self.cdr = cdr
         self.ring_timeout = ring_timeout
+        self._trunk_password = trunk_password  # decrypts a trunk's stored password
         self.usage = UsageCounts({}, {})
         self.calls: dict[str, Call] = {}
         self._by_dialog: dict[DialogId, tuple[Call, str]] = {}
@@ -145,8 +150,11 @@ class B2bua:
                 headers=[("Reason", f'SIP;cause={reject.status};text="{reject.code}"')],
             )
             return
+        if decision.kind == "outbound" and decision.trunks:
+            await self._outbound_call(incoming, decision, tenant.domain, result.username, dialed)
+            return
         if decision.kind != "internal" or not decision.extensions:
-            incoming.respond(501, "Not Implemented")  # trunks and features: later slices
+            incoming.respond(501, "Not Implemented")  # inbound and features: later slices
             return
         await self._internal_call(incoming, decision, tenant.domain, result.username, dialed)
 
@@ -158,37 +166,15 @@ class B2bua:
         caller_number: str,
         dialed: str,
     ) -> None:
-        request = incoming.request
         target = decision.extensions[0]
         aor = Uri.parse(f"sip:{target.number}@{domain}").aor
         bindings = await self.location.lookup(aor)
         if not bindings:
             incoming.respond(480, "Temporarily Unavailable")
             return
-        try:
-            media = self.media.create_call(request.body or None)
-        except ValueError as exc:
-            incoming.respond(
-                488, "Not Acceptable Here", headers=[("Warning", f'399 pbxcore "{exc}"')]
-            )
+        call = self._begin(incoming, decision, "internal", caller_number, dialed)
+        if call is None:
             return
-        tenant_id = decision.tenant_id or ""
-        call = Call(request.call_id, tenant_id, incoming, media, decision)
-        self.calls[call.id] = call
-        self._count(tenant_id, +1)
-        if self.cdr is not None:
-            snapshot_tenant = self._snapshot().tenants.get(tenant_id)
-            call.record = self.cdr.call_started(
-                call_id=call.id,
-                operator_id=snapshot_tenant.operator_id if snapshot_tenant else "",
-                tenant_id=tenant_id,
-                direction="internal",
-                from_number=caller_number,
-                to_number=dialed,
-                extension=caller_number,
-                explain=dict(decision.explain),
-            )
-        incoming.on_cancel(lambda: self._cancel_forks(call))
         try:
             await self._ring(call, bindings, caller_number, target.number, domain)
         except Exception:
@@ -196,6 +182,108 @@ class B2bua:
             if not incoming.final_sent:
                 incoming.respond(500, "Server Internal Error")
             await self._end(call, "failed")
+
+    def _begin(
+        self,
+        incoming: IncomingRequest,
+        decision: Decision,
+        direction: str,
+        caller_number: str,
+        dialed: str,
+    ) -> Call | None:
+        """The call's media, counters and CDR; None (answered 488) when A's SDP is unusable."""
+        request = incoming.request
+        try:
+            media = self.media.create_call(request.body or None)
+        except ValueError as exc:
+            incoming.respond(
+                488, "Not Acceptable Here", headers=[("Warning", f'399 pbxcore "{exc}"')]
+            )
+            return None
+        tenant_id = decision.tenant_id or ""
+        call = Call(request.call_id, tenant_id, incoming, media, decision)
+        self.calls[call.id] = call
+        self._count(tenant_id, +1)
+        if self.cdr is not None:
+            tenant = self._snapshot().tenants.get(tenant_id)
+            call.record = self.cdr.call_started(
+                call_id=call.id,
+                operator_id=tenant.operator_id if tenant else "",
+                tenant_id=tenant_id,
+                direction=direction,  # type: ignore[arg-type]
+                from_number=caller_number,
+                to_number=dialed,
+                extension=caller_number,
+                explain=dict(decision.explain),
+            )
+        incoming.on_cancel(lambda: self._cancel_forks(call))
+        return call
+
+    async def _outbound_call(
+        self,
+        incoming: IncomingRequest,
+        decision: Decision,
+        domain: str,
+        caller_number: str,
+        dialed: str,
+    ) -> None:
+        """Out through the candidates in order: the next one after 408, 5xx or no answer,
+        never after an answer of the called party (486, 404, 603 ...)."""
+        call = self._begin(incoming, decision, "outbound", caller_number, dialed)
+        if call is None:
+            return
+        last: Response | None = None
+        try:
+            for candidate in decision.trunks:
+                if incoming.cancelled:
+                    break
+                trunk = candidate.trunk
+                uri = (
+                    f"sip:{candidate.number}@{trunk.host}:{trunk.port};transport={trunk.transport}"
+                )
+                try:
+                    target = await self.stack.resolve(Uri.parse(uri))
+                except (SipParseError, ValueError, OSError) as exc:
+                    log.warning("trunk %s: cannot reach %s: %s", trunk.id, trunk.host, exc)
+                    continue
+                leg = call.media.fork()
+                caller_id = candidate.caller_id.number
+                out = self.stack.new_request(
+                    "INVITE",
+                    uri,
+                    from_=f"<sip:{caller_id}@{trunk.host}>",
+                    to=f"<sip:{candidate.number}@{trunk.host}>",
+                    target=target,
+                    body=str(leg.local_sdp).encode(),
+                    headers=[("Content-Type", SDP)],
+                )
+                credentials = None
+                if trunk.auth_username and trunk.auth_password and self._trunk_password:
+                    credentials = StaticCredentials(
+                        trunk.auth_username, self._trunk_password(trunk.auth_password)
+                    )
+                self._channels(trunk.id, +1)
+                call.trunk_id, call.cost_per_minute = trunk.id, candidate.cost_per_minute
+                try:
+                    invite = await self.stack.invite(out, target=target, credentials=credentials)
+                    call.forks.append((invite, leg))
+                    # in a task of its own: the handler itself may not run as one
+                    last = await asyncio.create_task(self._follow(call, invite, leg))
+                finally:
+                    if not call.answered:
+                        self._channels(trunk.id, -1)
+                if call.answered:
+                    return
+                status = None if last is None else last.status
+                if status is not None and status != 408 and not 500 <= status < 600:
+                    break  # the called party answered: no failover
+        except Exception:
+            log.exception("call %s failed", call.id)
+            last = None
+        if not incoming.final_sent:
+            incoming.respond(last.status if last is not None else 503)
+        disposition = "cancelled" if incoming.cancelled else _disposition([last])
+        await self._end(call, disposition)
 
     async def _ring(
         self, call: Call, bindings: list[Any], caller: str, callee: str, domain: str
@@ -284,7 +372,7 @@ class B2bua:
             if call.b_dialog is not None:
                 self._by_dialog[call.b_dialog.id] = (call, "b")
             if self.cdr is not None and call.record is not None:
-                self.cdr.call_answered(call.record)
+                self.cdr.call_answered(call.record, trunk_id=call.trunk_id)
             try:
                 ack = await incoming.wait_ack()
             except TimeoutError:
@@ -326,10 +414,21 @@ class B2bua:
             if d is not None:
                 self._by_dialog.pop(d.id, None)
         self._count(call.tenant_id, -1)
+        if call.answered and call.trunk_id is not None:
+            self._channels(call.trunk_id, -1)
         with contextlib.suppress(Exception):
             await self.media.delete(call.media)
         if self.cdr is not None and call.record is not None:
-            self.cdr.call_ended(call.record, disposition=disposition)  # type: ignore[arg-type]
+            self.cdr.call_ended(
+                call.record,
+                disposition=disposition,  # type: ignore[arg-type]
+                cost_per_minute=call.cost_per_minute if call.answered else None,
+            )
+
+    def _channels(self, trunk_id: str, delta: int) -> None:
+        channels = self.usage.channels
+        assert isinstance(channels, dict)
+        channels[trunk_id] = max(0, channels.get(trunk_id, 0) + delta)
 
     def _count(self, tenant_id: str, delta: int) -> None:
         calls = self.usage.calls

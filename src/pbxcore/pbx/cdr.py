@@ -297,10 +297,15 @@ class CdrWriter:
         self._enqueue(call)
         return call
 
-    def call_answered(self, call: CallRecord, at: datetime | None = None) -> None:
-        """The call was answered (the first answer counts; after its end, ignored)."""
+    def call_answered(
+        self, call: CallRecord, at: datetime | None = None, *, trunk_id: str | None = None
+    ) -> None:
+        """The call was answered (the first answer counts; after its end, ignored);
+        ``trunk_id``: the trunk that answered, after failover from the first candidate."""
         if call.ended or call.answered_at is not None:
             return
+        if trunk_id is not None:
+            call.trunk_id = trunk_id
         call.answered_at = max(_aware(at, "at"), call.started_at)
         self._enqueue(call)
 
