@@ -26,7 +26,7 @@ from pbxcore.sip.stack import IncomingRequest, SipStack, StaticCredentials, Targ
 from pbxcore.sip.transaction import TimerSettings
 from pbxcore.sip.transport import ListenAddress
 from pbxcore.tenancy.secrets import sip_ha1
-from pbxcore.tenancy.snapshot import Snapshot, SnapshotCredentialStore
+from pbxcore.tenancy.snapshot import DidConfig, Snapshot, SnapshotCredentialStore
 from tests.helpers import PEERS, require_binary
 from tests.peers.pbxserve import free_port
 from tests.test_pbx_decision import ext, operator, snapshot, tenant, trunk
@@ -360,3 +360,31 @@ async def test_outbound_fails_over_on_503_not_on_486(
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+
+
+@pytest.mark.peers
+async def test_a_carrier_call_to_a_did_reaches_its_extension(pbx: Pbx, tmp_path: Path) -> None:
+    base = _world()
+    carrier = trunk("carrier-in", host="127.0.0.1", inbound_ips=("127.0.0.1/32",))
+    did = DidConfig("+74951110002", "op1", "A", {"type": "extension", "id": "e202"})
+    world = snapshot([operator("op1", [carrier], {})], [base.tenants["A"]], [did])
+    pbx.b2bua._snapshot = lambda: world
+    server = pbx.phones["201"].server
+    sipp = require_binary("sipp")
+    process = await asyncio.create_subprocess_exec(
+        sipp, f"{server.host}:{server.port}", "-sf", str(PEERS / "sipp_uac_call.xml"),
+        "-s", "+74951110002", "-i", "127.0.0.1", "-p", str(free_port()), "-m", "1",
+        "-nostdin", "-timeout", "20s", "-trace_err",
+        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, output.decode()[-3000:]  # 180, 200, ACK, BYE and its 200
+    callee = pbx.phones["202"]
+    [incoming] = callee.invites
+    assert incoming.request.to.uri.user == "202"  # the DID's extension, in tenant A
+    assert callee.byes  # the carrier's BYE reached the extension
+    for _ in range(200):
+        if not pbx.b2bua.calls:
+            break
+        await asyncio.sleep(0.01)
+    assert not pbx.b2bua.calls and not pbx.media.calls

@@ -29,7 +29,14 @@ from typing import Any
 
 from pbxcore.media.engine import MediaCall, MediaEngine, MediaLeg
 from pbxcore.pbx.cdr import CallRecord, CdrWriter
-from pbxcore.pbx.decision import Decision, ExtensionCaller, UsageCounts, decide
+from pbxcore.pbx.decision import (
+    Decision,
+    ExtensionCaller,
+    TrunkCaller,
+    UsageCounts,
+    decide,
+    trunk_for_source,
+)
 from pbxcore.sip.auth import DigestAuthenticator
 from pbxcore.sip.authorize import Refused, authorize
 from pbxcore.sip.dialog import Dialog, DialogId
@@ -117,7 +124,13 @@ class B2bua:
         realm = caller_uri.host.lower()
         tenant = snapshot.tenant_for_realm(realm)
         if tenant is None or not caller_uri.is_sip:
-            incoming.respond(403, "Forbidden")
+            # not one of our phones (their From names their tenant's domain, and they are
+            # challenged): a carrier's call if the source is one of its trunks' addresses
+            found = trunk_for_source(snapshot, incoming.source.host)
+            if found is None:
+                incoming.respond(403, "Forbidden")
+                return
+            await self._from_trunk(incoming, snapshot, *found)
             return
         result = authorize(
             request,
@@ -143,12 +156,7 @@ class B2bua:
         caller = ExtensionCaller(tenant.id, result.username)
         decision = decide(snapshot, caller, dialed, usage=self.usage)
         if decision.reject is not None:
-            reject = decision.reject
-            incoming.respond(
-                reject.status,
-                reject.phrase,
-                headers=[("Reason", f'SIP;cause={reject.status};text="{reject.code}"')],
-            )
+            self._reject(incoming, decision)
             return
         if decision.kind == "outbound" and decision.trunks:
             await self._outbound_call(incoming, decision, tenant.domain, result.username, dialed)
@@ -158,6 +166,38 @@ class B2bua:
             return
         await self._internal_call(incoming, decision, tenant.domain, result.username, dialed)
 
+    async def _from_trunk(
+        self, incoming: IncomingRequest, snapshot: Snapshot, operator_id: str, trunk: Any
+    ) -> None:
+        """A call from a carrier to one of the operator's DIDs."""
+        request = incoming.request
+        dialed = request.uri.user_unescaped if request.uri.is_sip else None
+        if not dialed:
+            incoming.respond(404, "Not Found")
+            return
+        calling = request.from_.uri.user_unescaped
+        caller = TrunkCaller(operator_id, trunk.id, number=calling)
+        decision = decide(snapshot, caller, dialed, usage=self.usage)
+        if decision.reject is not None:
+            self._reject(incoming, decision)
+            return
+        tenant = snapshot.tenants.get(decision.tenant_id or "")
+        if decision.kind not in ("inbound", "internal") or not decision.extensions or not tenant:
+            incoming.respond(501, "Not Implemented")  # IVR, voicemail ...: later slices
+            return
+        await self._internal_call(
+            incoming, decision, tenant.domain, calling or "anonymous", dialed, direction="inbound"
+        )
+
+    def _reject(self, incoming: IncomingRequest, decision: Decision) -> None:
+        reject = decision.reject
+        assert reject is not None
+        incoming.respond(
+            reject.status,
+            reject.phrase,
+            headers=[("Reason", f'SIP;cause={reject.status};text="{reject.code}"')],
+        )
+
     async def _internal_call(
         self,
         incoming: IncomingRequest,
@@ -165,6 +205,8 @@ class B2bua:
         domain: str,
         caller_number: str,
         dialed: str,
+        *,
+        direction: str = "internal",
     ) -> None:
         target = decision.extensions[0]
         aor = Uri.parse(f"sip:{target.number}@{domain}").aor
@@ -172,7 +214,7 @@ class B2bua:
         if not bindings:
             incoming.respond(480, "Temporarily Unavailable")
             return
-        call = self._begin(incoming, decision, "internal", caller_number, dialed)
+        call = self._begin(incoming, decision, direction, caller_number, dialed)
         if call is None:
             return
         try:
