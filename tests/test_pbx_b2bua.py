@@ -388,3 +388,29 @@ async def test_a_carrier_call_to_a_did_reaches_its_extension(pbx: Pbx, tmp_path:
             break
         await asyncio.sleep(0.01)
     assert not pbx.b2bua.calls and not pbx.media.calls
+
+
+async def test_max_concurrent_calls_holds_in_the_call_path(pbx: Pbx) -> None:
+    base = _world()
+    limited = replace(
+        base.tenants["A"], limits=replace(base.tenants["A"].limits, max_concurrent_calls=1)
+    )
+    world = snapshot([operator("op1", [], {})], [limited], [])
+    pbx.b2bua._snapshot = lambda: world
+    caller = pbx.phones["201"]
+    first = await caller.call("202")
+    assert (await asyncio.wait_for(_responses(first), 10))[-1] == 200
+    second = await caller.call("202")
+    statuses = await asyncio.wait_for(_responses(second), 10)
+    assert statuses[-1] == 403
+    assert "max_concurrent_calls" in (second.final.result().headers.get("reason") or "")
+    assert first.dialog is not None
+    caller.stack.bye(first.dialog)
+    for _ in range(200):
+        if not pbx.b2bua.calls:
+            break
+        await asyncio.sleep(0.01)
+    third = await caller.call("202")  # the slot is free again
+    assert (await asyncio.wait_for(_responses(third), 10))[-1] == 200
+    assert third.dialog is not None
+    caller.stack.bye(third.dialog)
