@@ -68,6 +68,7 @@ class Phone:
     answer: str = "200"  # what the phone does with an INVITE: 200, busy, ring
     invites: list[IncomingRequest] = field(default_factory=list)
     byes: list[IncomingRequest] = field(default_factory=list)
+    reinvites: list[IncomingRequest] = field(default_factory=list)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -89,6 +90,13 @@ class Phone:
         return response.status
 
     async def on_invite(self, incoming: IncomingRequest) -> None:
+        if incoming.dialog is not None:  # a re-INVITE (hold): accept it, held in turn
+            self.reinvites.append(incoming)
+            body = _sdp(40000 + int(self.number))
+            if b"a=sendonly" in incoming.request.body:
+                body += b"a=recvonly\r\n"
+            incoming.respond(200, body=body, content_type="application/sdp")
+            return
         self.invites.append(incoming)
         incoming.on_cancel(self.cancelled.set)
         if self.answer == "busy":
@@ -414,3 +422,28 @@ async def test_max_concurrent_calls_holds_in_the_call_path(pbx: Pbx) -> None:
     assert (await asyncio.wait_for(_responses(third), 10))[-1] == 200
     assert third.dialog is not None
     caller.stack.bye(third.dialog)
+
+
+async def test_hold_and_resume_by_re_invite_through_the_relay(pbx: Pbx) -> None:
+    caller, callee = pbx.phones["201"], pbx.phones["202"]
+    invite = await caller.call("202")
+    assert (await asyncio.wait_for(_responses(invite), 10))[-1] == 200
+    dialog = invite.dialog
+    assert dialog is not None
+    await asyncio.sleep(0.05)  # the ACK reached the B2BUA
+    for body, expect in (
+        (_sdp(30201) + b"a=sendonly\r\n", b"a=recvonly"),  # hold
+        (_sdp(30201), None),  # resume
+    ):
+        request = dialog.new_request("INVITE", [("Content-Type", "application/sdp")], body=body)
+        reinvite = await caller.stack.invite(request, dialog=dialog)
+        final = await asyncio.wait_for(reinvite.final, 10)
+        assert final.status == 200, final
+        relayed = callee.reinvites[-1].request.body
+        assert _port(relayed) != 30201  # the callee sees the relay, never the caller
+        assert (b"a=sendonly" in relayed) == (expect is not None)
+        if expect is not None:
+            assert expect in final.body
+        assert _port(final.body) != 40202
+    assert len(callee.reinvites) == 2 and len(pbx.b2bua.calls) == 1
+    caller.stack.bye(dialog)

@@ -111,13 +111,9 @@ class B2bua:
 
     async def on_invite(self, incoming: IncomingRequest) -> None:
         if incoming.dialog is not None:
-            # re-INVITE (hold, address change): not relayed yet
-            incoming.respond(
-                488,
-                "Not Acceptable Here",
-                headers=[("Warning", '399 pbxcore "re-INVITE not supported yet"')],
-            )
+            await self._reinvite(incoming)  # hold, resume, a new address
             return
+
         request = incoming.request
         snapshot = self._snapshot()
         caller_uri = request.from_.uri
@@ -433,6 +429,50 @@ class B2bua:
             invite.cancel()
 
     # -- in the call -----------------------------------------------------------------------
+
+    async def _reinvite(self, incoming: IncomingRequest) -> None:
+        """A re-INVITE from one party: its new SDP goes through the relay to the other party
+        in a re-INVITE of the other dialog, and that party's answer comes back the same way."""
+        dialog = incoming.dialog
+        found = None if dialog is None else self._by_dialog.get(dialog.id)
+        if found is None:
+            incoming.respond(481, "Call/Transaction Does Not Exist")
+            return
+        call, side = found
+        leg = call.media.a if side == "a" else call.media.b
+        partner = call.media.b if side == "a" else call.media.a
+        other = call.b_dialog if side == "a" else call.a_dialog
+        if not incoming.request.body or leg is None or partner is None or other is None:
+            incoming.respond(488, "Not Acceptable Here")  # an offerless re-INVITE: not yet
+            return
+        try:
+            to_other = await leg.update(incoming.request.body)
+        except ValueError as exc:
+            incoming.respond(
+                488, "Not Acceptable Here", headers=[("Warning", f'399 pbxcore "{exc}"')]
+            )
+            return
+        request = other.new_request(
+            "INVITE",
+            [("Contact", self.stack.contact_for(incoming.source)), ("Content-Type", SDP)],
+            body=str(to_other).encode(),
+        )
+        try:
+            invite = await self.stack.invite(request, dialog=other)
+            final = await asyncio.wait_for(asyncio.shield(invite.final), self.ring_timeout)
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            log.info("re-INVITE of call %s not answered: %s", call.id, exc)
+            incoming.respond(500, "Server Internal Error", headers=[("Retry-After", "1")])
+            return
+        if not 200 <= final.status < 300 or not final.body:
+            incoming.respond(final.status if final.status >= 300 else 488)
+            return
+        try:
+            to_leg = await partner.update(final.body)
+        except ValueError:
+            incoming.respond(488, "Not Acceptable Here")
+            return
+        incoming.respond(200, body=str(to_leg).encode(), content_type=SDP)
 
     async def on_bye(self, incoming: IncomingRequest) -> None:
         dialog = incoming.dialog
