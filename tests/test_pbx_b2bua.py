@@ -447,3 +447,54 @@ async def test_hold_and_resume_by_re_invite_through_the_relay(pbx: Pbx) -> None:
         assert _port(final.body) != 40202
     assert len(callee.reinvites) == 2 and len(pbx.b2bua.calls) == 1
     caller.stack.bye(dialog)
+
+
+def _forwarding_world(forwarding: dict[str, dict[str, object]]) -> Snapshot:
+    base = _world()
+    a = base.tenants["A"]
+    exts = dict(a.extensions)
+    exts["204"] = ext("e204", "204")  # exists, never registered
+    for number, fwd in forwarding.items():
+        exts[number] = replace(exts[number], forwarding=fwd)
+    return snapshot([operator("op1", [], {})], [replace(a, extensions=exts)], [])
+
+
+@pytest.mark.parametrize(
+    ("callee", "forwarding", "mode"),
+    [
+        ("202", {"busy": "203"}, "busy"),
+        ("202", {"no_answer": "203", "no_answer_seconds": 1}, "ring"),
+        ("204", {"unavailable": "203"}, None),
+    ],
+)
+async def test_forwarding_on_busy_no_answer_and_unavailable(
+    pbx: Pbx, callee: str, forwarding: dict[str, object], mode: str | None
+) -> None:
+    world = _forwarding_world({callee: forwarding})
+    pbx.b2bua._snapshot = lambda: world
+    caller, first, second = pbx.phones["201"], pbx.phones["202"], pbx.phones["203"]
+    assert await second.register() == 200
+    if mode is not None:
+        first.answer = mode
+    invite = await caller.call(callee)
+    statuses = await asyncio.wait_for(_responses(invite), 15)
+    assert statuses[-1] == 200, statuses
+    assert len(second.invites) == 1  # the forward target answered
+    if mode == "ring":
+        await asyncio.wait_for(first.cancelled.wait(), 5)  # the first was cancelled
+    assert invite.dialog is not None
+    caller.stack.bye(invite.dialog)
+    for _ in range(200):
+        if not pbx.b2bua.calls:
+            break
+        await asyncio.sleep(0.01)
+    assert not pbx.b2bua.calls and not pbx.media.calls
+
+
+async def test_a_forwarding_loop_ends_with_an_answer_to_the_caller(pbx: Pbx) -> None:
+    world = _forwarding_world({"204": {"unavailable": "203"}, "203": {"unavailable": "204"}})
+    pbx.b2bua._snapshot = lambda: world
+    invite = await pbx.phones["201"].call("204")  # neither 204 nor 203 is registered
+    final = (await asyncio.wait_for(_responses(invite), 15))[-1]
+    assert final in (480, 482, 483), final
+    assert not pbx.b2bua.calls and not pbx.media.calls

@@ -30,11 +30,15 @@ from typing import Any
 from pbxcore.media.engine import MediaCall, MediaEngine, MediaLeg
 from pbxcore.pbx.cdr import CallRecord, CdrWriter
 from pbxcore.pbx.decision import (
+    DEFAULT_NO_ANSWER_SECONDS,
+    MAX_FORWARD_HOPS,
+    Caller,
     Decision,
     ExtensionCaller,
     TrunkCaller,
     UsageCounts,
     decide,
+    decide_forward,
     trunk_for_source,
 )
 from pbxcore.sip.auth import DigestAuthenticator
@@ -160,7 +164,9 @@ class B2bua:
         if decision.kind != "internal" or not decision.extensions:
             incoming.respond(501, "Not Implemented")  # inbound and features: later slices
             return
-        await self._internal_call(incoming, decision, tenant.domain, result.username, dialed)
+        await self._internal_call(
+            incoming, decision, tenant.domain, result.username, dialed, caller=caller
+        )
 
     async def _from_trunk(
         self, incoming: IncomingRequest, snapshot: Snapshot, operator_id: str, trunk: Any
@@ -182,7 +188,13 @@ class B2bua:
             incoming.respond(501, "Not Implemented")  # IVR, voicemail ...: later slices
             return
         await self._internal_call(
-            incoming, decision, tenant.domain, calling or "anonymous", dialed, direction="inbound"
+            incoming,
+            decision,
+            tenant.domain,
+            calling or "anonymous",
+            dialed,
+            caller=caller,
+            direction="inbound",
         )
 
     def _reject(self, incoming: IncomingRequest, decision: Decision) -> None:
@@ -202,24 +214,68 @@ class B2bua:
         caller_number: str,
         dialed: str,
         *,
+        caller: Caller,
         direction: str = "internal",
     ) -> None:
-        target = decision.extensions[0]
-        aor = Uri.parse(f"sip:{target.number}@{domain}").aor
-        bindings = await self.location.lookup(aor)
-        if not bindings:
-            incoming.respond(480, "Temporarily Unavailable")
-            return
         call = self._begin(incoming, decision, direction, caller_number, dialed)
         if call is None:
             return
         try:
-            await self._ring(call, bindings, caller_number, target.number, domain)
+            await self._connect(call, decision, domain, caller_number, caller)
         except Exception:
             log.exception("call %s failed", call.id)
             if not incoming.final_sent:
                 incoming.respond(500, "Server Internal Error")
             await self._end(call, "failed")
+
+    async def _connect(
+        self, call: Call, decision: Decision, domain: str, caller_number: str, caller: Caller
+    ) -> None:
+        """Ring the target extension; when it is busy, does not answer or is not
+        registered, follow its forward for that (another extension, or out through a trunk),
+        as far as :func:`decide_forward` allows."""
+        incoming = call.a
+        target = decision.extensions[0]
+        for _hop in range(MAX_FORWARD_HOPS + 1):
+            aor = Uri.parse(f"sip:{target.number}@{domain}").aor
+            bindings = await self.location.lookup(aor)
+            forwarding = target.forwarding
+            statuses: list[int] = []
+            if not bindings:
+                outcome = "unavailable"
+            else:
+                timeout = self.ring_timeout
+                if forwarding.no_answer:
+                    timeout = float(forwarding.no_answer_seconds or DEFAULT_NO_ANSWER_SECONDS)
+                outcome, statuses = await self._ring(
+                    call, bindings, caller_number, target.number, domain, timeout=timeout
+                )
+            if outcome == "answered":
+                return
+            if outcome == "cancelled" or incoming.cancelled:
+                await self._end(call, "cancelled")
+                return
+            if outcome in ("busy", "no_answer", "unavailable"):
+                follow = decide_forward(
+                    self._snapshot(),
+                    caller,
+                    target,
+                    outcome,  # type: ignore[arg-type]
+                    usage=self.usage,
+                )
+                call.decision = follow
+                if follow.reject is None and follow.kind == "internal" and follow.extensions:
+                    target = follow.extensions[0]
+                    continue
+                if follow.reject is None and follow.kind == "outbound" and follow.trunks:
+                    await self._dial_trunks(call, follow)
+                    return
+            if not incoming.final_sent:
+                incoming.respond(_failure_status(outcome, statuses))
+            await self._end(call, _OUTCOME_DISPOSITION.get(outcome, "failed"))
+            return
+        incoming.respond(483, "Too Many Hops")
+        await self._end(call, "failed")
 
     def _begin(
         self,
@@ -265,11 +321,14 @@ class B2bua:
         caller_number: str,
         dialed: str,
     ) -> None:
+        call = self._begin(incoming, decision, "outbound", caller_number, dialed)
+        if call is not None:
+            await self._dial_trunks(call, decision)
+
+    async def _dial_trunks(self, call: Call, decision: Decision) -> None:
         """Out through the candidates in order: the next one after 408, 5xx or no answer,
         never after an answer of the called party (486, 404, 603 ...)."""
-        call = self._begin(incoming, decision, "outbound", caller_number, dialed)
-        if call is None:
-            return
+        incoming = call.a
         last: Response | None = None
         try:
             for candidate in decision.trunks:
@@ -324,11 +383,21 @@ class B2bua:
         await self._end(call, disposition)
 
     async def _ring(
-        self, call: Call, bindings: list[Any], caller: str, callee: str, domain: str
-    ) -> None:
+        self,
+        call: Call,
+        bindings: list[Any],
+        caller: str,
+        callee: str,
+        domain: str,
+        *,
+        timeout: float,
+    ) -> tuple[str, list[int]]:
+        """Ring every contact in parallel: ``answered``, ``cancelled``, ``busy``,
+        ``no_answer`` or ``failed``, with the final statuses the forks got."""
         incoming = call.a
         a_from = incoming.request.headers.get("from") or f"<sip:{caller}@{domain}>"
         display = a_from.split(";tag=", 1)[0]
+        call.forks = []
         for binding in bindings:
             leg = call.media.fork()
             try:
@@ -349,42 +418,64 @@ class B2bua:
             invite = await self.stack.invite(out, target=target)
             call.forks.append((invite, leg))
         if not call.forks:
-            incoming.respond(480, "Temporarily Unavailable")
-            await self._end(call, "failed")
-            return
+            return "unavailable", []
         results = await asyncio.gather(
-            *(self._follow(call, invite, leg) for invite, leg in call.forks),
+            *(self._follow(call, invite, leg, timeout) for invite, leg in call.forks),
             return_exceptions=True,
         )
-        if not call.answered:
-            if not incoming.final_sent:
-                finals = [r for r in results if isinstance(r, Response)]
-                status = _best_failure([r.status for r in finals])
-                incoming.respond(status)
-            disposition = "cancelled" if incoming.cancelled else _disposition(results)
-            await self._end(call, disposition)
+        statuses = [r.status for r in results if isinstance(r, Response)]
+        if call.answered:
+            return "answered", statuses
+        if incoming.cancelled:
+            return "cancelled", statuses
+        if any(st in (486, 600) for st in statuses):
+            return "busy", statuses
+        if any(r is None for r in results) or any(st in (408, 480, 487) for st in statuses):
+            return "no_answer", statuses
+        return "failed", statuses
 
-    async def _follow(self, call: Call, invite: ClientInvite, leg: MediaLeg) -> Response | None:
-        """Relay one fork's responses; the first 2xx wins the call."""
+    async def _follow(
+        self, call: Call, invite: ClientInvite, leg: MediaLeg, timeout: float | None = None
+    ) -> Response | None:
+        """Relay one fork's responses; the first 2xx wins the call. None: no final answer
+        within ``timeout`` (the fork is cancelled)."""
+        try:
+            final = await asyncio.wait_for(
+                self._provisionals(call, invite, leg), timeout or self.ring_timeout
+            )
+        except TimeoutError:
+            final = None
+        return await self._final(call, invite, leg, final)
+
+    async def _provisionals(
+        self, call: Call, invite: ClientInvite, leg: MediaLeg
+    ) -> Response | None:
+        """Relay a fork's 180/183 to the caller (once the caller has a final, no more);
+        returns the fork's final response."""
         incoming = call.a
         final: Response | None = None
-        async with asyncio.timeout(self.ring_timeout):
-            async for response in invite.responses():
-                status = response.status
-                if status < 200:
-                    if call.answered or incoming.final_sent:
-                        continue
-                    if response.body and status == 183:
-                        with contextlib.suppress(ValueError):
-                            await call.media.early(leg, response.body)
-                            to_a = call.media.answer_for_a
-                            if to_a is not None:
-                                incoming.respond(183, body=str(to_a).encode(), content_type=SDP)
-                                continue
-                    if status in (180, 183):
-                        incoming.respond(180)
-                    continue
+        async for response in invite.responses():
+            status = response.status
+            if status >= 200:
                 final = response
+                continue
+            if call.answered or incoming.final_sent:
+                continue
+            if response.body and status == 183:
+                with contextlib.suppress(ValueError):
+                    await call.media.early(leg, response.body)
+                    to_a = call.media.answer_for_a
+                    if to_a is not None:
+                        incoming.respond(183, body=str(to_a).encode(), content_type=SDP)
+                        continue
+            if status in (180, 183):
+                incoming.respond(180)
+        return final
+
+    async def _final(
+        self, call: Call, invite: ClientInvite, leg: MediaLeg, final: Response | None
+    ) -> Response | None:
+        incoming = call.a
         if final is None:
             invite.cancel()
             return None
@@ -541,3 +632,21 @@ def _release(media: MediaCall, leg: MediaLeg) -> None:
     """Stop a fork's media (already gone when another fork's answer released it)."""
     with contextlib.suppress(ValueError):
         media.release(leg)
+
+
+_OUTCOME_DISPOSITION = {
+    "busy": "busy",
+    "no_answer": "no_answer",
+    "unavailable": "failed",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+
+
+def _failure_status(outcome: str, statuses: list[int]) -> int:
+    """What the caller gets when nobody answered and no forward took the call."""
+    if outcome == "busy":
+        return 486
+    if outcome in ("no_answer", "unavailable"):
+        return 480
+    return _best_failure(statuses)
