@@ -498,3 +498,33 @@ async def test_a_forwarding_loop_ends_with_an_answer_to_the_caller(pbx: Pbx) -> 
     final = (await asyncio.wait_for(_responses(invite), 15))[-1]
     assert final in (480, 482, 483), final
     assert not pbx.b2bua.calls and not pbx.media.calls
+
+
+async def _both_hung_up(pbx: Pbx, caller: Phone, callee: Phone) -> None:
+    for _ in range(500):
+        if caller.byes and callee.byes and not pbx.b2bua.calls:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not ended: {pbx.b2bua.calls}, {caller.byes}, {callee.byes}")
+
+
+async def test_a_call_without_rtp_is_ended_on_both_sides(pbx: Pbx) -> None:
+    pbx.media.leg_timeout = 0.3  # the phones here send no RTP at all
+    caller, callee = pbx.phones["201"], pbx.phones["202"]
+    invite = await caller.call("202")
+    assert (await asyncio.wait_for(_responses(invite), 10))[-1] == 200
+    await _both_hung_up(pbx, caller, callee)
+    assert not pbx.media.calls
+
+
+async def test_the_tenant_maximum_call_duration_ends_the_call(pbx: Pbx) -> None:
+    base = _world()
+    a = base.tenants["A"]
+    short = replace(a, limits=replace(a.limits, max_call_duration_s=1))
+    world = snapshot([operator("op1", [], {})], [short], [])
+    pbx.b2bua._snapshot = lambda: world
+    caller, callee = pbx.phones["201"], pbx.phones["202"]
+    invite = await caller.call("202")
+    assert (await asyncio.wait_for(_responses(invite), 10))[-1] == 200
+    assert pbx.b2bua.calls  # up, for now
+    await _both_hung_up(pbx, caller, callee)

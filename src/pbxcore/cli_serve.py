@@ -92,6 +92,10 @@ def serve(  # noqa: PLR0917 - one parameter per command-line option
         str | None, typer.Option(help="Address put in SDP, when it differs (NAT).")
     ] = None,
     rtp_ports: Annotated[str, typer.Option(help="RTP port range LOW-HIGH.")] = "20000-29999",
+    rtp_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds without RTP after which a call is ended (0: never)."),
+    ] = 60.0,
     node_id: Annotated[
         str | None,
         typer.Option(help="This node's name in CDRs (unique per node; default: host name)."),
@@ -251,6 +255,7 @@ def serve(  # noqa: PLR0917 - one parameter per command-line option
             media_bind=media_bind,
             media_advertise=media_advertise,
             rtp_ports=(int(low), int(high)),
+            rtp_timeout=rtp_timeout if rtp_timeout > 0 else None,
         )
         if node_id is not None:
             config.node_id = node_id

@@ -69,6 +69,7 @@ class ServerConfig:
     media_bind: str = "127.0.0.1"
     media_advertise: str | None = None  # the address put in SDP (NAT), else media_bind
     rtp_ports: tuple[int, int] = (20000, 29999)
+    rtp_timeout: float | None = 60.0  # an answered call with no RTP that long is ended
     node_id: str = field(default_factory=socket.gethostname)
 
 
@@ -144,7 +145,10 @@ class PbxServer:
         registrar = self.sip.registrar
         self._secrets()  # a missing or bad key fails the start, not the first trunk call
         self.media = MediaEngine(
-            bind=cfg.media_bind, ports=cfg.rtp_ports, advertise=cfg.media_advertise
+            bind=cfg.media_bind,
+            ports=cfg.rtp_ports,
+            advertise=cfg.media_advertise,
+            leg_timeout=cfg.rtp_timeout,
         )
         await self.media.start()
         self.cdr = CdrWriter(self.db, node_id=cfg.node_id)

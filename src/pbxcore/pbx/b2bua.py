@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from pbxcore.media.engine import MediaCall, MediaEngine, MediaLeg
+from pbxcore.media.relay import LegTimeout
 from pbxcore.pbx.cdr import CallRecord, CdrWriter
 from pbxcore.pbx.decision import (
     DEFAULT_NO_ANSWER_SECONDS,
@@ -74,6 +75,7 @@ class Call:
     b_dialog: Dialog | None = None
     answered: bool = False
     ended: bool = False
+    watch: asyncio.Task[None] | None = None  # RTP timeout and maximum duration
     trunk_id: str | None = None  # the trunk that answered an outbound call
     cost_per_minute: Decimal | None = None
 
@@ -511,6 +513,7 @@ class B2bua:
                 return final
             if ack.body and call.media.a.awaiting_answer:
                 await call.media.a.answer(ack.body)
+            call.watch = asyncio.get_running_loop().create_task(self._supervise(call))
             return final
         _release(call.media, leg)
         return final
@@ -565,6 +568,32 @@ class B2bua:
             return
         incoming.respond(200, body=str(to_leg).encode(), content_type=SDP)
 
+    async def _supervise(self, call: Call) -> None:
+        """End an answered call that carries no RTP any more (the relay's LegTimeout, not
+        while a party holds) or that reached the tenant's maximum duration."""
+        tenant = self._snapshot().tenants.get(call.tenant_id)
+        limit = None if tenant is None else tenant.limits.max_call_duration_s
+        loop = asyncio.get_running_loop()
+        deadline = None if not limit else loop.time() + limit
+        events = call.media.events
+        while not call.ended:
+            wait = None if deadline is None else max(0.0, deadline - loop.time())
+            try:
+                event = await asyncio.wait_for(events.get(), wait)
+            except TimeoutError:
+                reason = "the tenant's maximum call duration"
+                break
+            if isinstance(event, LegTimeout) and not _held(call):
+                reason = f"no RTP for {event.timeout:g} s"
+                break
+        else:
+            return
+        log.info("call %s ended by pbxcore: %s", call.id, reason)
+        for dialog in (call.a_dialog, call.b_dialog):
+            if dialog is not None:
+                self.stack.bye(dialog)
+        await self._end(call, "answered")
+
     async def on_bye(self, incoming: IncomingRequest) -> None:
         dialog = incoming.dialog
         found = None if dialog is None else self._by_dialog.get(dialog.id)
@@ -582,6 +611,8 @@ class B2bua:
         if call.ended:
             return
         call.ended = True
+        if call.watch is not None and call.watch is not asyncio.current_task():
+            call.watch.cancel()
         self.calls.pop(call.id, None)
         for d in (call.a_dialog, call.b_dialog):
             if d is not None:
@@ -650,3 +681,11 @@ def _failure_status(outcome: str, statuses: list[int]) -> int:
     if outcome in ("no_answer", "unavailable"):
         return 480
     return _best_failure(statuses)
+
+
+def _held(call: Call) -> bool:
+    """A party is on hold (it sends, or receives, nothing on purpose): silence is expected."""
+    return any(
+        leg is not None and leg.direction not in (None, "sendrecv")
+        for leg in (call.media.a, call.media.b)
+    )
