@@ -528,3 +528,25 @@ async def test_the_tenant_maximum_call_duration_ends_the_call(pbx: Pbx) -> None:
     assert (await asyncio.wait_for(_responses(invite), 10))[-1] == 200
     assert pbx.b2bua.calls  # up, for now
     await _both_hung_up(pbx, caller, callee)
+
+
+async def test_international_barred_and_suspended_tenants_are_refused(pbx: Pbx) -> None:
+    base = _world()
+    a = base.tenants["A"]
+    caller_id = CallerIdRule(mode="fixed", fixed_number="+74950000001")
+    carrier = trunk("carrier", host="127.0.0.1", port=9, caller_id=caller_id)
+    table = RouteTable([RouteEntry("", "carrier")], fallthrough=True)
+    world = snapshot([operator("op1", [carrier], {"rt": table})], [a], [])
+    pbx.b2bua._snapshot = lambda: world
+    caller = pbx.phones["201"]
+    invite = await caller.call("+493012345678")  # Germany: international, barred by default
+    assert (await asyncio.wait_for(_responses(invite), 10))[-1] == 403
+    assert "international" in (invite.final.result().headers.get("reason") or "")
+    suspended = snapshot(
+        [operator("op1", [carrier], {"rt": table})], [replace(a, status="suspended")], []
+    )
+    pbx.b2bua._snapshot = lambda: suspended
+    invite = await caller.call("202")
+    # a suspended tenant's realm is not served: its phones cannot even authenticate
+    assert (await asyncio.wait_for(_responses(invite), 10))[-1] in (403, 404)
+    assert not pbx.b2bua.calls and not pbx.media.calls
