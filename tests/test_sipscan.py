@@ -16,6 +16,9 @@ from hypothesis import strategies as st
 import pbxcore._sipscan as native
 import pbxcore._sipscan_ref as reference
 from pbxcore._sipscan_ref import Fields
+from pbxcore.sip.errors import SipParseError
+from pbxcore.sip.headers import COMPACT_FORMS
+from pbxcore.sip.message import ParseLimits, _split_general
 
 Scanner = Callable[[bytes], Fields | None]
 
@@ -267,3 +270,122 @@ class TestNthCrlf:
         expected = nth_crlf_by_split(data, start, end, n) if end > start else -1
         assert native.nth_crlf(data, start, end, n) == expected
         assert reference.nth_crlf(data, start, end, n) == expected
+
+
+# -- split_headers: the general parser's header block splitter ------------------------------
+
+Splitter = Callable[[bytes, int, int, int], tuple[str, list[tuple[str, str, str]]] | None]
+
+
+@pytest.fixture(params=[native.split_headers, reference.split_headers], ids=["native", "ref"])
+def split(request: pytest.FixtureRequest) -> Splitter:
+    return request.param  # type: ignore[no-any-return]
+
+
+def block(data: bytes) -> tuple[bytes, int, int]:
+    return data, 0, data.find(b"\r\n\r\n")
+
+
+class TestSplitHeaders:
+    def test_triples(self, split: Splitter) -> None:
+        data = (
+            b"INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nv : SIP/2.0/TCP x"
+            b"\r\nCALL-id:  a@b \t\r\nX-Custom:\r\nm:<sip:c@d>\r\n\r\nbody"
+        )
+        assert split(*block(data), 8192) == (
+            "INVITE sip:b@h SIP/2.0",
+            [
+                ("Via", "via", "SIP/2.0/UDP h;branch=z9hG4bK1"),
+                ("v", "via", "SIP/2.0/TCP x"),
+                ("CALL-id", "call-id", "a@b"),
+                ("X-Custom", "x-custom", ""),
+                ("m", "contact", "<sip:c@d>"),
+            ],
+        )
+
+    def test_folding_keeps_the_continuation_whitespace(self, split: Splitter) -> None:
+        data = b"OPTIONS sip:h SIP/2.0\r\nSubject: a\r\n  b \r\n\tc\r\nX-Y:\r\n  d\r\n\r\n"
+        assert split(*block(data), 8192) == (
+            "OPTIONS sip:h SIP/2.0",
+            [("Subject", "subject", "a  b\tc"), ("X-Y", "x-y", "d")],
+        )
+
+    def test_utf8_and_bad_octets_decode_as_the_whole_block_would(self, split: Splitter) -> None:
+        data = "MESSAGE sip:h SIP/2.0\r\nSubject: café \xff\r\n\r\n".encode(
+            "utf-8", "surrogateescape"
+        )
+        head = data[: data.find(b"\r\n\r\n")].decode("utf-8", "surrogateescape")
+        assert split(*block(data), 8192) == (
+            "MESSAGE sip:h SIP/2.0",
+            [("Subject", "subject", head.split(": ", 1)[1].strip())],
+        )
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            b"A\r\nB: c\rd\r\n\r\n",  # bare CR
+            b"A\r\nB: c\nd\r\n\r\n",  # bare LF
+            b"A\nB: c\r\n\r\n",
+            b"A\r\n x\r\n\r\n",  # continuation with nothing to continue
+            b"A\r\nB: c\r\n \t\r\n\r\n",  # continuation with nothing in it
+            b"A\r\nno colon\r\n\r\n",
+            b"A\r\n: empty name\r\n\r\n",
+            b"A\r\nB@d: c\r\n\r\n",  # not a token
+            b"A\r\nB C: d\r\n\r\n",
+            b"A\r\nX-\xc3\xa9: d\r\n\r\n",
+            b"A\r\nB: " + b"x" * 30 + b"\r\n\r\n",  # over max_line (32)
+            b"A" * 33 + b"\r\nB: c\r\n\r\n",
+        ],
+    )
+    def test_declines(self, split: Splitter, data: bytes) -> None:
+        assert split(*block(data), 32) is None
+
+    def test_limits_are_inclusive_and_arguments_checked(self, split: Splitter) -> None:
+        data = b"A\r\nB: " + b"x" * 29 + b"\r\n\r\n"  # a 32-octet line
+        assert split(*block(data), 32) == ("A", [("B", "referred-by", "x" * 29)])
+        assert split(data, 3, len(data) - 4, 32) == ("B: " + "x" * 29, [])
+        with pytest.raises(ValueError):
+            split(data, 0, len(data) - 1, 32)
+        with pytest.raises(ValueError):
+            split(data, -1, 3, 32)
+
+    def test_none_is_refused(self) -> None:
+        with pytest.raises(TypeError):
+            native.split_headers(None, 0, 0, 1)  # type: ignore[arg-type]
+
+    def test_compact_forms_are_the_parsers(self) -> None:
+        assert reference.COMPACT == COMPACT_FORMS
+
+
+_NAMES = st.sampled_from(
+    ["Via", "v", "From", "f", "To", "t", "Call-ID", "call-id", "CSeq", "Contact", "m", "l",
+     "Content-Length", "X-A", "x", "Subject", "Record-Route", "a.b!%*_+`'~", "V", "Cseq",
+     "\xe9", "B C", "", " Via"]
+)  # fmt: skip
+_LINE_VALUES = st.lists(
+    st.sampled_from([*'ab :;<>"=,\t\\\xe9\udcff@\r\n', "\r\n"]), max_size=10
+).map("".join)
+_FIELD = st.tuples(_NAMES, st.sampled_from([": ", ":", " : ", "\t:", ""]), _LINE_VALUES).map(
+    "".join
+)
+_LINES = st.lists(
+    st.one_of(_FIELD, _LINE_VALUES.map(lambda v: " " + v), _LINE_VALUES.map(lambda v: "\t" + v)),
+    max_size=8,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(first=_LINE_VALUES, lines=_LINES, max_line=st.integers(1, 30))
+def test_split_headers_native_matches_reference_and_the_general_loop(
+    first: str, lines: list[str], max_line: int
+) -> None:
+    data = "\r\n".join([first, *lines]).encode("utf-8", "surrogateescape") + b"\r\n\r\n"
+    end = data.find(b"\r\n\r\n")
+    got = native.split_headers(data, 0, end, max_line)
+    assert got == reference.split_headers(data, 0, end, max_line)
+    try:
+        general = _split_general(data, 0, end, ParseLimits(max_line_length=max_line), 400)
+    except SipParseError:
+        assert got is None  # the general loop explains the error
+    else:
+        assert got is None or got == general

@@ -4,3 +4,4 @@
 
 cpdef object scan_register(bytes data)
 cpdef Py_ssize_t nth_crlf(bytes data, Py_ssize_t start, Py_ssize_t end, Py_ssize_t n)
+cpdef object split_headers(bytes data, Py_ssize_t start, Py_ssize_t end, Py_ssize_t max_line)

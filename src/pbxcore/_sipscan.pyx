@@ -415,3 +415,155 @@ cpdef Py_ssize_t nth_crlf(bytes data, Py_ssize_t start, Py_ssize_t end, Py_ssize
                 if found == n:
                     return hit - p - 1
     return -1
+
+
+# -- the general parser's header block splitter -------------------------------------------
+
+# compact form -> key (RFC 3261 §7.3.3 and the IANA registry; pbxcore.sip.headers.COMPACT_FORMS,
+# a test holds them equal)
+cdef dict COMPACT = {
+    "a": "accept-contact", "b": "referred-by", "c": "content-type",
+    "d": "request-disposition", "e": "content-encoding", "f": "from", "i": "call-id",
+    "j": "reject-contact", "k": "supported", "l": "content-length", "m": "contact",
+    "n": "identity-info", "o": "event", "r": "refer-to", "s": "subject", "t": "to",
+    "u": "allow-events", "v": "via", "x": "session-expires", "y": "identity",
+}
+
+# common spellings: their (name, key) come from this table with no allocation
+cdef tuple COMMON_NAMES = (
+    "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Max-Forwards", "Expires",
+    "Content-Length", "Content-Type", "Authorization", "Proxy-Authorization",
+    "WWW-Authenticate", "Proxy-Authenticate", "User-Agent", "Server", "Allow", "Supported",
+    "Require", "Proxy-Require", "Unsupported", "Route", "Record-Route", "Accept",
+    "Accept-Encoding", "Accept-Language", "Allow-Events", "Event", "Subscription-State",
+    "Date", "Timestamp", "Min-Expires", "Session-Expires", "Min-SE", "Refer-To",
+    "Referred-By", "Replaces", "P-Asserted-Identity", "P-Preferred-Identity", "Privacy",
+    "Reason", "Warning", "Retry-After", "Subject", "Organization", "Priority", "Call-Info",
+    "Alert-Info", "Error-Info", "Content-Disposition", "Content-Encoding", "RSeq", "RAck",
+    "Path", "Service-Route", "Call-Id", "Cseq", "Content-length", "Max-forwards",
+    "User-agent", "Content-type", "Record-route", "v", "f", "t", "i", "m", "l", "c", "k",
+    "s", "e", "o", "r", "u", "x", "b", "via", "from", "to", "call-id", "cseq", "contact",
+    "max-forwards", "expires", "content-length", "content-type", "user-agent",
+)
+cdef enum:
+    MAX_COMMON = 128
+cdef const char* COMMON_C[MAX_COMMON]
+cdef Py_ssize_t COMMON_LEN[MAX_COMMON]
+cdef int N_COMMON = len(COMMON_NAMES)
+assert N_COMMON <= MAX_COMMON
+cdef list _common_bytes = [name.encode() for name in COMMON_NAMES]
+cdef list _common_pairs = []
+for _k in range(N_COMMON):
+    COMMON_C[_k] = PyBytes_AS_STRING(_common_bytes[_k])
+    COMMON_LEN[_k] = PyBytes_GET_SIZE(_common_bytes[_k])
+    _common_pairs.append(
+        (COMMON_NAMES[_k], COMPACT.get(COMMON_NAMES[_k].lower(), COMMON_NAMES[_k].lower()))
+    )
+cdef tuple COMMON_PAIRS = tuple(_common_pairs)
+# names seen and checked that are not in the table -> key (bounded: names come from peers)
+cdef dict OTHER_KEYS = {}
+
+cdef extern from "Python.h":
+    object PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
+
+
+cdef inline bint is_wsp(unsigned char c) noexcept nogil:
+    return c == 32 or c == 9
+
+
+cdef inline str decode(const unsigned char* p, Py_ssize_t start, Py_ssize_t end):
+    # the piece of the block as the general parser decodes it (UTF-8, surrogateescape; the
+    # pieces are cut at ASCII octets, so they decode as they would in the whole block)
+    return PyUnicode_DecodeUTF8(<const char*>p + start, end - start, "surrogateescape")
+
+
+cdef inline int common_index(const unsigned char* p, Py_ssize_t size) noexcept nogil:
+    cdef int k
+    for k in range(N_COMMON):
+        if COMMON_LEN[k] == size and p[0] == <unsigned char>COMMON_C[k][0]:
+            if literal(p, 0, size, COMMON_C[k], size) == size:
+                return k
+    return -1
+
+
+cpdef object split_headers(bytes data, Py_ssize_t start, Py_ssize_t end, Py_ssize_t max_line):
+    """The start line and the (name, key, value) triples of the header block
+    ``data[start:end]`` (``end``: where its CRLFCRLF begins), or None when the general loop
+    of :func:`pbxcore.sip.parse_message` must decide (see :mod:`pbxcore._sipscan_ref`)."""
+    cdef const unsigned char* p
+    cdef Py_ssize_t i, line_end, name_end, colon, v0, v1
+    cdef const unsigned char* hit
+    cdef unsigned char c
+    cdef int k
+    cdef list items = []
+    cdef str first, name, key, value
+    cdef tuple last
+    if data is None:
+        raise TypeError("split_headers() needs bytes, not None")
+    if start < 0 or end > PyBytes_GET_SIZE(data) - 2 or start > end:
+        raise ValueError("the block must lie inside data and end before a CRLF")
+    p = <const unsigned char*>PyBytes_AS_STRING(data)
+    # the start line
+    hit = <const unsigned char*>memchr(p + start, 10, <size_t>(end + 2 - start))
+    line_end = hit - p - 1 if hit != NULL else end
+    if line_end < start or (hit != NULL and p[line_end] != 13) or line_end - start > max_line:
+        return None
+    if memchr(p + start, 13, <size_t>(line_end - start)) != NULL:
+        return None
+    first = decode(p, start, line_end)
+    i = line_end + 2
+    while i < end + 2 and line_end < end:
+        # one physical line: i .. line_end (its CRLF)
+        hit = <const unsigned char*>memchr(p + i, 10, <size_t>(end + 2 - i))
+        if hit == NULL:
+            return None
+        line_end = hit - p - 1
+        if line_end < i or p[line_end] != 13 or line_end - i > max_line:
+            return None  # a bare LF (or an empty line inside the block), or a long line
+        if memchr(p + i, 13, <size_t>(line_end - i)) != NULL:
+            return None  # a bare CR
+        if is_wsp(p[i]):  # a continuation line: folded into the previous field
+            v0 = i
+            while v0 < line_end and is_wsp(p[v0]):
+                v0 += 1
+            if not items or v0 == line_end:
+                return None
+            v1 = line_end
+            while is_wsp(p[v1 - 1]):
+                v1 -= 1
+            last = <tuple>items[len(items) - 1]
+            value = <str>last[2]
+            value = value + decode(p, i, v1) if value else decode(p, v0, v1)
+            items[len(items) - 1] = (last[0], last[1], value)
+            i = line_end + 2
+            continue
+        colon = i
+        while colon < line_end and is_token_char(p[colon]):
+            colon += 1
+        name_end = colon
+        while colon < line_end and is_wsp(p[colon]):
+            colon += 1
+        if name_end == i or colon == line_end or p[colon] != b":"[0]:
+            return None  # no colon, or a name that is not a token
+        k = common_index(p + i, name_end - i)
+        if k >= 0:
+            last = <tuple>COMMON_PAIRS[k]
+            name = <str>last[0]
+            key = <str>last[1]
+        else:
+            name = PyUnicode_DecodeASCII(<const char*>p + i, name_end - i, NULL)
+            key = OTHER_KEYS.get(name)
+            if key is None:
+                key = name.lower()
+                key = COMPACT.get(key, key)
+                if len(OTHER_KEYS) < 4096:
+                    OTHER_KEYS[name] = key
+        v0 = colon + 1
+        v1 = line_end
+        while v0 < v1 and is_wsp(p[v0]):
+            v0 += 1
+        while v1 > v0 and is_wsp(p[v1 - 1]):
+            v1 -= 1
+        items.append((name, key, decode(p, v0, v1)))
+        i = line_end + 2
+    return first, items

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["Fields", "nth_crlf", "scan_register"]
+__all__ = ["COMPACT", "Fields", "nth_crlf", "scan_register", "split_headers"]
 
 # branch, via host, via port, rport, To user, To host, Call-ID, CSeq number, Contact URI,
 # Contact expires, Expires, Authorization's digest parameters (unquoted), User-Agent,
@@ -159,3 +159,68 @@ def nth_crlf(data: bytes, start: int, end: int, n: int) -> int:
         if pos < 0:
             return -1
     return pos
+
+
+# compact form -> key (pbxcore.sip.headers.COMPACT_FORMS; a test holds them equal)
+COMPACT = {
+    "a": "accept-contact",
+    "b": "referred-by",
+    "c": "content-type",
+    "d": "request-disposition",
+    "e": "content-encoding",
+    "f": "from",
+    "i": "call-id",
+    "j": "reject-contact",
+    "k": "supported",
+    "l": "content-length",
+    "m": "contact",
+    "n": "identity-info",
+    "o": "event",
+    "r": "refer-to",
+    "s": "subject",
+    "t": "to",
+    "u": "allow-events",
+    "v": "via",
+    "x": "session-expires",
+    "y": "identity",
+}
+_FIELD_NAME = re.compile(rb"([A-Za-z0-9.!%*_+`'~-]+)[ \t]*:")
+
+
+def split_headers(
+    data: bytes, start: int, end: int, max_line: int
+) -> tuple[str, list[tuple[str, str, str]]] | None:
+    """The start line and the (name, key, value) triples of the header block
+    ``data[start:end]`` (``end``: where its CRLFCRLF begins), or None when the general loop
+    of :func:`pbxcore.sip.parse_message` must decide.
+
+    A triple is the name as written (without the whitespace before the colon), its key (lower
+    case, compact form expanded) and the value without surrounding SP/HT; a continuation line
+    (one starting with SP/HT) is joined to the value before it, its leading whitespace kept
+    (RFC 3261 §7.3.1). None for: a bare CR or LF, a physical line over ``max_line`` octets
+    (the general loop counts characters), a continuation line with nothing to continue or
+    nothing in it, a line without a colon, a name that is not a token.
+    """
+    if start < 0 or end > len(data) - 2 or start > end:
+        raise ValueError("the block must lie inside data and end before a CRLF")
+    lines = data[start:end].split(b"\r\n")
+    if any(b"\r" in line or b"\n" in line or len(line) > max_line for line in lines):
+        return None
+    items: list[tuple[str, str, str]] = []
+    for line in lines[1:]:
+        if line[:1] in (b" ", b"\t"):
+            if not items or not line.strip(b" \t"):
+                return None
+            name, key, value = items[-1]
+            text = line.rstrip(b" \t") if value else line.strip(b" \t")
+            items[-1] = (name, key, value + text.decode("utf-8", "surrogateescape"))
+            continue
+        m = _FIELD_NAME.match(line)
+        if m is None:
+            return None
+        name = m[1].decode("ascii")
+        key = name.lower()
+        key = COMPACT.get(key, key)
+        value = line[m.end() :].strip(b" \t").decode("utf-8", "surrogateescape")
+        items.append((name, key, value))
+    return lines[0].decode("utf-8", "surrogateescape"), items

@@ -7,7 +7,7 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from pbxcore._sipscan import nth_crlf
+from pbxcore._sipscan import nth_crlf, split_headers
 from pbxcore.sip.errors import SipParseError
 from pbxcore.sip.headers import (
     LIST_HEADERS,
@@ -615,6 +615,50 @@ def message_length(
     return total if len(buffer) >= total else None
 
 
+def _split_general(
+    data: bytes, start: int, end: int, limits: ParseLimits, drop_status: int | None
+) -> tuple[str, list[tuple[str, str, str]]]:
+    # the header block loop that names every error (pbxcore._sipscan.split_headers gives
+    # the same triples for the blocks it accepts)
+    head = data[start:end].decode("utf-8", "surrogateescape")
+    lines = head.split("\r\n")
+    n_lines = len(lines)
+    if head.count("\n") != n_lines - 1 or head.count("\r") != n_lines - 1:
+        raise SipParseError("bare CR or LF in the header block", drop_status)
+    # no line is longer than the block: the per-line lengths only when the block is long
+    if len(head) > limits.max_line_length and max(map(len, lines)) > limits.max_line_length:
+        raise SipParseError(
+            f"a header line exceeds {limits.max_line_length} characters", drop_status
+        )
+
+    items: list[tuple[str, str, str]] = []
+    append = items.append
+    name_keys = _NAME_KEYS
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        key = name_keys.get(name)
+        if key is None or not colon:
+            # rare path: folding, whitespace before ':', a name not seen yet, errors
+            if line[:1] in (" ", "\t"):
+                if not items or not line.strip(" \t"):
+                    raise SipParseError("continuation line without a header field", drop_status)
+                name, key, value = items[-1]
+                # folding: CRLF+WSP is equivalent to the WSP (RFC 3261 §7.3.1)
+                items[-1] = (name, key, (value + line).strip(" \t") if value else line.strip(" \t"))
+                continue
+            if not colon:
+                raise SipParseError(f"malformed header line {line[:60]!r}", drop_status)
+            stripped = name.rstrip(" \t")
+            if TOKEN_RE.match(stripped) is None:
+                raise SipParseError(f"header name {stripped[:60]!r} is not a token", drop_status)
+            key = header_key(stripped)
+            if stripped == name and len(name_keys) < 4096:
+                name_keys[name] = key  # a checked name: skip the regex next time
+            name = stripped
+        append((name, key, value.strip(" \t")))
+    return lines[0], items
+
+
 def parse_message(
     data: bytes, *, stream: bool = False, limits: ParseLimits = DEFAULT_LIMITS
 ) -> Request | Response:
@@ -654,42 +698,13 @@ def parse_message(
         if data.endswith(b"\r\n") and data.find(b"\r\n", start) == len(data) - 2:
             raise SipParseError("message has no header fields", drop_status)
         raise SipParseError("header block not terminated by an empty line", drop_status)
-    head = data[start:end].decode("utf-8", "surrogateescape")
-    lines = head.split("\r\n")
-    n_lines = len(lines)
-    if head.count("\n") != n_lines - 1 or head.count("\r") != n_lines - 1:
-        raise SipParseError("bare CR or LF in the header block", drop_status)
-    # no line is longer than the block: the per-line lengths only when the block is long
-    if len(head) > limits.max_line_length and max(map(len, lines)) > limits.max_line_length:
-        raise SipParseError(
-            f"a header line exceeds {limits.max_line_length} characters", drop_status
-        )
-
-    items: list[tuple[str, str, str]] = []
-    append = items.append
-    name_keys = _NAME_KEYS
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        key = name_keys.get(name)
-        if key is None or not colon:
-            # rare path: folding, whitespace before ':', a name not seen yet, errors
-            if line[:1] in (" ", "\t"):
-                if not items or not line.strip(" \t"):
-                    raise SipParseError("continuation line without a header field", drop_status)
-                name, key, value = items[-1]
-                # folding: CRLF+WSP is equivalent to the WSP (RFC 3261 §7.3.1)
-                items[-1] = (name, key, (value + line).strip(" \t") if value else line.strip(" \t"))
-                continue
-            if not colon:
-                raise SipParseError(f"malformed header line {line[:60]!r}", drop_status)
-            stripped = name.rstrip(" \t")
-            if TOKEN_RE.match(stripped) is None:
-                raise SipParseError(f"header name {stripped[:60]!r} is not a token", drop_status)
-            key = header_key(stripped)
-            if stripped == name and len(name_keys) < 4096:
-                name_keys[name] = key  # a checked name: skip the regex next time
-            name = stripped
-        append((name, key, value.strip(" \t")))
+    # one native pass splits the block into (name, key, value) triples; anything unusual
+    # (bare CR/LF, long lines, malformed lines) is left to the loop below, which explains it
+    split = split_headers(data, start, end, limits.max_line_length)
+    if split is not None:
+        first, items = split
+    else:
+        first, items = _split_general(data, start, end, limits, drop_status)
     lengths = [v for _, k, v in items if k == "content-length"]
 
     body_start = end + 4
@@ -712,7 +727,6 @@ def parse_message(
         body = data[body_start:]
 
     headers = Headers._trusted(items)
-    first = lines[0]
     if is_response:
         return _parse_status_line(first, headers, body)
     return _parse_request_line(first, headers, body)
