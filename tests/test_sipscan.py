@@ -389,3 +389,125 @@ def test_split_headers_native_matches_reference_and_the_general_loop(
         assert got is None  # the general loop explains the error
     else:
         assert got is None or got == general
+
+
+# -- parse_via, parse_name_addr: the common shapes of the header fast paths ---------------
+
+ViaParser = Callable[[str], tuple[str, str, int | None, dict[str, str | None]] | None]
+NameAddrParser = Callable[[str], reference.NameAddr | None]
+
+
+@pytest.fixture(params=[native.parse_via, reference.parse_via], ids=["native", "ref"])
+def parse_via(request: pytest.FixtureRequest) -> ViaParser:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=[native.parse_name_addr, reference.parse_name_addr], ids=["native", "ref"])
+def parse_name_addr(request: pytest.FixtureRequest) -> NameAddrParser:
+    return request.param  # type: ignore[no-any-return]
+
+
+class TestShapes:
+    def test_via(self, parse_via: ViaParser) -> None:
+        assert parse_via("SIP/2.0/UDP pc33.example.com:5060;branch=z9hG4bK7;rport;x=1;x=2") == (
+            "UDP",
+            "pc33.example.com",
+            5060,
+            {"branch": "z9hG4bK7", "rport": None, "x": "2"},
+        )
+        assert parse_via("SIP/2.0/TLS _h;received=[2001:db8::1]") == (
+            "TLS",
+            "_h",
+            None,
+            {"received": "[2001:db8::1]"},
+        )
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "SIP/2.0/udp h",  # lower-case transport
+            "SIP/2.0/UDP [::1]",
+            "SIP/2.0/UDP h:65536",
+            "SIP/2.0/UDP h:123456",
+            "SIP/2.0/UDP h:",
+            "SIP/2.0/UDP h ;branch=z9hG4bK1",
+            "SIP/2.0/UDP h;branch=",
+            'SIP/2.0/UDP h;x="q"',
+            "SIP/2.0/UDP h;",
+            "SIP/2.0/UDP h, SIP/2.0/UDP g",
+            "SIP/2.0/UDP -h",
+            "SIP / 2.0 / UDP h",
+            "SIP/2.0/UDP hé",
+            "",
+        ],
+    )
+    def test_via_declines(self, parse_via: ViaParser, text: str) -> None:
+        assert parse_via(text) is None
+
+    def test_name_addr(self, parse_name_addr: NameAddrParser) -> None:
+        assert parse_name_addr(' \t"A b" \t<sips:u%41:p=w@h.x:5061;lr;t=;m=a:b/c>;tag=1;q') == (
+            "A b",
+            "sips",
+            "u%41",
+            "p=w",
+            "h.x",
+            5061,
+            {"lr": None, "t": "", "m": "a:b/c"},
+            {"tag": "1", "q": None},
+        )
+        assert parse_name_addr("<sip:h:5060>") == (None, "sip", None, None, "h", 5060, {}, {})
+        assert parse_name_addr('""<sip:a:@h>') == ("", "sip", "a", "", "h", None, {}, {})
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "sip:a@h",  # addr-spec
+            "Alice <sip:a@h>",  # unquoted display name
+            '"A\\"" <sip:a@h>',
+            '"A <sip:a@h>',
+            "<SIP:a@h>",
+            "<tel:123>",
+            "<sip:a@[::1]>",
+            "<sip:a@h:65536>",
+            "<sip:a:b:c@h>",
+            "<sip:@h>",
+            "<sip:a@h?x=y>",
+            "<sip:a@h;=x>",
+            "<sip:a@h;a=b=c>",
+            "<sip:a@h>;tag=",
+            "<sip:a@h> ;tag=1",
+            '<sip:a@h>;x="q"',
+            "<sip:a@h>, <sip:b@h>",
+            "<sip:a@h",
+            "<sip:a@hé>",
+            "",
+        ],
+    )
+    def test_name_addr_declines(self, parse_name_addr: NameAddrParser, text: str) -> None:
+        assert parse_name_addr(text) is None
+
+    def test_none_is_refused(self) -> None:
+        with pytest.raises(TypeError):
+            native.parse_via(None)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            native.parse_name_addr(None)  # type: ignore[arg-type]
+
+
+_SHAPE_TEXT = st.lists(
+    st.sampled_from(
+        ["SIP/2.0/", "UDP", "udp", " ", "\t", "h", "-", "_", "é", ":", "5060", "99999", "0",
+         ";", "=", "branch", "z9hG4bK", "[::1]", '"', "\\", "<", ">", "sip:", "sips:", "@",
+         "a", "%41", "&", "?", ",", "/", "\x00", "\x7f"]
+    ),
+    max_size=14,
+).map("".join)  # fmt: skip
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_SHAPE_TEXT)
+def test_shapes_native_match_reference(text: str) -> None:
+    assert native.parse_via(text) == reference.parse_via(text)
+    assert native.parse_name_addr(text) == reference.parse_name_addr(text)
+    assert native.parse_via(f"SIP/2.0/UDP {text}") == reference.parse_via(f"SIP/2.0/UDP {text}")
+    for wrapped in (f"<sip:{text}", f'"{text}" <sip:a@h>;{text}', f"<sip:a@h;{text}>"):
+        assert native.parse_name_addr(wrapped) == reference.parse_name_addr(wrapped)

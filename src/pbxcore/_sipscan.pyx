@@ -567,3 +567,197 @@ cpdef object split_headers(bytes data, Py_ssize_t start, Py_ssize_t end, Py_ssiz
         items.append((name, key, decode(p, v0, v1)))
         i = line_end + 2
     return first, items
+
+
+# -- the common Via and name-addr shapes (the fast paths of pbxcore.sip.headers) ----------
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_ASCII(object o)
+    void* PyUnicode_DATA(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+
+
+cdef inline bint is_hostname_char(unsigned char c) noexcept nogil:
+    return is_alnum(c) or c == b"_"[0] or c == b"-"[0] or c == b"."[0]
+
+
+cdef inline bint is_plain_char(unsigned char c) noexcept nogil:
+    # [A-Za-z0-9\-_.!~*'()&=+$,%]
+    return is_alnum(c) or c in b"-_.!~*'()&=+$,%"
+
+
+cdef inline bint is_pchar(unsigned char c) noexcept nogil:
+    # [^;?=@\x00-\x20\x7f<>"] (ASCII input)
+    return c > 0x20 and c != 0x7F and c not in b';?=@<>"'
+
+
+cdef inline bint is_pvalue_char(unsigned char c) noexcept nogil:
+    return is_token_char(c) or c == b":"[0] or c == b"["[0] or c == b"]"[0]
+
+
+cdef inline Py_ssize_t header_params(
+    const unsigned char* p, Py_ssize_t i, Py_ssize_t n, dict params
+):
+    # (;token[=pvalue])* to n: the parameters into params, or -1
+    cdef Py_ssize_t j, k
+    while i < n:
+        if p[i] != b";"[0]:
+            return -1
+        j = i + 1
+        while j < n and is_token_char(p[j]):
+            j += 1
+        if j == i + 1:
+            return -1
+        if j < n and p[j] == b"="[0]:
+            k = j + 1
+            while k < n and is_pvalue_char(p[k]):
+                k += 1
+            if k == j + 1:
+                return -1
+            params[text(p, i + 1, j)] = text(p, j + 1, k)
+            i = k
+        else:
+            params[text(p, i + 1, j)] = None
+            i = j
+    return i
+
+
+cdef inline Py_ssize_t port_digits(
+    const unsigned char* p, Py_ssize_t i, Py_ssize_t n, long* value
+) noexcept nogil:
+    # [0-9]{1,5} (a maximal run), at most 65535 (the general parser explains the rest)
+    i = digits(p, i, n, 5, value)
+    if i < 0 or value[0] > 65535:
+        return -1
+    return i
+
+
+cpdef object parse_via(str value):
+    """(transport, host, port, params) of ``SIP/2.0/TRANSPORT host[:port];params`` (see
+    :func:`pbxcore._sipscan_ref.parse_via`), or None for anything else."""
+    cdef const unsigned char* p
+    cdef Py_ssize_t n, i, j
+    cdef object port = None
+    cdef long port_value
+    cdef dict params = {}
+    if value is None:
+        raise TypeError("parse_via() needs a str, not None")
+    if not PyUnicode_IS_ASCII(value):
+        return None
+    p = <const unsigned char*>PyUnicode_DATA(value)
+    n = PyUnicode_GET_LENGTH(value)
+    i = literal(p, 0, n, b"SIP/2.0/", 8)
+    if i < 0:
+        return None
+    j = i
+    while j < n and b"A"[0] <= p[j] <= b"Z"[0]:
+        j += 1
+    if j == i or j >= n or p[j] != b" "[0]:
+        return None
+    transport = text(p, i, j)
+    i = j + 1
+    j = i
+    if j >= n or not (is_alnum(p[j]) or p[j] == b"_"[0]):
+        return None
+    while j < n and is_hostname_char(p[j]):
+        j += 1
+    host = text(p, i, j)
+    if j < n and p[j] == b":"[0]:
+        j = port_digits(p, j + 1, n, &port_value)
+        if j < 0:
+            return None
+        port = port_value
+    if header_params(p, j, n, params) < 0:
+        return None
+    return transport, host, port, params
+
+
+cpdef object parse_name_addr(str value):
+    """(display name, scheme, user, password, host, port, URI params, params) of
+    ``["name"] <sip:user[:password]@host[:port];uri-params>;params`` (see
+    :func:`pbxcore._sipscan_ref.parse_name_addr`), or None for anything else."""
+    cdef const unsigned char* p
+    cdef Py_ssize_t n, i, j, k, e
+    cdef object display = None, user = None, password = None, port = None
+    cdef long port_value
+    cdef dict uri_params = {}
+    cdef dict params = {}
+    if value is None:
+        raise TypeError("parse_name_addr() needs a str, not None")
+    if not PyUnicode_IS_ASCII(value):
+        return None
+    p = <const unsigned char*>PyUnicode_DATA(value)
+    n = PyUnicode_GET_LENGTH(value)
+    i = 0
+    while i < n and is_wsp(p[i]):
+        i += 1
+    if i < n and p[i] == b'"'[0]:
+        j = i + 1
+        while j < n and p[j] != b'"'[0]:
+            if p[j] == b"\\"[0]:
+                return None
+            j += 1
+        if j >= n:
+            return None
+        display = text(p, i + 1, j)
+        i = j + 1
+        while i < n and is_wsp(p[i]):
+            i += 1
+    if i >= n or p[i] != b"<"[0]:
+        return None
+    i += 1
+    if literal(p, i, n, b"sips:", 5) > 0:
+        scheme = "sips"
+        i += 5
+    elif literal(p, i, n, b"sip:", 4) > 0:
+        scheme = "sip"
+        i += 4
+    else:
+        return None
+    # user[:password]@ (maximal runs: '@' and ':' are not plain characters)
+    j = i
+    while j < n and is_plain_char(p[j]):
+        j += 1
+    k = j
+    if k < n and p[k] == b":"[0]:
+        k += 1
+        while k < n and is_plain_char(p[k]):
+            k += 1
+    if j > i and k < n and p[k] == b"@"[0]:
+        user = text(p, i, j)
+        if k > j:
+            password = text(p, j + 1, k)
+        i = k + 1
+    # hostname or IPv4 (IPv6 references go to the general parser)
+    j = i
+    if j >= n or not (is_alnum(p[j]) or p[j] == b"_"[0]):
+        return None
+    while j < n and is_hostname_char(p[j]):
+        j += 1
+    host = text(p, i, j)
+    if j < n and p[j] == b":"[0]:
+        j = port_digits(p, j + 1, n, &port_value)
+        if j < 0:
+            return None
+        port = port_value
+    # ;uri-params up to '>'
+    while j < n and p[j] == b";"[0]:
+        k = j + 1
+        while k < n and is_pchar(p[k]):
+            k += 1
+        if k == j + 1:
+            return None
+        e = k
+        if k < n and p[k] == b"="[0]:
+            e = k + 1
+            while e < n and is_pchar(p[e]):
+                e += 1
+            uri_params[text(p, j + 1, k)] = text(p, k + 1, e)
+        else:
+            uri_params[text(p, j + 1, k)] = None
+        j = e
+    if j >= n or p[j] != b">"[0]:
+        return None
+    if header_params(p, j + 1, n, params) < 0:
+        return None
+    return display, scheme, user, password, host, port, uri_params, params

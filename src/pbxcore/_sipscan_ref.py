@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["COMPACT", "Fields", "nth_crlf", "scan_register", "split_headers"]
+__all__ = [
+    "COMPACT",
+    "Fields",
+    "NameAddr",
+    "nth_crlf",
+    "parse_name_addr",
+    "parse_via",
+    "scan_register",
+    "split_headers",
+]
 
 # branch, via host, via port, rport, To user, To host, Call-ID, CSeq number, Contact URI,
 # Contact expires, Expires, Authorization's digest parameters (unquoted), User-Agent,
@@ -224,3 +233,80 @@ def split_headers(
         value = line[m.end() :].strip(b" \t").decode("utf-8", "surrogateescape")
         items.append((name, key, value))
     return lines[0].decode("utf-8", "surrogateescape"), items
+
+
+# -- the common Via and name-addr shapes ---------------------------------------------------
+
+# display name, scheme, user, password, host, port, URI parameters, header parameters
+NameAddr = tuple[
+    str | None,
+    str,
+    str | None,
+    str | None,
+    str,
+    int | None,
+    dict[str, str | None],
+    dict[str, str | None],
+]
+
+_PARAM_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_PVALUE = r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+"
+_HEADER_PARAMS = rf"((?:;{_PARAM_TOKEN}(?:={_PVALUE})?)*)"
+_HOSTNAME = r"([A-Za-z0-9_][A-Za-z0-9_\-.]*)(?::([0-9]{1,5}))?"
+_PLAIN = r"[A-Za-z0-9\-_.!~*'()&=+$,%]"
+_PCHAR = r"[^;?=@\x00-\x20\x7f<>\"]"
+_VIA_SHAPE = re.compile(rf"SIP/2\.0/([A-Z]+) {_HOSTNAME}{_HEADER_PARAMS}\Z")
+_NAME_ADDR_SHAPE = re.compile(
+    rf'[ \t]*(?:"([^"\\]*)"[ \t]*)?<(sips?):(?:({_PLAIN}+)(?::({_PLAIN}*))?@)?{_HOSTNAME}'
+    rf"((?:;{_PCHAR}+(?:={_PCHAR}*)?)*)>{_HEADER_PARAMS}\Z"
+)
+
+
+def _params(text: str, separator: str = ";") -> dict[str, str | None]:
+    params: dict[str, str | None] = {}
+    if text:
+        for item in text[1:].split(separator):
+            name, eq, value = item.partition("=")
+            params[name] = value if eq else None
+    return params
+
+
+def parse_via(value: str) -> tuple[str, str, int | None, dict[str, str | None]] | None:
+    """(transport, host, port, params) of ``SIP/2.0/TRANSPORT host[:port];params``: upper-
+    case transport, a hostname or IPv4 address, a port of at most 65535, parameters without
+    whitespace or quoted values (in order, a repeated name keeping its last value; None for
+    a valueless one). None for anything else (ASCII only): the general parser decides."""
+    if not value.isascii():
+        return None
+    m = _VIA_SHAPE.match(value)
+    if m is None:
+        return None
+    transport, host, port, params = m.groups()
+    if port is not None and int(port) > 65535:
+        return None
+    return transport, host, None if port is None else int(port), _params(params)
+
+
+def parse_name_addr(value: str) -> NameAddr | None:
+    """The parts of ``["display"] <sip[s]:[user[:password]@]host[:port];uri-params>;params``:
+    a quoted display name without escapes, a hostname or IPv4 address, a port of at most
+    65535, URI parameters of printable characters (``name[=value]``), header parameters as
+    in :func:`parse_via`. None for anything else (ASCII only): the general parser decides."""
+    if not value.isascii():
+        return None
+    m = _NAME_ADDR_SHAPE.match(value)
+    if m is None:
+        return None
+    display, scheme, user, password, host, port, uri_params, params = m.groups()
+    if port is not None and int(port) > 65535:
+        return None
+    return (
+        display,
+        scheme,
+        user,
+        password,
+        host,
+        None if port is None else int(port),
+        _params(uri_params),
+        _params(params),
+    )

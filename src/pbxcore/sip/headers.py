@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
+from pbxcore._sipscan import parse_name_addr, parse_via
 from pbxcore.sip.errors import SipParseError
 from pbxcore.sip.uri import FAST_SIP_PATTERN, Uri, _fast_sip_uri, format_host, parse_hostport
 
@@ -261,6 +262,24 @@ class Address:
     @classmethod
     def parse(cls, text: str) -> Address:
         """Parse a name-addr or addr-spec with parameters; raise :class:`SipParseError`."""
+        parts = parse_name_addr(text)  # the commonest shape, in one native pass
+        if parts is not None:
+            native_uri = Uri.__new__(Uri)
+            address = cls.__new__(cls)
+            (
+                address.display_name,
+                native_uri.scheme,
+                native_uri.user,
+                native_uri.password,
+                native_uri.host,
+                native_uri.port,
+                native_uri.params,
+                address.params,
+            ) = parts
+            native_uri.headers = {}
+            native_uri.opaque = None
+            address.uri = native_uri
+            return address
         m = _FAST_NAME_ADDR_RE.match(text)
         if m is not None:
             groups = m.groups()
@@ -422,6 +441,13 @@ class Via:
     @classmethod
     def parse(cls, text: str) -> Via:
         """Parse one via-parm (one element of a Via list); raise :class:`SipParseError`."""
+        parts = parse_via(text)  # the commonest shape, in one native pass
+        if parts is not None:
+            via = cls.__new__(cls)
+            via.transport, via.host, via.port, via.params = parts
+            via.protocol = "SIP"
+            via.version = "2.0"
+            return via
         m = _FAST_VIA_RE.match(text)
         if m is not None:
             transport, host, port, params = m.groups()
