@@ -511,3 +511,56 @@ def test_shapes_native_match_reference(text: str) -> None:
     assert native.parse_via(f"SIP/2.0/UDP {text}") == reference.parse_via(f"SIP/2.0/UDP {text}")
     for wrapped in (f"<sip:{text}", f'"{text}" <sip:a@h>;{text}', f"<sip:a@h;{text}>"):
         assert native.parse_name_addr(wrapped) == reference.parse_name_addr(wrapped)
+
+
+# -- serialize ------------------------------------------------------------------------------
+
+Serializer = Callable[[str, list[tuple[str, str, str]], bytes], bytes | None]
+
+
+@pytest.fixture(params=[native.serialize, reference.serialize], ids=["native", "ref"])
+def serialize(request: pytest.FixtureRequest) -> Serializer:
+    return request.param  # type: ignore[no-any-return]
+
+
+class TestSerialize:
+    def test_content_length_where_the_first_was(self, serialize: Serializer) -> None:
+        items = [("Via", "via", "x"), ("l", "content-length", "99"), ("To", "to", "")]
+        items.append(("Content-Length", "content-length", "7"))
+        assert serialize("A B C", items, b"body") == (
+            b"A B C\r\nVia: x\r\nl: 4\r\nTo: \r\n\r\nbody"
+        )
+        assert serialize("A", [("X", "x", "1")], b"") == b"A\r\nX: 1\r\nContent-Length: 0\r\n\r\n"
+        assert serialize("A", [], b"\x00" * 1234) == (
+            b"A\r\nContent-Length: 1234\r\n\r\n" + b"\x00" * 1234
+        )
+
+    def test_declines_non_ascii(self, serialize: Serializer) -> None:
+        assert serialize("A é", [], b"") is None
+        assert serialize("A", [("X", "x", "\udcff")], b"") is None
+
+    def test_bad_arguments(self) -> None:
+        with pytest.raises(TypeError):
+            native.serialize("A", [("X", "x", 1)], b"")  # type: ignore[list-item]
+        with pytest.raises(TypeError):
+            native.serialize("A", [["X", "x", "1"]], b"")  # type: ignore[list-item]
+        with pytest.raises(TypeError):
+            native.serialize(None, [], b"")  # type: ignore[arg-type]
+
+
+_SER_TEXT = st.text(alphabet="aZ: ;\t,é", max_size=6)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    start=_SER_TEXT,
+    items=st.lists(
+        st.tuples(_SER_TEXT, st.sampled_from(["via", "content-length", "x"]), _SER_TEXT),
+        max_size=6,
+    ),
+    body=st.binary(max_size=300),
+)
+def test_serialize_native_matches_reference(
+    start: str, items: list[tuple[str, str, str]], body: bytes
+) -> None:
+    assert native.serialize(start, items, body) == reference.serialize(start, items, body)

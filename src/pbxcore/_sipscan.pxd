@@ -7,3 +7,4 @@ cpdef Py_ssize_t nth_crlf(bytes data, Py_ssize_t start, Py_ssize_t end, Py_ssize
 cpdef object split_headers(bytes data, Py_ssize_t start, Py_ssize_t end, Py_ssize_t max_line)
 cpdef object parse_via(str value)
 cpdef object parse_name_addr(str value)
+cpdef object serialize(str start_line, list items, bytes body)

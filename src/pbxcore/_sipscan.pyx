@@ -761,3 +761,102 @@ cpdef object parse_name_addr(str value):
     if header_params(p, j + 1, n, params) < 0:
         return None
     return display, scheme, user, password, host, port, uri_params, params
+
+
+# -- serialization ------------------------------------------------------------------------
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.string cimport memcpy
+
+
+cdef inline char* put(char* out, str s) noexcept:
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(s)
+    memcpy(out, PyUnicode_DATA(s), n)
+    return out + n
+
+
+cpdef object serialize(str start_line, list items, bytes body):
+    """The wire form of a message (see :func:`pbxcore._sipscan_ref.serialize`), or None
+    when some text is not ASCII (the caller encodes it)."""
+    cdef Py_ssize_t total, size, k
+    cdef Py_ssize_t body_size
+    cdef bint seen = False
+    cdef char digits_buf[24]
+    cdef int n_digits = 0
+    cdef str name, key, value
+    cdef tuple item
+    cdef str first_name = None
+    cdef char* out
+    cdef bytes result
+    if start_line is None or items is None or body is None:
+        raise TypeError("serialize() needs a str, a list and bytes")
+    body_size = PyBytes_GET_SIZE(body)
+    size = body_size
+    while True:  # the decimal digits of the body size, backwards
+        digits_buf[n_digits] = <char>(48 + size % 10)
+        n_digits += 1
+        size //= 10
+        if size == 0:
+            break
+    if not PyUnicode_IS_ASCII(start_line):
+        return None
+    total = PyUnicode_GET_LENGTH(start_line) + 2
+    for k in range(len(items)):
+        item = <tuple?>items[k]
+        name = item[0]
+        key = item[1]
+        value = item[2]
+        if not PyUnicode_IS_ASCII(name) or not PyUnicode_IS_ASCII(value):
+            return None
+        if key == "content-length":
+            if seen:
+                continue
+            seen = True
+            first_name = name
+            total += PyUnicode_GET_LENGTH(name) + 2 + n_digits + 2
+        else:
+            total += PyUnicode_GET_LENGTH(name) + 2 + PyUnicode_GET_LENGTH(value) + 2
+    if not seen:
+        total += 16 + n_digits + 2
+    total += 2 + body_size
+    result = PyBytes_FromStringAndSize(NULL, total)
+    out = PyBytes_AS_STRING(result)
+    out = put(out, start_line)
+    out[0] = 13
+    out[1] = 10
+    out += 2
+    seen = False
+    for k in range(len(items)):
+        item = <tuple>items[k]
+        key = <str>item[1]
+        if key == "content-length":
+            if seen:
+                continue
+            seen = True
+        out = put(out, <str>item[0])
+        out[0] = b":"[0]
+        out[1] = b" "[0]
+        out += 2
+        if key == "content-length":
+            for size in range(n_digits):
+                out[size] = digits_buf[n_digits - 1 - size]
+            out += n_digits
+        else:
+            out = put(out, <str>item[2])
+        out[0] = 13
+        out[1] = 10
+        out += 2
+    if not seen:
+        memcpy(out, b"Content-Length: ", 16)
+        out += 16
+        for size in range(n_digits):
+            out[size] = digits_buf[n_digits - 1 - size]
+        out += n_digits
+        out[0] = 13
+        out[1] = 10
+        out += 2
+    out[0] = 13
+    out[1] = 10
+    out += 2
+    memcpy(out, PyBytes_AS_STRING(body), body_size)
+    return result

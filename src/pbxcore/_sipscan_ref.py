@@ -18,6 +18,7 @@ __all__ = [
     "parse_name_addr",
     "parse_via",
     "scan_register",
+    "serialize",
     "split_headers",
 ]
 
@@ -310,3 +311,27 @@ def parse_name_addr(value: str) -> NameAddr | None:
         _params(uri_params),
         _params(params),
     )
+
+
+def serialize(start_line: str, items: list[tuple[str, str, str]], body: bytes) -> bytes | None:
+    """The wire form of a message: the start line, each (name, key, value) field line as
+    ``name: value``, the empty line and the body. Content-Length always matches the body:
+    written where the first one was (with its name), the others dropped, or added at the
+    end. None when some text is not ASCII (the caller encodes it)."""
+    if not start_line.isascii() or not all(n.isascii() and v.isascii() for n, _, v in items):
+        return None
+    out = [start_line]
+    seen = False
+    for name, key, value in items:
+        if key == "content-length":
+            if seen:
+                continue
+            seen = True
+            out.append(f"{name}: {len(body)}")
+        else:
+            out.append(f"{name}: {value}")
+    if not seen:
+        out.append(f"Content-Length: {len(body)}")
+    out.append("")
+    out.append("")
+    return "\r\n".join(out).encode("ascii") + body

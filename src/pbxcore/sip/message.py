@@ -7,7 +7,7 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from pbxcore._sipscan import nth_crlf, split_headers
+from pbxcore._sipscan import nth_crlf, serialize, split_headers
 from pbxcore.sip.errors import SipParseError
 from pbxcore.sip.headers import (
     LIST_HEADERS,
@@ -371,6 +371,10 @@ class _Message:
     def __bytes__(self) -> bytes:
         """The wire form; Content-Length is always written and always matches the body."""
         items = self.headers._items
+        if type(self.body) is bytes:  # ASCII text: in one native pass
+            wire = serialize(self._start_line(), items, self.body)
+            if wire is not None:
+                return wire
         out = [self._start_line()]
         out += [f"{name}: {value}" for name, key, value in items if key != "content-length"]
         try:
