@@ -564,3 +564,14 @@ def test_serialize_native_matches_reference(
     start: str, items: list[tuple[str, str, str]], body: bytes
 ) -> None:
     assert native.serialize(start, items, body) == reference.serialize(start, items, body)
+
+
+@pytest.mark.parametrize("first_value", [native.first_value, reference.first_value])
+def test_first_value(first_value: Callable[[list[tuple[str, str, str]], str], str | None]) -> None:
+    items = [("Via", "via", "a"), ("v", "via", "b"), ("To", "to", "")]
+    assert first_value(items, "via") == "a"
+    assert first_value(items, "to") == ""
+    assert first_value(items, "from") is None
+    assert first_value([], "via") is None
+    with pytest.raises(TypeError):
+        native.first_value([["x", "x", "x"]], "x")  # type: ignore[list-item]

@@ -8,3 +8,4 @@ cpdef object split_headers(bytes data, Py_ssize_t start, Py_ssize_t end, Py_ssiz
 cpdef object parse_via(str value)
 cpdef object parse_name_addr(str value)
 cpdef object serialize(str start_line, list items, bytes body)
+cpdef object first_value(list items, str key)

@@ -860,3 +860,14 @@ cpdef object serialize(str start_line, list items, bytes body):
     out += 2
     memcpy(out, PyBytes_AS_STRING(body), body_size)
     return result
+
+
+cpdef object first_value(list items, str key):
+    """The value of the first (name, key, value) triple with this key, or None."""
+    cdef tuple item
+    if items is None:
+        raise TypeError("first_value() needs a list, not None")
+    for item in items:
+        if <str?>item[1] == key:
+            return item[2]
+    return None

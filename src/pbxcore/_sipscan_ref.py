@@ -14,6 +14,7 @@ __all__ = [
     "COMPACT",
     "Fields",
     "NameAddr",
+    "first_value",
     "nth_crlf",
     "parse_name_addr",
     "parse_via",
@@ -335,3 +336,11 @@ def serialize(start_line: str, items: list[tuple[str, str, str]], body: bytes) -
     out.append("")
     out.append("")
     return "\r\n".join(out).encode("ascii") + body
+
+
+def first_value(items: list[tuple[str, str, str]], key: str) -> str | None:
+    """The value of the first (name, key, value) triple with this key, or None."""
+    for _, k, value in items:
+        if k == key:
+            return value
+    return None

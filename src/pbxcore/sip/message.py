@@ -7,7 +7,7 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from pbxcore._sipscan import nth_crlf, serialize, split_headers
+from pbxcore._sipscan import first_value, nth_crlf, serialize, split_headers
 from pbxcore.sip.errors import SipParseError
 from pbxcore.sip.headers import (
     LIST_HEADERS,
@@ -175,11 +175,11 @@ class _Message:
     # -- header accessors (parsed on first access, cached until the headers change) --
     def _single(self, key: str) -> str:
         # Headers.get for a key that is already canonical (this runs for every accessor)
-        for _, k, value in self.headers._items:
-            if k == key:
-                if key in LIST_HEADERS and "," in value:
-                    return split_list(value)[0]
-                return value
+        value = first_value(self.headers._items, key)
+        if value is not None:
+            if key in LIST_HEADERS and "," in value:
+                return split_list(value)[0]
+            return value
         raise SipParseError(f"missing {_DISPLAY_NAMES.get(key, key)} header")
 
     @property
