@@ -487,9 +487,10 @@ cdef inline int common_index(const unsigned char* p, Py_ssize_t size) noexcept n
 
 
 cpdef object split_headers(bytes data, Py_ssize_t start, Py_ssize_t end, Py_ssize_t max_line):
-    """The start line and the (name, key, value) triples of the header block
-    ``data[start:end]`` (``end``: where its CRLFCRLF begins), or None when the general loop
-    of :func:`pbxcore.sip.parse_message` must decide (see :mod:`pbxcore._sipscan_ref`)."""
+    """The start line, the (name, key, value) triples of the header block ``data[start:end]``
+    (``end``: where its CRLFCRLF begins) and the Content-Length values, or None when the
+    general loop of :func:`pbxcore.sip.parse_message` must decide (see
+    :mod:`pbxcore._sipscan_ref`)."""
     cdef const unsigned char* p
     cdef Py_ssize_t i, line_end, name_end, colon, v0, v1
     cdef const unsigned char* hit
@@ -566,7 +567,11 @@ cpdef object split_headers(bytes data, Py_ssize_t start, Py_ssize_t end, Py_ssiz
             v1 -= 1
         items.append((name, key, decode(p, v0, v1)))
         i = line_end + 2
-    return first, items
+    cdef list lengths = []
+    for last in items:
+        if <str>last[1] == "content-length":
+            lengths.append(last[2])
+    return first, items, lengths
 
 
 # -- the common Via and name-addr shapes (the fast paths of pbxcore.sip.headers) ----------

@@ -200,10 +200,10 @@ _FIELD_NAME = re.compile(rb"([A-Za-z0-9.!%*_+`'~-]+)[ \t]*:")
 
 def split_headers(
     data: bytes, start: int, end: int, max_line: int
-) -> tuple[str, list[tuple[str, str, str]]] | None:
-    """The start line and the (name, key, value) triples of the header block
-    ``data[start:end]`` (``end``: where its CRLFCRLF begins), or None when the general loop
-    of :func:`pbxcore.sip.parse_message` must decide.
+) -> tuple[str, list[tuple[str, str, str]], list[str]] | None:
+    """The start line, the (name, key, value) triples of the header block ``data[start:end]``
+    (``end``: where its CRLFCRLF begins) and the Content-Length values, or None when the
+    general loop of :func:`pbxcore.sip.parse_message` must decide.
 
     A triple is the name as written (without the whitespace before the colon), its key (lower
     case, compact form expanded) and the value without surrounding SP/HT; a continuation line
@@ -234,7 +234,8 @@ def split_headers(
         key = COMPACT.get(key, key)
         value = line[m.end() :].strip(b" \t").decode("utf-8", "surrogateescape")
         items.append((name, key, value))
-    return lines[0].decode("utf-8", "surrogateescape"), items
+    lengths = [value for _, key, value in items if key == "content-length"]
+    return lines[0].decode("utf-8", "surrogateescape"), items, lengths
 
 
 # -- the common Via and name-addr shapes ---------------------------------------------------

@@ -706,10 +706,10 @@ def parse_message(
     # (bare CR/LF, long lines, malformed lines) is left to the loop below, which explains it
     split = split_headers(data, start, end, limits.max_line_length)
     if split is not None:
-        first, items = split
+        first, items, lengths = split
     else:
         first, items = _split_general(data, start, end, limits, drop_status)
-    lengths = [v for _, k, v in items if k == "content-length"]
+        lengths = [v for _, k, v in items if k == "content-length"]
 
     body_start = end + 4
     available = len(data) - body_start
