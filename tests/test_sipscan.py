@@ -591,3 +591,13 @@ def test_first_value(first_value: Callable[[list[tuple[str, str, str]], str], st
     assert first_value([], "via") is None
     with pytest.raises(TypeError):
         native.first_value([["x", "x", "x"]], "x")  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("all_values", [native.all_values, reference.all_values])
+def test_all_values(all_values: Callable[[list[tuple[str, str, str]], str], list[str]]) -> None:
+    items = [("Via", "via", "a"), ("To", "to", ""), ("v", "via", "b")]
+    assert all_values(items, "via") == ["a", "b"]
+    assert all_values(items, "to") == [""]
+    assert all_values(items, "from") == []
+    with pytest.raises(TypeError):
+        native.all_values([["x", "x", "x"]], "x")  # type: ignore[list-item]

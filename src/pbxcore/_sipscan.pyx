@@ -876,3 +876,15 @@ cpdef object first_value(list items, str key):
         if <str?>item[1] == key:
             return item[2]
     return None
+
+
+cpdef list all_values(list items, str key):
+    """The values of every (name, key, value) triple with this key, in order."""
+    cdef tuple item
+    cdef list out = []
+    if items is None:
+        raise TypeError("all_values() needs a list, not None")
+    for item in items:
+        if <str?>item[1] == key:
+            out.append(item[2])
+    return out

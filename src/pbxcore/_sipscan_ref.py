@@ -14,6 +14,7 @@ __all__ = [
     "COMPACT",
     "Fields",
     "NameAddr",
+    "all_values",
     "first_value",
     "nth_crlf",
     "parse_name_addr",
@@ -345,3 +346,8 @@ def first_value(items: list[tuple[str, str, str]], key: str) -> str | None:
         if k == key:
             return value
     return None
+
+
+def all_values(items: list[tuple[str, str, str]], key: str) -> list[str]:
+    """The values of every (name, key, value) triple with this key, in order."""
+    return [value for _, k, value in items if k == key]

@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
-from pbxcore._sipscan import parse_name_addr, parse_via
+from pbxcore._sipscan import all_values, parse_name_addr, parse_via
 from pbxcore.sip.errors import SipParseError
 from pbxcore.sip.uri import FAST_SIP_PATTERN, Uri, _fast_sip_uri, format_host, parse_hostport
 
@@ -654,7 +654,7 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """Every value in order: one per field line, list headers split at their commas."""
         key = _KEY_CACHE.get(name) or header_key(name)
-        values = [v for _, k, v in self._items if k == key]
+        values = all_values(self._items, key)
         if key not in LIST_HEADERS:
             return values
         out: list[str] = []

@@ -549,7 +549,7 @@ def _parse_content_length(values: list[str]) -> int:
     if len(values) != 1:
         raise SipParseError("multiple Content-Length headers")
     value = values[0]
-    if _DIGITS_RE.match(value) is None:
+    if not (value.isdigit() and value.isascii()):  # [0-9]+
         raise SipParseError(f"bad Content-Length {value!r}")
     if len(value.lstrip("0")) > 10:
         raise SipParseError(f"Content-Length {value[:40]} too large", 513)
