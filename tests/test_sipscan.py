@@ -601,3 +601,27 @@ def test_all_values(all_values: Callable[[list[tuple[str, str, str]], str], list
     assert all_values(items, "from") == []
     with pytest.raises(TypeError):
         native.all_values([["x", "x", "x"]], "x")  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("parse_cseq", [native.parse_cseq, reference.parse_cseq])
+def test_parse_cseq(parse_cseq: Callable[[str], tuple[int, str] | None]) -> None:
+    assert parse_cseq("314159 INVITE") == (314159, "INVITE")
+    assert parse_cseq("0002147483647 x") is None  # 13 digits: the general parser
+    assert parse_cseq("2147483647 FOO-bar") == (2**31 - 1, "FOO-bar")
+    for text in ["2147483648 A", "1  A", " 1 A", "1 A ", "1\tA", "A", "1 ", "", "1 é", "1 A;"]:
+        assert parse_cseq(text) is None
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="0129 \tAa-;é", max_size=14))
+def test_parse_cseq_native_matches_reference_and_the_parser(text: str) -> None:
+    got = native.parse_cseq(text)
+    assert got == reference.parse_cseq(text)
+    if got is not None:
+        assert got == _parse_cseq_general(text)
+
+
+def _parse_cseq_general(text: str) -> tuple[int, str]:
+    m = re.fullmatch(r"[ \t]*([0-9]+)[ \t]+([A-Za-z0-9.!%*_+`'~-]+)[ \t]*", text)
+    assert m is not None
+    return int(m[1]), m[2]

@@ -888,3 +888,24 @@ cpdef list all_values(list items, str key):
         if <str?>item[1] == key:
             out.append(item[2])
     return out
+
+
+cpdef object parse_cseq(str value):
+    """(number, method) of ``DIGITS SP TOKEN`` with at most 10 digits and a number up to
+    2**31-1, or None for anything else (the general parser decides)."""
+    cdef const unsigned char* p
+    cdef Py_ssize_t n, i, j
+    cdef long number
+    if value is None:
+        raise TypeError("parse_cseq() needs a str, not None")
+    if not PyUnicode_IS_ASCII(value):
+        return None
+    p = <const unsigned char*>PyUnicode_DATA(value)
+    n = PyUnicode_GET_LENGTH(value)
+    i = digits(p, 0, n, 10, &number)
+    if i < 0 or number > 2147483647 or i >= n or p[i] != b" "[0]:
+        return None
+    j = token(p, i + 1, n)
+    if j != n:
+        return None
+    return number, text(p, i + 1, n)

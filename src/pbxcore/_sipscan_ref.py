@@ -17,6 +17,7 @@ __all__ = [
     "all_values",
     "first_value",
     "nth_crlf",
+    "parse_cseq",
     "parse_name_addr",
     "parse_via",
     "scan_register",
@@ -351,3 +352,15 @@ def first_value(items: list[tuple[str, str, str]], key: str) -> str | None:
 def all_values(items: list[tuple[str, str, str]], key: str) -> list[str]:
     """The values of every (name, key, value) triple with this key, in order."""
     return [value for _, k, value in items if k == key]
+
+
+_CSEQ_SHAPE = re.compile(r"([0-9]{1,10}) ([A-Za-z0-9.!%*_+`'~-]+)\Z")
+
+
+def parse_cseq(value: str) -> tuple[int, str] | None:
+    """(number, method) of ``DIGITS SP TOKEN`` with at most 10 digits and a number up to
+    2**31-1, or None for anything else (the general parser decides)."""
+    m = _CSEQ_SHAPE.match(value)
+    if m is None or int(m[1]) > 2**31 - 1:
+        return None
+    return int(m[1]), m[2]

@@ -7,7 +7,7 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from pbxcore._sipscan import first_value, nth_crlf, serialize, split_headers
+from pbxcore._sipscan import first_value, nth_crlf, parse_cseq, serialize, split_headers
 from pbxcore.sip.errors import SipParseError
 from pbxcore.sip.headers import (
     LIST_HEADERS,
@@ -189,7 +189,10 @@ class _Message:
         cache = self.headers._cache
         value = cache.get("call-id")
         if value is None:
-            value = cache["call-id"] = _parse_call_id(self._single("call-id"))
+            text = first_value(self.headers._items, "call-id")  # not a list header
+            value = cache["call-id"] = _parse_call_id(
+                self._single("call-id") if text is None else text
+            )
         return value  # type: ignore[return-value]
 
     @call_id.setter
@@ -202,7 +205,8 @@ class _Message:
         cache = self.headers._cache
         value = cache.get("cseq")
         if value is None:
-            value = cache["cseq"] = _parse_cseq(self._single("cseq"))
+            text = first_value(self.headers._items, "cseq")  # not a list header
+            value = cache["cseq"] = _parse_cseq(self._single("cseq") if text is None else text)
         return value  # type: ignore[return-value]
 
     @cseq.setter
@@ -215,7 +219,8 @@ class _Message:
         cache = self.headers._cache
         value = cache.get("from")
         if value is None:
-            value = cache["from"] = Address.parse(self._single("from"))
+            text = first_value(self.headers._items, "from")  # not a list header
+            value = cache["from"] = Address.parse(self._single("from") if text is None else text)
         return value  # type: ignore[return-value]
 
     @from_.setter
@@ -228,7 +233,8 @@ class _Message:
         cache = self.headers._cache
         value = cache.get("to")
         if value is None:
-            value = cache["to"] = Address.parse(self._single("to"))
+            text = first_value(self.headers._items, "to")  # not a list header
+            value = cache["to"] = Address.parse(self._single("to") if text is None else text)
         return value  # type: ignore[return-value]
 
     @to.setter
@@ -252,7 +258,10 @@ class _Message:
         cache = self.headers._cache
         value = cache.get("top-via")
         if value is None:
-            value = cache["top-via"] = Via.parse(self._single("via"))
+            text = first_value(self.headers._items, "via")
+            if text is None or "," in text:
+                text = self._single("via")
+            value = cache["top-via"] = Via.parse(text)
         return value  # type: ignore[return-value]
 
     @top_via.setter
@@ -531,6 +540,9 @@ def _parse_call_id(value: str) -> str:
 
 
 def _parse_cseq(value: str) -> tuple[int, str]:
+    parsed = parse_cseq(value)  # the common shape, natively
+    if parsed is not None:
+        return parsed
     number, _, method = value.partition(" ")
     if not (number.isdigit() and number.isascii() and method in _KNOWN_METHODS):
         # anything but "digits SP known-method": the grammar's regex
