@@ -291,6 +291,9 @@ class _Message:
 
     def _parse_contacts(self) -> list[Address]:
         values = self.headers.get_all("contact")
+        if len(values) == 1:  # the common case, without the loops
+            value = values[0]
+            return [] if value.strip(" \t") == "*" else [Address.parse(value)]
         for v in values:
             if v.strip(" \t") == "*":
                 if len(values) != 1:
@@ -573,6 +576,7 @@ def _parse_content_length(values: list[str]) -> int:
 
 # header names already seen and checked as tokens -> lookup key (bounded: names come from peers)
 _NAME_KEYS: dict[str, str] = {}
+_new_headers = object.__new__
 
 
 def _skip_crlf(data: bytes) -> int:
@@ -742,7 +746,9 @@ def parse_message(
     else:
         body = data[body_start:]
 
-    headers = Headers._trusted(items)
+    headers = _new_headers(Headers)  # Headers._trusted, inline
+    headers._items = items
+    headers._cache = {}
     if is_response:
         return _parse_status_line(first, headers, body)
     return _parse_request_line(first, headers, body)
