@@ -121,6 +121,7 @@ _ADDR_SPEC_END_RE = re.compile(r"[; \t]")
 _LWS_RE = re.compile(r"[ \t]+")
 
 _KEY_CACHE: dict[str, str] = {}
+_new = object.__new__  # the fast paths build their objects field by field
 _MISSING = object()
 
 
@@ -264,8 +265,8 @@ class Address:
         """Parse a name-addr or addr-spec with parameters; raise :class:`SipParseError`."""
         parts = parse_name_addr(text)  # the commonest shape, in one native pass
         if parts is not None:
-            native_uri = Uri.__new__(Uri)
-            address = cls.__new__(cls)
+            native_uri = _new(Uri)
+            address = _new(cls)
             (
                 address.display_name,
                 native_uri.scheme,
@@ -443,7 +444,7 @@ class Via:
         """Parse one via-parm (one element of a Via list); raise :class:`SipParseError`."""
         parts = parse_via(text)  # the commonest shape, in one native pass
         if parts is not None:
-            via = cls.__new__(cls)
+            via = _new(cls)
             via.transport, via.host, via.port, via.params = parts
             via.protocol = "SIP"
             via.version = "2.0"
