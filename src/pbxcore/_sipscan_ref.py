@@ -10,7 +10,20 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["Fields", "nth_crlf", "scan_register"]
+__all__ = [
+    "COMPACT",
+    "Fields",
+    "NameAddr",
+    "all_values",
+    "first_value",
+    "nth_crlf",
+    "parse_cseq",
+    "parse_name_addr",
+    "parse_via",
+    "scan_register",
+    "serialize",
+    "split_headers",
+]
 
 # branch, via host, via port, rport, To user, To host, Call-ID, CSeq number, Contact URI,
 # Contact expires, Expires, Authorization's digest parameters (unquoted), User-Agent,
@@ -159,3 +172,195 @@ def nth_crlf(data: bytes, start: int, end: int, n: int) -> int:
         if pos < 0:
             return -1
     return pos
+
+
+# compact form -> key (pbxcore.sip.headers.COMPACT_FORMS; a test holds them equal)
+COMPACT = {
+    "a": "accept-contact",
+    "b": "referred-by",
+    "c": "content-type",
+    "d": "request-disposition",
+    "e": "content-encoding",
+    "f": "from",
+    "i": "call-id",
+    "j": "reject-contact",
+    "k": "supported",
+    "l": "content-length",
+    "m": "contact",
+    "n": "identity-info",
+    "o": "event",
+    "r": "refer-to",
+    "s": "subject",
+    "t": "to",
+    "u": "allow-events",
+    "v": "via",
+    "x": "session-expires",
+    "y": "identity",
+}
+_FIELD_NAME = re.compile(rb"([A-Za-z0-9.!%*_+`'~-]+)[ \t]*:")
+
+
+def split_headers(
+    data: bytes, start: int, end: int, max_line: int
+) -> tuple[str, list[tuple[str, str, str]], list[str]] | None:
+    """The start line, the (name, key, value) triples of the header block ``data[start:end]``
+    (``end``: where its CRLFCRLF begins) and the Content-Length values, or None when the
+    general loop of :func:`pbxcore.sip.parse_message` must decide.
+
+    A triple is the name as written (without the whitespace before the colon), its key (lower
+    case, compact form expanded) and the value without surrounding SP/HT; a continuation line
+    (one starting with SP/HT) is joined to the value before it, its leading whitespace kept
+    (RFC 3261 §7.3.1). None for: a bare CR or LF, a physical line over ``max_line`` octets
+    (the general loop counts characters), a continuation line with nothing to continue or
+    nothing in it, a line without a colon, a name that is not a token.
+    """
+    if start < 0 or end > len(data) - 2 or start > end:
+        raise ValueError("the block must lie inside data and end before a CRLF")
+    lines = data[start:end].split(b"\r\n")
+    if any(b"\r" in line or b"\n" in line or len(line) > max_line for line in lines):
+        return None
+    items: list[tuple[str, str, str]] = []
+    for line in lines[1:]:
+        if line[:1] in (b" ", b"\t"):
+            if not items or not line.strip(b" \t"):
+                return None
+            name, key, value = items[-1]
+            text = line.rstrip(b" \t") if value else line.strip(b" \t")
+            items[-1] = (name, key, value + text.decode("utf-8", "surrogateescape"))
+            continue
+        m = _FIELD_NAME.match(line)
+        if m is None:
+            return None
+        name = m[1].decode("ascii")
+        key = name.lower()
+        key = COMPACT.get(key, key)
+        value = line[m.end() :].strip(b" \t").decode("utf-8", "surrogateescape")
+        items.append((name, key, value))
+    lengths = [value for _, key, value in items if key == "content-length"]
+    return lines[0].decode("utf-8", "surrogateescape"), items, lengths
+
+
+# -- the common Via and name-addr shapes ---------------------------------------------------
+
+# display name, scheme, user, password, host, port, URI parameters, header parameters
+NameAddr = tuple[
+    str | None,
+    str,
+    str | None,
+    str | None,
+    str,
+    int | None,
+    dict[str, str | None],
+    dict[str, str | None],
+]
+
+_PARAM_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_PVALUE = r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+"
+_HEADER_PARAMS = rf"((?:;{_PARAM_TOKEN}(?:={_PVALUE})?)*)"
+_HOSTNAME = r"([A-Za-z0-9_][A-Za-z0-9_\-.]*)(?::([0-9]{1,5}))?"
+_PLAIN = r"[A-Za-z0-9\-_.!~*'()&=+$,%]"
+_PCHAR = r"[^;?=@\x00-\x20\x7f<>\"]"
+_VIA_SHAPE = re.compile(rf"SIP/2\.0/([A-Z]+) {_HOSTNAME}{_HEADER_PARAMS}\Z")
+_NAME_ADDR_SHAPE = re.compile(
+    rf'[ \t]*(?:"([^"\\]*)"[ \t]*)?<(sips?):(?:({_PLAIN}+)(?::({_PLAIN}*))?@)?{_HOSTNAME}'
+    rf"((?:;{_PCHAR}+(?:={_PCHAR}*)?)*)>{_HEADER_PARAMS}\Z"
+)
+
+
+def _params(text: str, separator: str = ";") -> dict[str, str | None]:
+    params: dict[str, str | None] = {}
+    if text:
+        for item in text[1:].split(separator):
+            name, eq, value = item.partition("=")
+            params[name] = value if eq else None
+    return params
+
+
+def parse_via(value: str) -> tuple[str, str, int | None, dict[str, str | None]] | None:
+    """(transport, host, port, params) of ``SIP/2.0/TRANSPORT host[:port];params``: upper-
+    case transport, a hostname or IPv4 address, a port of at most 65535, parameters without
+    whitespace or quoted values (in order, a repeated name keeping its last value; None for
+    a valueless one). None for anything else (ASCII only): the general parser decides."""
+    if not value.isascii():
+        return None
+    m = _VIA_SHAPE.match(value)
+    if m is None:
+        return None
+    transport, host, port, params = m.groups()
+    if port is not None and int(port) > 65535:
+        return None
+    return transport, host, None if port is None else int(port), _params(params)
+
+
+def parse_name_addr(value: str) -> NameAddr | None:
+    """The parts of ``["display"] <sip[s]:[user[:password]@]host[:port];uri-params>;params``:
+    a quoted display name without escapes, a hostname or IPv4 address, a port of at most
+    65535, URI parameters of printable characters (``name[=value]``), header parameters as
+    in :func:`parse_via`. None for anything else (ASCII only): the general parser decides."""
+    if not value.isascii():
+        return None
+    m = _NAME_ADDR_SHAPE.match(value)
+    if m is None:
+        return None
+    display, scheme, user, password, host, port, uri_params, params = m.groups()
+    if port is not None and int(port) > 65535:
+        return None
+    return (
+        display,
+        scheme,
+        user,
+        password,
+        host,
+        None if port is None else int(port),
+        _params(uri_params),
+        _params(params),
+    )
+
+
+def serialize(start_line: str, items: list[tuple[str, str, str]], body: bytes) -> bytes | None:
+    """The wire form of a message: the start line, each (name, key, value) field line as
+    ``name: value``, the empty line and the body. Content-Length always matches the body:
+    written where the first one was (with its name), the others dropped, or added at the
+    end. None when some text is not ASCII (the caller encodes it)."""
+    if not start_line.isascii() or not all(n.isascii() and v.isascii() for n, _, v in items):
+        return None
+    out = [start_line]
+    seen = False
+    for name, key, value in items:
+        if key == "content-length":
+            if seen:
+                continue
+            seen = True
+            out.append(f"{name}: {len(body)}")
+        else:
+            out.append(f"{name}: {value}")
+    if not seen:
+        out.append(f"Content-Length: {len(body)}")
+    out.append("")
+    out.append("")
+    return "\r\n".join(out).encode("ascii") + body
+
+
+def first_value(items: list[tuple[str, str, str]], key: str) -> str | None:
+    """The value of the first (name, key, value) triple with this key, or None."""
+    for _, k, value in items:
+        if k == key:
+            return value
+    return None
+
+
+def all_values(items: list[tuple[str, str, str]], key: str) -> list[str]:
+    """The values of every (name, key, value) triple with this key, in order."""
+    return [value for _, k, value in items if k == key]
+
+
+_CSEQ_SHAPE = re.compile(r"([0-9]{1,10}) ([A-Za-z0-9.!%*_+`'~-]+)\Z")
+
+
+def parse_cseq(value: str) -> tuple[int, str] | None:
+    """(number, method) of ``DIGITS SP TOKEN`` with at most 10 digits and a number up to
+    2**31-1, or None for anything else (the general parser decides)."""
+    m = _CSEQ_SHAPE.match(value)
+    if m is None or int(m[1]) > 2**31 - 1:
+        return None
+    return int(m[1]), m[2]

@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
+from pbxcore._sipscan import all_values, parse_name_addr, parse_via
 from pbxcore.sip.errors import SipParseError
 from pbxcore.sip.uri import FAST_SIP_PATTERN, Uri, _fast_sip_uri, format_host, parse_hostport
 
@@ -120,6 +121,7 @@ _ADDR_SPEC_END_RE = re.compile(r"[; \t]")
 _LWS_RE = re.compile(r"[ \t]+")
 
 _KEY_CACHE: dict[str, str] = {}
+_new = object.__new__  # the fast paths build their objects field by field
 _MISSING = object()
 
 
@@ -261,6 +263,24 @@ class Address:
     @classmethod
     def parse(cls, text: str) -> Address:
         """Parse a name-addr or addr-spec with parameters; raise :class:`SipParseError`."""
+        parts = parse_name_addr(text)  # the commonest shape, in one native pass
+        if parts is not None:
+            native_uri = _new(Uri)
+            address = _new(cls)
+            (
+                address.display_name,
+                native_uri.scheme,
+                native_uri.user,
+                native_uri.password,
+                native_uri.host,
+                native_uri.port,
+                native_uri.params,
+                address.params,
+            ) = parts
+            native_uri.headers = {}
+            native_uri.opaque = None
+            address.uri = native_uri
+            return address
         m = _FAST_NAME_ADDR_RE.match(text)
         if m is not None:
             groups = m.groups()
@@ -422,6 +442,13 @@ class Via:
     @classmethod
     def parse(cls, text: str) -> Via:
         """Parse one via-parm (one element of a Via list); raise :class:`SipParseError`."""
+        parts = parse_via(text)  # the commonest shape, in one native pass
+        if parts is not None:
+            via = _new(cls)
+            via.transport, via.host, via.port, via.params = parts
+            via.protocol = "SIP"
+            via.version = "2.0"
+            return via
         m = _FAST_VIA_RE.match(text)
         if m is not None:
             transport, host, port, params = m.groups()
@@ -628,7 +655,7 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """Every value in order: one per field line, list headers split at their commas."""
         key = _KEY_CACHE.get(name) or header_key(name)
-        values = [v for _, k, v in self._items if k == key]
+        values = all_values(self._items, key)
         if key not in LIST_HEADERS:
             return values
         out: list[str] = []

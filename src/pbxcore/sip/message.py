@@ -7,7 +7,7 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from pbxcore._sipscan import nth_crlf
+from pbxcore._sipscan import first_value, nth_crlf, parse_cseq, serialize, split_headers
 from pbxcore.sip.errors import SipParseError
 from pbxcore.sip.headers import (
     LIST_HEADERS,
@@ -175,11 +175,11 @@ class _Message:
     # -- header accessors (parsed on first access, cached until the headers change) --
     def _single(self, key: str) -> str:
         # Headers.get for a key that is already canonical (this runs for every accessor)
-        for _, k, value in self.headers._items:
-            if k == key:
-                if key in LIST_HEADERS and "," in value:
-                    return split_list(value)[0]
-                return value
+        value = first_value(self.headers._items, key)
+        if value is not None:
+            if key in LIST_HEADERS and "," in value:
+                return split_list(value)[0]
+            return value
         raise SipParseError(f"missing {_DISPLAY_NAMES.get(key, key)} header")
 
     @property
@@ -189,7 +189,10 @@ class _Message:
         cache = self.headers._cache
         value = cache.get("call-id")
         if value is None:
-            value = cache["call-id"] = _parse_call_id(self._single("call-id"))
+            text = first_value(self.headers._items, "call-id")  # not a list header
+            value = cache["call-id"] = _parse_call_id(
+                self._single("call-id") if text is None else text
+            )
         return value  # type: ignore[return-value]
 
     @call_id.setter
@@ -202,7 +205,8 @@ class _Message:
         cache = self.headers._cache
         value = cache.get("cseq")
         if value is None:
-            value = cache["cseq"] = _parse_cseq(self._single("cseq"))
+            text = first_value(self.headers._items, "cseq")  # not a list header
+            value = cache["cseq"] = _parse_cseq(self._single("cseq") if text is None else text)
         return value  # type: ignore[return-value]
 
     @cseq.setter
@@ -215,7 +219,8 @@ class _Message:
         cache = self.headers._cache
         value = cache.get("from")
         if value is None:
-            value = cache["from"] = Address.parse(self._single("from"))
+            text = first_value(self.headers._items, "from")  # not a list header
+            value = cache["from"] = Address.parse(self._single("from") if text is None else text)
         return value  # type: ignore[return-value]
 
     @from_.setter
@@ -228,7 +233,8 @@ class _Message:
         cache = self.headers._cache
         value = cache.get("to")
         if value is None:
-            value = cache["to"] = Address.parse(self._single("to"))
+            text = first_value(self.headers._items, "to")  # not a list header
+            value = cache["to"] = Address.parse(self._single("to") if text is None else text)
         return value  # type: ignore[return-value]
 
     @to.setter
@@ -252,7 +258,10 @@ class _Message:
         cache = self.headers._cache
         value = cache.get("top-via")
         if value is None:
-            value = cache["top-via"] = Via.parse(self._single("via"))
+            text = first_value(self.headers._items, "via")
+            if text is None or "," in text:
+                text = self._single("via")
+            value = cache["top-via"] = Via.parse(text)
         return value  # type: ignore[return-value]
 
     @top_via.setter
@@ -282,6 +291,9 @@ class _Message:
 
     def _parse_contacts(self) -> list[Address]:
         values = self.headers.get_all("contact")
+        if len(values) == 1:  # the common case, without the loops
+            value = values[0]
+            return [] if value.strip(" \t") == "*" else [Address.parse(value)]
         for v in values:
             if v.strip(" \t") == "*":
                 if len(values) != 1:
@@ -371,6 +383,10 @@ class _Message:
     def __bytes__(self) -> bytes:
         """The wire form; Content-Length is always written and always matches the body."""
         items = self.headers._items
+        if type(self.body) is bytes:  # ASCII text: in one native pass
+            wire = serialize(self._start_line(), items, self.body)
+            if wire is not None:
+                return wire
         out = [self._start_line()]
         out += [f"{name}: {value}" for name, key, value in items if key != "content-length"]
         try:
@@ -527,6 +543,9 @@ def _parse_call_id(value: str) -> str:
 
 
 def _parse_cseq(value: str) -> tuple[int, str]:
+    parsed = parse_cseq(value)  # the common shape, natively
+    if parsed is not None:
+        return parsed
     number, _, method = value.partition(" ")
     if not (number.isdigit() and number.isascii() and method in _KNOWN_METHODS):
         # anything but "digits SP known-method": the grammar's regex
@@ -545,7 +564,7 @@ def _parse_content_length(values: list[str]) -> int:
     if len(values) != 1:
         raise SipParseError("multiple Content-Length headers")
     value = values[0]
-    if _DIGITS_RE.match(value) is None:
+    if not (value.isdigit() and value.isascii()):  # [0-9]+
         raise SipParseError(f"bad Content-Length {value!r}")
     if len(value.lstrip("0")) > 10:
         raise SipParseError(f"Content-Length {value[:40]} too large", 513)
@@ -557,6 +576,7 @@ def _parse_content_length(values: list[str]) -> int:
 
 # header names already seen and checked as tokens -> lookup key (bounded: names come from peers)
 _NAME_KEYS: dict[str, str] = {}
+_new_headers = object.__new__
 
 
 def _skip_crlf(data: bytes) -> int:
@@ -615,6 +635,50 @@ def message_length(
     return total if len(buffer) >= total else None
 
 
+def _split_general(
+    data: bytes, start: int, end: int, limits: ParseLimits, drop_status: int | None
+) -> tuple[str, list[tuple[str, str, str]]]:
+    # the header block loop that names every error (pbxcore._sipscan.split_headers gives
+    # the same triples for the blocks it accepts)
+    head = data[start:end].decode("utf-8", "surrogateescape")
+    lines = head.split("\r\n")
+    n_lines = len(lines)
+    if head.count("\n") != n_lines - 1 or head.count("\r") != n_lines - 1:
+        raise SipParseError("bare CR or LF in the header block", drop_status)
+    # no line is longer than the block: the per-line lengths only when the block is long
+    if len(head) > limits.max_line_length and max(map(len, lines)) > limits.max_line_length:
+        raise SipParseError(
+            f"a header line exceeds {limits.max_line_length} characters", drop_status
+        )
+
+    items: list[tuple[str, str, str]] = []
+    append = items.append
+    name_keys = _NAME_KEYS
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        key = name_keys.get(name)
+        if key is None or not colon:
+            # rare path: folding, whitespace before ':', a name not seen yet, errors
+            if line[:1] in (" ", "\t"):
+                if not items or not line.strip(" \t"):
+                    raise SipParseError("continuation line without a header field", drop_status)
+                name, key, value = items[-1]
+                # folding: CRLF+WSP is equivalent to the WSP (RFC 3261 §7.3.1)
+                items[-1] = (name, key, (value + line).strip(" \t") if value else line.strip(" \t"))
+                continue
+            if not colon:
+                raise SipParseError(f"malformed header line {line[:60]!r}", drop_status)
+            stripped = name.rstrip(" \t")
+            if TOKEN_RE.match(stripped) is None:
+                raise SipParseError(f"header name {stripped[:60]!r} is not a token", drop_status)
+            key = header_key(stripped)
+            if stripped == name and len(name_keys) < 4096:
+                name_keys[name] = key  # a checked name: skip the regex next time
+            name = stripped
+        append((name, key, value.strip(" \t")))
+    return lines[0], items
+
+
 def parse_message(
     data: bytes, *, stream: bool = False, limits: ParseLimits = DEFAULT_LIMITS
 ) -> Request | Response:
@@ -654,43 +718,14 @@ def parse_message(
         if data.endswith(b"\r\n") and data.find(b"\r\n", start) == len(data) - 2:
             raise SipParseError("message has no header fields", drop_status)
         raise SipParseError("header block not terminated by an empty line", drop_status)
-    head = data[start:end].decode("utf-8", "surrogateescape")
-    lines = head.split("\r\n")
-    n_lines = len(lines)
-    if head.count("\n") != n_lines - 1 or head.count("\r") != n_lines - 1:
-        raise SipParseError("bare CR or LF in the header block", drop_status)
-    # no line is longer than the block: the per-line lengths only when the block is long
-    if len(head) > limits.max_line_length and max(map(len, lines)) > limits.max_line_length:
-        raise SipParseError(
-            f"a header line exceeds {limits.max_line_length} characters", drop_status
-        )
-
-    items: list[tuple[str, str, str]] = []
-    append = items.append
-    name_keys = _NAME_KEYS
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        key = name_keys.get(name)
-        if key is None or not colon:
-            # rare path: folding, whitespace before ':', a name not seen yet, errors
-            if line[:1] in (" ", "\t"):
-                if not items or not line.strip(" \t"):
-                    raise SipParseError("continuation line without a header field", drop_status)
-                name, key, value = items[-1]
-                # folding: CRLF+WSP is equivalent to the WSP (RFC 3261 §7.3.1)
-                items[-1] = (name, key, (value + line).strip(" \t") if value else line.strip(" \t"))
-                continue
-            if not colon:
-                raise SipParseError(f"malformed header line {line[:60]!r}", drop_status)
-            stripped = name.rstrip(" \t")
-            if TOKEN_RE.match(stripped) is None:
-                raise SipParseError(f"header name {stripped[:60]!r} is not a token", drop_status)
-            key = header_key(stripped)
-            if stripped == name and len(name_keys) < 4096:
-                name_keys[name] = key  # a checked name: skip the regex next time
-            name = stripped
-        append((name, key, value.strip(" \t")))
-    lengths = [v for _, k, v in items if k == "content-length"]
+    # one native pass splits the block into (name, key, value) triples; anything unusual
+    # (bare CR/LF, long lines, malformed lines) is left to the loop below, which explains it
+    split = split_headers(data, start, end, limits.max_line_length)
+    if split is not None:
+        first, items, lengths = split
+    else:
+        first, items = _split_general(data, start, end, limits, drop_status)
+        lengths = [v for _, k, v in items if k == "content-length"]
 
     body_start = end + 4
     available = len(data) - body_start
@@ -711,8 +746,9 @@ def parse_message(
     else:
         body = data[body_start:]
 
-    headers = Headers._trusted(items)
-    first = lines[0]
+    headers = _new_headers(Headers)  # Headers._trusted, inline
+    headers._items = items
+    headers._cache = {}
     if is_response:
         return _parse_status_line(first, headers, body)
     return _parse_request_line(first, headers, body)
