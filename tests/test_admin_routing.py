@@ -419,3 +419,26 @@ async def test_writes_reach_the_change_sink_and_the_audit_log(api: Api) -> None:
     for entity in ('"trunk"', '"route_table"', '"route"', '"dial_plan"', '"number_range"'):
         assert entity in text
     assert (await api.get("/openapi.json")).status_code == 200
+
+
+async def test_trunk_status_reports_the_live_state(api: Api) -> None:
+    op = await api.operator()
+    t = await api.create(f"/operators/{op['id']}/trunks", trunk_body())
+    r = await api.get(f"/operators/{op['id']}/trunks/{t['id']}/status")
+    assert r.status_code == 200, r.text
+    assert r.json()["active_channels"] == 0 and r.json()["state"] == "not_registering"
+    live = {"state": "registered", "expires_in": 55, "last_status": 200, "active_channels": 3}
+    api.ctx.trunk_status = lambda trunk_id: live if trunk_id == t["id"] else {}
+    r = await api.get(f"/operators/{op['id']}/trunks/{t['id']}/status")
+    assert r.json() | {"trunk_id": None} == {
+        "trunk_id": None,
+        "register": False,
+        "state": "registered",
+        "expires_in": 55,
+        "last_status": 200,
+        "last_error": None,
+        "active_channels": 3,
+    }
+    other = await api.operator(domain="other.example.net")
+    r = await api.get(f"/operators/{other['id']}/trunks/{t['id']}/status")
+    assert r.status_code == 404

@@ -22,6 +22,7 @@ import socket
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -30,6 +31,7 @@ from pbxcore.admin.deps import AdminContext, ApiSettings
 from pbxcore.media.engine import MediaEngine
 from pbxcore.pbx.b2bua import B2bua
 from pbxcore.pbx.cdr import CdrWriter
+from pbxcore.pbx.trunks import TrunkRegistrations
 from pbxcore.sip.credentials import CredentialStore
 from pbxcore.sip.server import SipServer
 from pbxcore.tenancy.bootstrap import ensure_platform_admin
@@ -100,6 +102,7 @@ class PbxServer:
         self.cdr: CdrWriter | None = None
         self.b2bua: B2bua | None = None
         self._secret_box: SecretBox | None = None
+        self.trunks: TrunkRegistrations | None = None
         self._api: _EmbeddedUvicorn | None = None
         self._api_task: asyncio.Task[None] | None = None
 
@@ -164,7 +167,23 @@ class PbxServer:
             trunk_password=lambda sealed: self._secrets().decrypt(sealed),
         )
         self.b2bua.attach()
+        self.trunks = TrunkRegistrations(
+            self.sip, self.snapshots, lambda sealed: self._secrets().decrypt(sealed)
+        )
+        self.trunks.sync()
+        self.snapshots.subscribe(self.trunks.sync)  # trunks added, changed or deleted
         log.info("calls: media on %s ports %d-%d", cfg.media_bind, *cfg.rtp_ports)
+
+    def _trunk_status(self, trunk_id: str) -> dict[str, Any]:
+        """A trunk's live state for the API: its registration and its active channels."""
+        state: dict[str, Any] = {}
+        if self.trunks is not None:
+            status = self.trunks.status(trunk_id)
+            if status is not None:
+                state = status.to_json()
+        if self.b2bua is not None:
+            state["active_channels"] = self.b2bua.usage.active_channels(trunk_id)
+        return state
 
     def _secrets(self) -> SecretBox:
         """The box of the trunks' passwords (its key from the environment or the key file)."""
@@ -181,6 +200,7 @@ class PbxServer:
             sink=self.snapshots,
             settings=self.config.api_settings,
             mail_queued=None if self.outbox is None else self.outbox.notify,
+            trunk_status=self._trunk_status,
         )
         app = create_app(self.admin)
         host, port = listen
@@ -228,6 +248,8 @@ class PbxServer:
                 await self._api_task
         if self.outbox is not None:
             await self.outbox.stop()
+        if self.trunks is not None:
+            await self.trunks.close()  # un-REGISTERs, while SIP still runs
         if self.sip is not None:
             await self.sip.stop()
         if self.media is not None:

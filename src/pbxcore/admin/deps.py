@@ -58,6 +58,8 @@ class AdminContext:
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
     # called after an outbox row is committed, so the sender wakes up at once
     mail_queued: Callable[[], None] | None = None
+    # a trunk's live state (registration, channels) from the call layer, by trunk id
+    trunk_status: Callable[[str], dict[str, Any]] | None = None
     # list answers kept while the database is unchanged (Store.read_through)
     reads: ReadCache = field(default_factory=ReadCache)
 

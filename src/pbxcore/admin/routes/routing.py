@@ -9,11 +9,18 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
+from fastapi import APIRouter, Request
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 from starlette.responses import Response
 
-from pbxcore.admin.deps import CurrentPage, CurrentStore, json_response, page_response
+from pbxcore.admin.deps import CurrentPage, CurrentStore, context, json_response, page_response
 from pbxcore.admin.schemas import E164, Cidr, Id, In, ListOf, Name, Out, Prefix
 from pbxcore.tenancy import models as m
 from pbxcore.tenancy import rules
@@ -169,6 +176,43 @@ async def create_trunk(op: str, body: TrunkIn, store: CurrentStore) -> Response:
 async def get_trunk(op: str, trunk: str, store: CurrentStore) -> Response:
     scope = await store.operator(op)
     return json_response(view(await scope.trunks.get(trunk)))
+
+
+class TrunkStatusOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    trunk_id: str
+    register_: bool = Field(alias="register", description="Whether pbxcore registers")
+    state: str = Field(
+        description="registering | registered | failed | unregistered, or not_registering"
+    )
+    expires_in: int | None
+    last_status: int | None
+    last_error: str | None
+    active_channels: int
+
+
+@router.get(
+    "/operators/{op}/trunks/{trunk}/status",
+    response_model=TrunkStatusOut,
+    summary="A trunk's registration state and active channels",
+)
+async def trunk_status(op: str, trunk: str, request: Request, store: CurrentStore) -> Response:
+    scope = await store.operator(op)
+    row = await scope.trunks.get(trunk)
+    live = context(request).trunk_status
+    state: dict[str, Any] = {} if live is None else live(row.id)
+    return json_response(
+        {
+            "trunk_id": row.id,
+            "register": row.register,
+            "state": state.get("state") or ("registering" if row.register else "not_registering"),
+            "expires_in": state.get("expires_in"),
+            "last_status": state.get("last_status"),
+            "last_error": state.get("last_error"),
+            "active_channels": int(state.get("active_channels") or 0),
+        }
+    )
 
 
 @router.patch(

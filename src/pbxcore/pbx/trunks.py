@@ -1,0 +1,184 @@
+"""Outbound registration: trunks with ``register: true`` register to their carriers.
+
+:class:`TrunkRegistrations` keeps one task per such trunk of the current snapshot: a
+REGISTER with the trunk's credentials (digest, answered by the stack), a refresh before
+the granted expiry (at 80 % of it, at least 30 s early for long ones), exponential backoff
+after a failure (5 s doubling up to 5 min), and an un-REGISTER when the trunk goes away or
+the server stops. The state of each trunk is :meth:`status` (for the API).
+
+When the snapshot changes (a trunk added, changed, disabled, deleted), :meth:`sync` starts
+and stops tasks to match; the server calls it from the snapshot service's listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pbxcore.sip.errors import SipParseError
+from pbxcore.sip.stack import SipStack, StaticCredentials
+from pbxcore.sip.transaction import TransactionTimeoutError
+from pbxcore.sip.uri import Uri
+from pbxcore.tenancy.compile import TrunkConfig
+from pbxcore.tenancy.snapshot import Snapshot
+
+__all__ = ["TrunkRegistrations", "TrunkStatus"]
+
+log = logging.getLogger("pbxcore.trunks")
+
+EXPIRES = 3600
+MIN_RETRY, MAX_RETRY = 5.0, 300.0
+
+
+@dataclass(slots=True)
+class TrunkStatus:
+    trunk_id: str
+    state: str = "registering"  # registering | registered | failed | unregistered
+    expires_at: float | None = None  # wall clock
+    last_status: int | None = None
+    last_error: str | None = None
+    attempts: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "trunk_id": self.trunk_id,
+            "state": self.state,
+            "expires_in": None
+            if self.expires_at is None
+            else max(0, int(self.expires_at - time.time())),
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+            "attempts": self.attempts,
+        }
+
+
+class TrunkRegistrations:
+    def __init__(
+        self,
+        stack: SipStack,
+        snapshot: Callable[[], Snapshot],
+        password: Callable[[bytes], str],
+        *,
+        expires: int = EXPIRES,
+        min_retry: float = MIN_RETRY,
+        max_retry: float = MAX_RETRY,
+    ) -> None:
+        self.stack = stack
+        self._snapshot = snapshot
+        self._password = password
+        self.expires = expires
+        self.min_retry, self.max_retry = min_retry, max_retry
+        self._tasks: dict[str, tuple[TrunkConfig, asyncio.Task[None]]] = {}
+        self._status: dict[str, TrunkStatus] = {}
+
+    def status(self, trunk_id: str) -> TrunkStatus | None:
+        return self._status.get(trunk_id)
+
+    def sync(self, _snapshot: Snapshot | None = None) -> None:
+        """Start a task for every trunk that registers, stop those of trunks that don't."""
+        wanted: dict[str, TrunkConfig] = {}
+        for operator in self._snapshot().operators.values():
+            for trunk in operator.trunks.values():
+                if trunk.register and trunk.enabled and trunk.auth_username:
+                    wanted[trunk.id] = trunk
+        for trunk_id, (trunk, task) in list(self._tasks.items()):
+            if wanted.get(trunk_id) != trunk:
+                task.cancel()
+                del self._tasks[trunk_id]
+        loop = asyncio.get_running_loop()
+        for trunk_id, trunk in wanted.items():
+            if trunk_id not in self._tasks:
+                status = self._status[trunk_id] = TrunkStatus(trunk_id)
+                task = loop.create_task(self._run(trunk, status), name=f"register {trunk_id}")
+                self._tasks[trunk_id] = (trunk, task)
+        for trunk_id in list(self._status):
+            if trunk_id not in wanted:
+                del self._status[trunk_id]
+
+    async def close(self) -> None:
+        tasks = [task for _, task in self._tasks.values()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def _run(self, trunk: TrunkConfig, status: TrunkStatus) -> None:
+        delay = self.min_retry
+        try:
+            while True:
+                granted = await self._register(trunk, status, self.expires)
+                if granted:
+                    delay = self.min_retry
+                    await asyncio.sleep(max(1.0, min(granted * 0.8, granted - 30)))
+                    continue
+                status.state = "failed"
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_retry)
+        except asyncio.CancelledError:
+            if status.state == "registered":
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._register(trunk, status, 0), 2)
+                status.state = "unregistered"
+            raise
+
+    async def _register(self, trunk: TrunkConfig, status: TrunkStatus, expires: int) -> int:
+        """One REGISTER (``expires`` 0: unregister); the granted expiry, 0 on failure."""
+        status.attempts += 1
+        aor = f"sip:{trunk.auth_username}@{trunk.host}"
+        try:
+            target = await self.stack.resolve(
+                Uri.parse(f"sip:{trunk.host}:{trunk.port};transport={trunk.transport}")
+            )
+        except (SipParseError, ValueError, OSError) as exc:
+            status.last_error = f"cannot resolve {trunk.host}: {exc}"
+            return 0
+        request = self.stack.new_request(
+            "REGISTER",
+            f"sip:{trunk.host}",
+            from_=f"<{aor}>",
+            to=f"<{aor}>",
+            target=target,
+            headers=[("Expires", str(expires))],
+            call_id=f"reg-{trunk.id}@pbxcore",
+        )
+        password = self._password(trunk.auth_password) if trunk.auth_password else ""
+        credentials = StaticCredentials(trunk.auth_username or "", password)
+        try:
+            response = await self.stack.request(request, target=target, credentials=credentials)
+        except (TransactionTimeoutError, ConnectionError, OSError) as exc:
+            status.last_error, status.last_status = f"no answer: {exc}", None
+            log.info("trunk %s: REGISTER to %s failed: %s", trunk.id, trunk.host, exc)
+            return 0
+        status.last_status = response.status
+        if not 200 <= response.status < 300:
+            status.last_error = f"{response.status} {response.reason}"
+            log.info("trunk %s: REGISTER to %s: %s", trunk.id, trunk.host, status.last_error)
+            return 0
+        if expires == 0:
+            return 0
+        granted = _granted(response, expires)
+        status.state, status.last_error = "registered", None
+        status.expires_at = time.time() + granted
+        return granted
+
+
+def _granted(response: object, asked: int) -> int:
+    """The expiry the registrar granted: the Contact's expires, else Expires, else ours."""
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return asked
+    for value in headers.get_all("contact"):
+        for part in value.split(";")[1:]:
+            name, _, number = part.strip().partition("=")
+            if name.lower() == "expires" and number.strip().isdigit():
+                return int(number.strip())
+    value = headers.get("expires")
+    if value is not None and value.strip().isdigit():
+        return int(value.strip())
+    return asked
