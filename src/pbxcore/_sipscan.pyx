@@ -494,7 +494,6 @@ cpdef object split_headers(bytes data, Py_ssize_t start, Py_ssize_t end, Py_ssiz
     cdef const unsigned char* p
     cdef Py_ssize_t i, line_end, name_end, colon, v0, v1
     cdef const unsigned char* hit
-    cdef unsigned char c
     cdef int k
     cdef list items = []
     cdef str first, name, key, value
@@ -790,7 +789,6 @@ cpdef object serialize(str start_line, list items, bytes body):
     cdef int n_digits = 0
     cdef str name, key, value
     cdef tuple item
-    cdef str first_name = None
     cdef char* out
     cdef bytes result
     if start_line is None or items is None or body is None:
@@ -817,7 +815,6 @@ cpdef object serialize(str start_line, list items, bytes body):
             if seen:
                 continue
             seen = True
-            first_name = name
             total += PyUnicode_GET_LENGTH(name) + 2 + n_digits + 2
         else:
             total += PyUnicode_GET_LENGTH(name) + 2 + PyUnicode_GET_LENGTH(value) + 2
