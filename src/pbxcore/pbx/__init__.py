@@ -1,4 +1,6 @@
-"""Calls: the routing decision, the CDR writer (and, later, the B2BUA that acts on them).
+"""Calls: the routing decision, the B2BUA that acts on it, the CDR writer, and the
+registrations of trunks to their carriers (:mod:`pbxcore.pbx.b2bua`, :mod:`~.cdr`,
+:mod:`~.trunks`).
 
 :func:`decide` is a pure function over one config snapshot; see
 :mod:`pbxcore.pbx.decision` for the rules.
