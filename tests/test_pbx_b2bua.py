@@ -8,6 +8,7 @@ rings, is answered with media anchored in the relay, and either side hangs up.
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -19,6 +20,7 @@ from pbxcore.media.engine import MediaEngine
 from pbxcore.pbx.b2bua import B2bua
 from pbxcore.routing import CallerIdRule, RouteEntry, RouteTable
 from pbxcore.sip.auth import DigestAuthenticator, NonceStore
+from pbxcore.sip.errors import SipParseError
 from pbxcore.sip.guard import BruteForceGuard, GuardPolicy
 from pbxcore.sip.location import MemoryLocationService
 from pbxcore.sip.registrar import Registrar
@@ -550,3 +552,55 @@ async def test_international_barred_and_suspended_tenants_are_refused(pbx: Pbx) 
     # a suspended tenant's realm is not served: its phones cannot even authenticate
     assert (await asyncio.wait_for(_responses(invite), 10))[-1] in (403, 404)
     assert not pbx.b2bua.calls and not pbx.media.calls
+
+
+def _mutated(rng: random.Random, data: bytes) -> bytes:
+    out = bytearray(data)
+    for _ in range(rng.randrange(1, 6)):
+        what = rng.randrange(4)
+        if what == 0 and out:  # flip a byte
+            out[rng.randrange(len(out))] = rng.randrange(256)
+        elif what == 1:  # cut
+            out = out[: rng.randrange(len(out) + 1)]
+        elif what == 2:  # duplicate a slice
+            i = rng.randrange(len(out) + 1)
+            out[i:i] = out[max(0, i - 20) : i]
+        else:  # a line of junk
+            out += bytes(rng.randrange(32, 127) for _ in range(rng.randrange(1, 80))) + b"\r\n"
+    return bytes(out)
+
+
+async def test_a_flood_of_mutated_invites_leaves_no_call_session_or_dialog(pbx: Pbx) -> None:
+    """Authenticated INVITEs with mutated SDP and hostile dialed strings: every one gets a
+    final answer, and nothing is left behind (the callee refuses the ones that ring it)."""
+    rng = random.Random(4475)
+    caller, callee = pbx.phones["201"], pbx.phones["202"]
+    callee.answer = "busy"
+    dialed_choices = ["202", "2" * 300, "+", "*#*#", "202;x=1", "%00", "0", "8" * 11, "a" * 40]
+    finals: list[int] = []
+    for i in range(60):
+        number = rng.choice(dialed_choices)
+        body = _mutated(rng, _sdp(30201)) if i % 3 else _sdp(30201)
+        try:
+            request = caller.stack.new_request(
+                "INVITE",
+                f"sip:{number}@{DOMAIN}",
+                from_=f"<sip:201@{DOMAIN}>",
+                target=caller.server,
+                body=body,
+                headers=[("Content-Type", "application/sdp")],
+            )
+        except (ValueError, SipParseError):
+            continue  # our own stack refuses to build it: nothing to send
+        invite = await caller.stack.invite(
+            request, target=caller.server, credentials=caller.credentials
+        )
+        finals.append((await asyncio.wait_for(_responses(invite), 15))[-1])
+    assert len(finals) > 30 and all(status >= 300 for status in finals), finals
+    for _ in range(200):
+        if not pbx.b2bua.calls and not pbx.media.calls:
+            break
+        await asyncio.sleep(0.01)
+    assert not pbx.b2bua.calls and not pbx.media.calls
+    assert pbx.b2bua.stack.dialog_count == 0
+    assert pbx.b2bua.usage.active_calls("A") == 0
