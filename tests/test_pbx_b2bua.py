@@ -134,15 +134,18 @@ class Pbx:
 
 
 @pytest.fixture
-async def pbx() -> AsyncIterator[Pbx]:
+async def pbx(request: pytest.FixtureRequest) -> AsyncIterator[Pbx]:
+    """The PBX on UDP and TCP; its phones on UDP, or TCP with ``indirect`` param "tcp"."""
+    transport = getattr(request, "param", "udp")
     world = _world()
     credentials = SnapshotCredentialStore(lambda: world)
     location = MemoryLocationService()
     authenticator = DigestAuthenticator(credentials, NonceStore())
     guard = BruteForceGuard(GuardPolicy(max_failures=1000))
-    listen = ListenAddress.parse("udp:127.0.0.1:0")
+    listen = ListenAddress.parse(f"{transport}:127.0.0.1:0")
+    both = [*ListenAddress.parse("udp:127.0.0.1:0"), *ListenAddress.parse("tcp:127.0.0.1:0")]
     async with (
-        SipStack(listen=listen, timers=FAST) as server,
+        SipStack(listen=both, timers=FAST) as server,
         MediaEngine(ports=(42000, 42999)) as media,
     ):
         Registrar(credentials, location, authenticator=authenticator, guard=guard).attach(server)
@@ -155,8 +158,8 @@ async def pbx() -> AsyncIterator[Pbx]:
             media=media,
         )
         b2bua.attach()
-        address = server.addresses[0]
-        target = Target("udp", address.host, address.port)
+        address = next(a for a in server.addresses if a.transport == transport)
+        target = Target(transport, address.host, address.port)
         phones: dict[str, Phone] = {}
         stacks = []
         try:
@@ -180,6 +183,7 @@ async def _responses(invite) -> list[int]:  # type: ignore[no-untyped-def]
     return [r.status async for r in invite.responses()]
 
 
+@pytest.mark.parametrize("pbx", ["udp", "tcp"], indirect=True)
 async def test_an_extension_calls_another_with_media_anchored(pbx: Pbx) -> None:
     caller, callee = pbx.phones["201"], pbx.phones["202"]
     invite = await caller.call("202")
@@ -187,6 +191,10 @@ async def test_an_extension_calls_another_with_media_anchored(pbx: Pbx) -> None:
     assert statuses[-1] == 200 and 180 in statuses
     assert invite.request.headers.get("proxy-authorization")  # it was challenged with 407
     final = invite.final.result()
+    # the phones' transport both ways: the caller's INVITE and the B2BUA's to the callee
+    transport = caller.server.transport.upper()
+    assert f"SIP/2.0/{transport}" in (invite.request.headers.get("via") or "")
+    assert f"SIP/2.0/{transport}" in (callee.invites[0].request.headers.get("via") or "")
     # the callee got an offer from the relay, the caller an answer from the relay: neither
     # sees the other's media port
     [incoming] = callee.invites
@@ -204,6 +212,7 @@ async def test_an_extension_calls_another_with_media_anchored(pbx: Pbx) -> None:
     assert pbx.b2bua.usage.active_calls("A") == 0
 
 
+@pytest.mark.parametrize("pbx", ["udp", "tcp"], indirect=True)
 async def test_the_callee_hangs_up(pbx: Pbx) -> None:
     caller, callee = pbx.phones["201"], pbx.phones["202"]
     invite = await caller.call("202")
