@@ -40,6 +40,8 @@ from pathlib import Path
 
 import httpx
 
+from _common import cpu_seconds
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests.peers.postgres
 
@@ -113,31 +115,6 @@ def free_tcp_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of ``pids`` and all their descendants (PostgreSQL's backends)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    total, todo = 0, list(pids)
-    while todo:
-        pid = todo.pop()
-        todo.extend(children.get(pid, []))
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
 
 
 @contextlib.contextmanager
@@ -251,9 +228,9 @@ def run_wrk(
         "taskset", "-c", cpu, shutil.which("wrk") or "wrk", "-t1", f"-c{connections}",
         f"-d{duration:g}s", "--timeout", "10s", "-s", str(path), url,
     ]  # fmt: skip
-    before = cpu_seconds(pids)
+    before = cpu_seconds(*pids)
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    used = cpu_seconds(pids) - before
+    used = cpu_seconds(*pids) - before
     line = next(x for x in out.splitlines() if x.startswith("RESULT "))
     data = json.loads(line.removeprefix("RESULT "))
     return Result(

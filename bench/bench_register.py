@@ -32,11 +32,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from _common import cpu_seconds
+
 HERE = Path(__file__).resolve().parent
 SCENARIO = HERE / "sipp_register_bench.xml"
 DOMAIN = "pbx.test"
 PASSWORD = "secret"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 KAMAILIO_CFG = """#!KAMAILIO
 debug=0
@@ -114,35 +115,6 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants (Kamailio forks its workers)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(children.get(current, []))
-    return tree
-
-
-def cpu_seconds(pid: int) -> float:
-    total = 0
-    for member in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / CLK_TCK
 
 
 def write_users(folder: Path, count: int) -> tuple[Path, Path]:
