@@ -79,11 +79,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     assert "secret" not in text, "the server log must never contain a password"
 
 
-_sipp = run_sipp
-_messages = sipp_messages
-_free_port = free_port
-
-
 TRANSPORTS = pytest.mark.parametrize("transport", ["udp", "tcp"])
 FAMILIES = pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 
@@ -93,13 +88,13 @@ FAMILIES = pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 def test_sipp_registers_with_md5_digest(
     server: RunningServer, transport: str, family: str, tmp_path: Path
 ) -> None:
-    result = _sipp(
+    result = run_sipp(
         server, "sipp_register_digest.xml", transport, family, tmp_path,
         "-s", "alice", "-au", "alice", "-ap", "secret", "-set", "domain", "sipp.test",
         "-auth_uri", "sipp.test",  # digest uri sip:sipp.test, not SIPp's default
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
-    messages = _messages(tmp_path)
+    messages = sipp_messages(tmp_path)
     assert messages.count("SIP/2.0 401 Unauthorized") >= 2
     assert messages.count("SIP/2.0 200 OK") == 4  # register + unregister, two calls
     assert "algorithm=MD5" in messages and 'qop="auth"' in messages
@@ -110,13 +105,13 @@ def test_sipp_registers_with_md5_digest(
 def test_sipp_wrong_password_is_refused(
     server: RunningServer, transport: str, family: str, tmp_path: Path
 ) -> None:
-    result = _sipp(
+    result = run_sipp(
         server, "sipp_register_wrong_password.xml", transport, family, tmp_path,
         "-s", "alice", "-au", "alice", "-ap", "wrong", "-set", "domain", "sipp.test",
         "-auth_uri", "sipp.test",  # digest uri sip:sipp.test, not SIPp's default
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
-    assert "SIP/2.0 403 Forbidden" in _messages(tmp_path)
+    assert "SIP/2.0 403 Forbidden" in sipp_messages(tmp_path)
 
 
 @TRANSPORTS
@@ -124,11 +119,11 @@ def test_sipp_wrong_password_is_refused(
 def test_sipp_options_gets_200(
     server: RunningServer, transport: str, family: str, tmp_path: Path
 ) -> None:
-    result = _sipp(
+    result = run_sipp(
         server, "sipp_options.xml", transport, family, tmp_path, "-set", "domain", "pbx.test"
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
-    assert _messages(tmp_path).count("SIP/2.0 200 OK") == 2
+    assert sipp_messages(tmp_path).count("SIP/2.0 200 OK") == 2
 
 
 BARESIP_CONFIG = """\
@@ -150,7 +145,7 @@ def test_baresip_registers_refreshes_and_unregisters(
     host = HOSTS[family]
     bracketed = f"[{host}]" if family == "ipv6" else host
     (tmp_path / "config").write_text(
-        BARESIP_CONFIG.format(listen=f"{bracketed}:{_free_port(family)}", host=host)
+        BARESIP_CONFIG.format(listen=f"{bracketed}:{free_port(family)}", host=host)
     )
     outbound = f"sip:{bracketed}:{server.port(transport, family)};transport={transport}"
     (tmp_path / "accounts").write_text(

@@ -79,8 +79,11 @@ class Client:
         return r.json() if r.content else {}
 
 
-def _register(server: RunningServer, tmp_path: Path, user: str, password: str, realm: str) -> str:
-    scenario = "sipp_register_digest.xml"
+def _sipp_register(
+    server: RunningServer, tmp_path: Path, user: str, password: str, realm: str, *, ok: bool
+) -> str:
+    """SIPp registers (``ok``) or expects its REGISTER refused; the messages it traced."""
+    scenario = "sipp_register_digest.xml" if ok else "sipp_register_wrong_password.xml"
     result = run_sipp(
         server, scenario, "udp", "ipv4", tmp_path,
         "-s", user, "-au", user, "-ap", password, "-set", "domain", realm, "-auth_uri", realm,
@@ -89,13 +92,12 @@ def _register(server: RunningServer, tmp_path: Path, user: str, password: str, r
     return sipp_messages(tmp_path)
 
 
+def _register(server: RunningServer, tmp_path: Path, user: str, password: str, realm: str) -> str:
+    return _sipp_register(server, tmp_path, user, password, realm, ok=True)
+
+
 def _refused(server: RunningServer, tmp_path: Path, user: str, password: str, realm: str) -> str:
-    result = run_sipp(
-        server, "sipp_register_wrong_password.xml", "udp", "ipv4", tmp_path,
-        "-s", user, "-au", user, "-ap", password, "-set", "domain", realm, "-auth_uri", realm,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
-    return sipp_messages(tmp_path)
+    return _sipp_register(server, tmp_path, user, password, realm, ok=False)
 
 
 BARESIP_CONFIG = """\
