@@ -228,6 +228,39 @@ async def test_the_callee_hangs_up(pbx: Pbx) -> None:
     assert caller.byes and not pbx.b2bua.calls and not pbx.media.calls
 
 
+async def test_a_pcma_only_caller_and_a_pcmu_only_callee_are_transcoded(pbx: Pbx) -> None:
+    """The callee is offered both laws whatever the caller offered; each party keeps the
+    law it can do and the relay converts between them."""
+    caller, callee = pbx.phones["201"], pbx.phones["202"]  # the callee answers PCMU only
+    pcma_only = _sdp(30201).replace(b"AVP 0 101", b"AVP 8 101").replace(b":0 PCMU", b":8 PCMA")
+    request = caller.stack.new_request(
+        "INVITE",
+        f"sip:202@{DOMAIN}",
+        from_=f"<sip:201@{DOMAIN}>",
+        target=caller.server,
+        body=pcma_only,
+        headers=[("Content-Type", "application/sdp")],
+    )
+    invite = await caller.stack.invite(
+        request, target=caller.server, credentials=caller.credentials
+    )
+    assert (await asyncio.wait_for(_responses(invite), 10))[-1] == 200
+    [incoming] = callee.invites
+    assert b"PCMU/8000" in incoming.request.body  # what the callee can answer
+    answer = invite.final.result().body
+    assert b"PCMA/8000" in answer and b"PCMU" not in answer  # the caller keeps its law
+    assert b"telephone-event/8000" in answer
+    [media] = pbx.media.calls.values()
+    assert (media.a.law, media.b.law) == ("alaw", "ulaw")  # the relay transcodes
+    assert invite.dialog is not None
+    caller.stack.bye(invite.dialog)
+    for _ in range(200):
+        if not pbx.b2bua.calls:
+            break
+        await asyncio.sleep(0.01)
+    assert callee.byes and not pbx.b2bua.calls and not pbx.media.calls
+
+
 async def test_busy_unregistered_unknown_and_wrong_password(pbx: Pbx) -> None:
     caller, callee = pbx.phones["201"], pbx.phones["202"]
     callee.answer = "busy"

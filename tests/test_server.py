@@ -394,10 +394,18 @@ def _peak_hz(path: Path) -> tuple[float, float]:
     )
 
 
-def test_two_baresip_phones_call_each_other_with_audio_both_ways(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("caller_codec", "callee_codec"),
+    [(None, None), ("PCMA", "PCMU")],
+    ids=["any-codec", "pcma-to-pcmu"],
+)
+def test_two_baresip_phones_call_each_other_with_audio_both_ways(
+    tmp_path: Path, caller_codec: str | None, callee_codec: str | None
+) -> None:
     """baresip 202 answers automatically; baresip 201 dials it and hangs up after 8 s. Each
     sends its own tone (440 / 1000 Hz) and records what it receives: each must hear the
-    other's tone, through the relay."""
+    other's tone, through the relay. With one phone restricted to PCMA and the other to
+    PCMU (baresip's ``audio_codecs``), the relay transcodes between them."""
     baresip = require_binary("baresip")
     server = _serve(
         tmp_path, f"sqlite:///{tmp_path}/pbx.db", "--rtp-ports", "44000-44999",
@@ -414,6 +422,7 @@ def test_two_baresip_phones_call_each_other_with_audio_both_ways(tmp_path: Path)
             json={"name": "A", "slug": "acme", "sip": {"digest_algorithms": ["MD5"]}},
         )  # fmt: skip
         outbound = f"sip:127.0.0.1:{server.port('udp', 'ipv4')};transport=udp"
+        codecs = {"201": caller_codec, "202": callee_codec}
         for number, tone in (("201", 440), ("202", 1000)):
             api.call(
                 "POST", f"/tenants/{t['id']}/extensions", 201,
@@ -431,7 +440,9 @@ def test_two_baresip_phones_call_each_other_with_audio_both_ways(tmp_path: Path)
             )
             (folder / "accounts").write_text(
                 f'<sip:{number}@{t["domain"]};transport=udp>;outbound="{outbound}";'
-                f"auth_pass=bs-pw-{number};regint=60;answermode=auto\n"
+                f"auth_pass=bs-pw-{number};regint=60;answermode=auto"
+                + (f";audio_codecs={codecs[number]}" if codecs[number] else "")
+                + "\n"
             )
             (folder / "contacts").write_text("")
             phones[number] = folder
@@ -453,6 +464,10 @@ def test_two_baresip_phones_call_each_other_with_audio_both_ways(tmp_path: Path)
             callee_out = callee.communicate(timeout=30)[0]
         assert "Call established" in caller.stdout, caller.stdout[-3000:]
         assert "Call established" in callee_out, callee_out[-3000:]
+        for out, codec in ((caller.stdout, caller_codec), (callee_out, callee_codec)):
+            if codec is not None:  # each phone sent and decoded only the codec it allows
+                assert f"Set audio encoder: {codec} 8000Hz" in out, out[-3000:]
+                assert f"Set audio decoder: {codec} 8000Hz" in out, out[-3000:]
         heard = {}
         for number, folder in phones.items():
             [received] = folder.glob("dump-*-dec.wav")

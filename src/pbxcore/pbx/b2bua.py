@@ -290,7 +290,9 @@ class B2bua:
         """The call's media, counters and CDR; None (answered 488) when A's SDP is unusable."""
         request = incoming.request
         try:
-            media = self.media.create_call(request.body or None)
+            # transcode: the callee is offered PCMU and PCMA whatever the caller offered,
+            # and the relay converts when the two sides agree on different laws
+            media = self.media.create_call(request.body or None, transcode=True)
         except ValueError as exc:
             incoming.respond(
                 488, "Not Acceptable Here", headers=[("Warning", f'399 pbxcore "{exc}"')]
