@@ -1,37 +1,50 @@
-"""Interop with real peers on loopback: SIPp (G.711 pcap + RFC 2833 digits) and baresip.
+"""Media interop through pbxcore's B2BUA with SIPp on loopback (issue 10, "Media").
 
-A small SIP proxy (tests/peers/sip_media_proxy.py) rewrites the SDP through MediaEngine, so
-every RTP packet between the peers crosses a relay session.
+SIPp is an extension of tenant A: its INVITE is challenged with 407 and sent again with
+its digest; the dialed number goes out by the tenant's route table to a SIPp carrier that
+echoes RTP (``-rtp_echo``). The caller plays real G.711 A-law audio and three RFC 4733
+digits from the sip-tester pcaps; everything must reach the carrier through the relay and
+come back, packet for packet. The carrier answers either in the caller's law (the relay
+forwards) or in the other one without telephone-event (the relay transcodes both ways and
+still forwards the digits).
+
+The baresip calls with a tone check (same codec, and a PCMA-only phone to a PCMU-only one)
+run through ``pbxcore serve`` in tests/test_server.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import random
-import shutil
 import socket
 import struct
 import subprocess
-import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from pbxcore import g711
 from pbxcore.media import DtmfDigit
-from pbxcore.media.engine import MediaEngine
+from pbxcore.media.engine import MediaCall
+from pbxcore.media.relay import SessionStats
+from tests import test_pbx_b2bua
 from tests.helpers import PEERS, REPO, require_binary
-from tests.peers.sip_media_proxy import SipMediaProxy
-from tests.test_rtp_relay import port_range
+from tests.test_pbx_b2bua import DOMAIN, PASSWORDS, Pbx, _carrier_world
 
 pytestmark = pytest.mark.peers
 
 SIPP_PCAPS = Path("/usr/share/sip-tester")
+PLAYED = ("g711a", "dtmf_2833_1", "dtmf_2833_5", "dtmf_2833_pound")  # in this order
 # packets in SIPp's g711a.pcap and in each dtmf_2833_*.pcap
 G711A_PACKETS = 236
 DIGIT_PACKETS = 10
+SENT = G711A_PACKETS + 3 * DIGIT_PACKETS
+PCMA, TELEPHONE_EVENT = 8, 101  # the caller's payload types (tests/data/sipp_uac_pcap_dtmf.xml)
+
+# the B2BUA of tests/test_pbx_b2bua.py (SipStack, registrar, MediaEngine; phones 201-203)
+pbx = test_pbx_b2bua.pbx
 
 
 def free_udp_port(even: bool = False, span: int = 1) -> int:
@@ -55,6 +68,14 @@ def free_udp_port(even: bool = False, span: int = 1) -> int:
     raise RuntimeError("no free UDP port")
 
 
+def udp_bound(port: int) -> bool:
+    """Whether some process has bound 127.0.0.1:port (UDP), read from /proc/net/udp: a
+    probe bind could take the port from under the process starting on it."""
+    wanted = f"0100007F:{port:04X}"
+    lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+    return any(line.split()[1] == wanted for line in lines)
+
+
 def pcap_rtp(path: Path) -> list[bytes]:
     """The RTP packets (UDP payloads) of a pcap of Ethernet/IPv4/UDP frames, in order."""
     data = path.read_bytes()
@@ -75,11 +96,15 @@ def pcap_rtp(path: Path) -> list[bytes]:
 class Heard(asyncio.DatagramProtocol):
     """The caller's RTP port as far as the relay can tell: collects what comes back."""
 
-    def __init__(self) -> None:
+    def __init__(self, expected: int) -> None:
         self.packets: list[bytes] = []
+        self.expected = expected
+        self.all_back = asyncio.Event()
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.packets.append(data)
+        if len(self.packets) >= self.expected:
+            self.all_back.set()
 
 
 @contextlib.asynccontextmanager
@@ -105,7 +130,7 @@ async def process(*argv: str, cwd: Path, log: Path) -> AsyncIterator[asyncio.sub
 async def caller_ear() -> AsyncIterator[tuple[int, Heard]]:
     """SIPp's -mp for the caller, and what arrives on -mp+4, the port its SDP will name."""
     uac_media = free_udp_port(even=True, span=6)
-    heard = Heard()
+    heard = Heard(SENT)
     transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
         lambda: heard, local_addr=("127.0.0.1", uac_media + 4)
     )
@@ -113,7 +138,38 @@ async def caller_ear() -> AsyncIterator[tuple[int, Heard]]:
     transport.close()
 
 
-async def test_sipp_pcap_through_relay_to_rtp_echo(tmp_path, caller_ear):
+def _ended_calls(pbx: Pbx, monkeypatch: pytest.MonkeyPatch) -> list[tuple[MediaCall, SessionStats]]:
+    """Each call's media with the relay's counters of its two parties, read as the B2BUA
+    deletes it (the ports and their counters go with it)."""
+    ended: list[tuple[MediaCall, SessionStats]] = []
+    delete = pbx.media.delete
+
+    async def delete_counted(call: MediaCall) -> None:
+        if call.b is not None and not call.a.released:
+            ended.append((call, call.stats()))
+        await delete(call)
+
+    monkeypatch.setattr(pbx.media, "delete", delete_counted)
+    return ended
+
+
+@pytest.mark.parametrize(
+    ("carrier", "carrier_law", "digits_on"),
+    [
+        (("-sf", str(PEERS / "sipp_uas_pcma_events.xml")), "alaw", ["a", "b"]),
+        (("-sn", "uas"), "ulaw", ["a"]),  # SIPp's own: PCMU, no telephone-event
+    ],
+    ids=["same-law", "transcoded"],
+)
+async def test_sipp_pcap_audio_and_digits_through_the_b2bua_to_an_echoing_carrier(
+    pbx: Pbx,
+    tmp_path: Path,
+    caller_ear: tuple[int, Heard],
+    monkeypatch: pytest.MonkeyPatch,
+    carrier: tuple[str, ...],
+    carrier_law: str,
+    digits_on: list[str],
+) -> None:
     sipp = require_binary("sipp")
     if not (SIPP_PCAPS / "g711a.pcap").exists():
         pytest.fail(f"SIPp pcaps missing in {SIPP_PCAPS} (package sip-tester)")
@@ -123,146 +179,66 @@ async def test_sipp_pcap_through_relay_to_rtp_echo(tmp_path, caller_ear):
     # port its SDP names (raw socket). Naming -mp+4, which the test listens on, lets the test
     # hear what the relay sends back to the caller.
     xml = (REPO / "tests" / "data" / "sipp_uac_pcap_dtmf.xml").read_text()
-    assert xml.count("m=audio [auto_media_port] ") == 1
+    assert xml.count("m=audio [auto_media_port] ") == 2  # the INVITE and its authenticated copy
     scenario.write_text(xml.replace("m=audio [auto_media_port] ", "m=audio [auto_media_port+4] "))
-    uas_port, uac_port = free_udp_port(), free_udp_port()
+    carrier_port, uac_port = free_udp_port(), free_udp_port()
     echo_port = free_udp_port(even=True, span=4)
     uac_media, heard = caller_ear
-    async with MediaEngine(ports=port_range()) as engine:
-        proxy = SipMediaProxy(engine, ("127.0.0.1", uas_port))
-        _, proxy_port = await proxy.start()
-        uas = process(
-            sipp, "-sn", "uas", "-rtp_echo", "-i", "127.0.0.1", "-mi", "127.0.0.1",
-            "-mp", str(echo_port), "-p", str(uas_port), "-m", "1", "-nostdin",
-            "-timeout", "40s", cwd=tmp_path, log=tmp_path / "uas.log",
-        )  # fmt: skip
-        uac = process(
-            sipp, f"127.0.0.1:{proxy_port}", "-sf", str(scenario), "-i", "127.0.0.1",
-            "-mi", "127.0.0.1", "-mp", str(uac_media), "-p", str(uac_port), "-m", "1",
-            "-nostdin", "-timeout", "40s", "-trace_err", cwd=tmp_path, log=tmp_path / "uac.log",
-        )  # fmt: skip
-        async with uas, uac as uac_proc:
-            rc = await asyncio.wait_for(uac_proc.wait(), 60)
-        assert not proxy.errors
-        assert rc == 0, (tmp_path / "uac.log").read_text(errors="replace")[-2000:]
-        (call,) = proxy.calls.values()
-        stats = call.stats()
-        sent = G711A_PACKETS + 3 * DIGIT_PACKETS
-        # the relay counted every packet to the echo and every echo back to the caller ...
-        assert stats.a.packets == sent
-        assert stats.b.sent_packets == sent
-        assert stats.b.packets == sent
-        assert stats.a.sent_packets == sent
-        assert stats.a.dropped_invalid == stats.a.dropped_unlatched == 0
-        assert stats.a.peer == ("127.0.0.1", uac_media + 4)
-        # and the caller heard its own audio and digits back, packet for packet
-        for _ in range(100):  # the last few may still be on their way through the loop
-            if len(heard.packets) >= sent:
-                break
-            await asyncio.sleep(0.02)
-        played = [
-            rtp
-            for name in ("g711a", "dtmf_2833_1", "dtmf_2833_5", "dtmf_2833_pound")
-            for rtp in pcap_rtp(SIPP_PCAPS / f"{name}.pcap")
-        ]
-        assert len(played) == sent
-        assert len(heard.packets) == sent
-        assert heard.packets == played
-        assert [p[1] & 0x7F for p in heard.packets].count(8) == G711A_PACKETS
-        digits: list[DtmfDigit] = []
-        with contextlib.suppress(TimeoutError):
-            while len(digits) < 3:
-                ev = await asyncio.wait_for(call.events.get(), 5)
-                if isinstance(ev, DtmfDigit):
-                    digits.append(ev)
-        # SIPp's uas answers without telephone-event, so digits are reported on leg a only
-        assert [(d.digit, d.leg) for d in digits] == [("1", "a"), ("5", "a"), ("#", "a")]
-        assert all(d.duration_ms == 280 for d in digits)  # as in the pcaps (2240 / 8 kHz)
-        await proxy.close()
-
-
-# ---------------------------------------------------------------- baresip
-
-
-def tone_wav(path: Path, freq: float, seconds: float) -> None:
-    n = int(8000 * seconds)
-    samples = [int(8000 * math.sin(2 * math.pi * freq * i / 8000)) for i in range(n)]
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(struct.pack(f"<{n}h", *samples))
-
-
-def goertzel(samples: list[int], freq: float, rate: int = 8000) -> float:
-    k = 2 * math.cos(2 * math.pi * freq / rate)
-    s1 = s2 = 0.0
-    for x in samples:
-        s1, s2 = x + k * s1 - s2, s1
-    return s1 * s1 + s2 * s2 - k * s1 * s2
-
-
-def read_pcm(path: Path) -> list[int]:
-    with wave.open(str(path), "rb") as w:
-        raw = w.readframes(w.getnframes())
-        assert w.getsampwidth() == 2
-    return list(struct.unpack(f"<{len(raw) // 2}h", raw))
-
-
-def baresip_config(
-    conf: Path, user: str, sip_port: int, ctrl_port: int, rtp: int, wav: Path, codec: str
-) -> None:
-    script = PEERS / "baresip-config.sh"
-    subprocess.run(
-        ["sh", str(script), str(conf), user, str(sip_port), str(ctrl_port),
-         f"{rtp}-{rtp + 20}", str(wav), "auto"],
-        check=True,
+    # tenant A's route table sends 7495... out through the trunk to the SIPp carrier
+    world = _carrier_world({"carrier": carrier_port})
+    pbx.b2bua._snapshot = lambda: world
+    ended = _ended_calls(pbx, monkeypatch)
+    server = pbx.phones["201"].server
+    uas = process(
+        sipp, *carrier, "-rtp_echo", "-i", "127.0.0.1", "-mi", "127.0.0.1",
+        "-mp", str(echo_port), "-p", str(carrier_port), "-m", "1", "-nostdin",
+        "-timeout", "40s", "-trace_err", cwd=tmp_path, log=tmp_path / "uas.log",
     )  # fmt: skip
-    accounts = conf / "accounts"
-    accounts.write_text(accounts.read_text().replace("audio_codecs=PCMU", f"audio_codecs={codec}"))
-
-
-@pytest.mark.parametrize(
-    ("caller_codec", "callee_codec"),
-    [("PCMU", "PCMU"), ("PCMU", "PCMA")],
-    ids=["same", "transcode"],
-)
-async def test_baresip_call_through_relay_tones_cross(tmp_path, caller_codec, callee_codec):
-    baresip = require_binary("baresip")
-    tone_a, tone_b = 440.0, 1000.0
-    tone_wav(tmp_path / "alice.wav", tone_a, 5.0)  # the callee
-    tone_wav(tmp_path / "bob.wav", tone_b, 4.0)  # the caller hangs up first
-    ports = [free_udp_port() for _ in range(4)]
-    rtp_a, rtp_b = free_udp_port(even=True, span=22), free_udp_port(even=True, span=22)
-    alice, bob = tmp_path / "alice", tmp_path / "bob"
-    baresip_config(alice, "alice", ports[0], ports[1], rtp_a, tmp_path / "alice.wav", callee_codec)
-    baresip_config(bob, "bob", ports[2], ports[3], rtp_b, tmp_path / "bob.wav", caller_codec)
-    async with MediaEngine(ports=port_range()) as engine:
-        proxy = SipMediaProxy(engine, ("127.0.0.1", ports[0]), transcode=True)
-        _, proxy_port = await proxy.start()
-        callee = process(
-            baresip, "-f", str(alice), "-t", "12", cwd=tmp_path, log=tmp_path / "a.log"
-        )
-        async with callee:
-            await asyncio.sleep(0.5)  # let the callee bind its SIP port
-            caller = process(
-                baresip, "-f", str(bob), "-e", f"/dial sip:alice@127.0.0.1:{proxy_port}",
-                "-t", "8", cwd=tmp_path, log=tmp_path / "b.log",
-            )  # fmt: skip
-            async with caller as caller_proc:
-                await asyncio.wait_for(caller_proc.wait(), 30)
-        assert not proxy.errors
-        assert proxy.calls, (tmp_path / "b.log").read_text(errors="replace")[-2000:]
-        (call,) = proxy.calls.values()
-        stats = call.stats()
-        assert stats.a.packets > 100 and stats.b.packets > 100
-        assert call.b.codec.name == callee_codec and call.a.codec.name == caller_codec
-        await proxy.close()
-    for who, own, other in (("alice", tone_a, tone_b), ("bob", tone_b, tone_a)):
-        decoded = sorted((tmp_path / who / "rec").glob("*-dec.wav"))
-        assert decoded, f"{who} recorded nothing: {list((tmp_path / who / 'rec').iterdir())}"
-        pcm = read_pcm(decoded[0])
-        assert len(pcm) > 8000
-        # what each side heard is the other side's tone, by orders of magnitude
-        assert goertzel(pcm, other) > 100 * goertzel(pcm, own)
-    shutil.rmtree(tmp_path / "alice" / "rec", ignore_errors=True)
+    uac = process(
+        sipp, f"{server.host}:{server.port}", "-sf", str(scenario), "-s", "84951234567",
+        "-au", "201", "-ap", PASSWORDS["201"], "-auth_uri", f"84951234567@{DOMAIN}",
+        "-set", "domain", DOMAIN, "-set", "caller", "201",
+        "-i", "127.0.0.1", "-mi", "127.0.0.1", "-mp", str(uac_media), "-p", str(uac_port),
+        "-m", "1", "-nostdin", "-timeout", "40s", "-trace_err", "-trace_msg",
+        cwd=tmp_path, log=tmp_path / "uac.log",
+    )  # fmt: skip
+    async with uas as uas_proc:
+        while not udp_bound(carrier_port):  # the carrier listens before it is called
+            assert uas_proc.returncode is None, (tmp_path / "uas.log").read_text()[-2000:]
+            await asyncio.sleep(0.02)
+        async with uac as uac_proc:
+            rc = await asyncio.wait_for(uac_proc.wait(), 60)
+        traced = "".join(p.read_text(errors="replace") for p in tmp_path.glob("*_messages.log"))
+        assert rc == 0, traced[-4000:] + (tmp_path / "uac.log").read_text(errors="replace")[-2000:]
+        assert await asyncio.wait_for(uas_proc.wait(), 20) == 0  # it got its BYE
+    assert "SIP/2.0 407 " in traced and "Proxy-Authorization: Digest" in traced
+    await asyncio.wait_for(heard.all_back.wait(), 10)
+    assert not pbx.b2bua.calls and not pbx.media.calls  # ended, nothing left behind
+    [(call, stats)] = ended
+    assert call.a.law == "alaw" and call.b is not None and call.b.law == carrier_law
+    # the relay counted every packet to the echo and every echo back to the caller ...
+    assert stats.a.packets == stats.b.sent_packets == SENT
+    assert stats.b.packets == stats.a.sent_packets == SENT
+    assert stats.a.dropped_invalid == stats.a.dropped_unlatched == 0
+    assert stats.b.dropped_invalid == stats.b.dropped_unlatched == 0
+    assert stats.a.peer == ("127.0.0.1", uac_media + 4)
+    # ... and the caller heard its own audio and digits back, packet for packet: A-law as
+    # it sent it, or through A-law -> mu-law -> A-law when the carrier talks mu-law
+    played = [rtp for name in PLAYED for rtp in pcap_rtp(SIPP_PCAPS / f"{name}.pcap")]
+    assert len(played) == SENT
+    assert len(heard.packets) == SENT
+    if carrier_law == "ulaw":
+        played = [
+            p[:12] + g711.ulaw2alaw(g711.alaw2ulaw(p[12:])) if p[1] & 0x7F == PCMA else p
+            for p in played
+        ]
+    assert heard.packets == played
+    payload_types = [p[1] & 0x7F for p in heard.packets]
+    assert payload_types.count(PCMA) == G711A_PACKETS
+    assert payload_types.count(TELEPHONE_EVENT) == 3 * DIGIT_PACKETS
+    # the relay reports the digits of each party that agreed on telephone-event with it
+    for name, leg in (("a", call.a), ("b", call.b)):
+        digits: list[DtmfDigit] = [d async for d in leg.digits()]  # until the leg's release
+        expected = ["1", "5", "#"] if name in digits_on else []
+        assert [d.digit for d in digits] == expected, name
+        assert all(d.duration_ms == 280 for d in digits)  # as in the pcaps (2240 / 8 kHz)
