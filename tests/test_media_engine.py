@@ -636,6 +636,51 @@ async def test_reoffer_answer_sets_the_offerers_law(engine):
     b.close()
 
 
+def payload_types(sdp_: SessionDescription) -> list[list[int]]:
+    return [m.payload_types for m in sdp_.media]
+
+
+async def test_hold_and_resume_of_a_transcoded_call_keep_each_party_on_its_law(engine):
+    """A can only do PCMA, B only PCMU: a re-offer passed on from one offers the other its
+    own law too, and the answer passed back is in the offerer's law; the relay keeps
+    transcoding. Each party sees one o= session from pbxcore, its version going up."""
+    a, b = Peer(), Peer()
+    call = await engine.offer(sdp(a.addr[1], "8 101"), transcode=True)
+    first_to_b = call.offer_for_b
+    first_to_a = await engine.answer(call, sdp(b.addr[1], "0 101"))
+    a_leg, b_leg = call.a, call.b
+    assert b_leg is not None and (a_leg.law, b_leg.law) == ("alaw", "ulaw")
+    # A holds
+    to_b = await a_leg.update(sdp(a.addr[1], "8 101").replace("a=sendrecv", "a=sendonly"))
+    assert payload_types(to_b) == [[0, 8, 101]]  # B's own law first
+    assert direction_of(to_b) == "sendonly" and to_port(to_b) == b_leg.local_port
+    to_a = await b_leg.update(sdp(b.addr[1], "0 101").replace("a=sendrecv", "a=recvonly"))
+    assert payload_types(to_a) == [[8, 101]]  # an answer to A's PCMA-only offer
+    assert direction_of(to_a) == "recvonly" and to_port(to_a) == a_leg.local_port
+    assert (a_leg.law, b_leg.law) == ("alaw", "ulaw")
+    alaw = bytes(range(160))
+    a.send(rtp(1, pt=8, payload=alaw), a_leg.local_port)  # music on hold, transcoded
+    got = b.recv()
+    assert got[1] == 0 and got[12:] == g711.alaw2ulaw(alaw)
+    # B resumes: its PCMU-only offer reaches A with PCMA
+    to_a2 = await b_leg.update(sdp(b.addr[1], "0 101"))
+    assert payload_types(to_a2) == [[8, 0, 101]] and direction_of(to_a2) == "sendrecv"
+    to_b2 = await a_leg.update(sdp(a.addr[1], "8 101"))
+    assert payload_types(to_b2) == [[0, 101]]
+    ulaw = bytes(range(160))
+    b.send(rtp(2, pt=0, ssrc=2, payload=ulaw), b_leg.local_port)
+    back = a.recv()
+    assert back[1] == 8 and back[12:] == g711.ulaw2alaw(ulaw)
+    # RFC 3264 section 8: the same o= line toward each party, one version up per change
+    for sent in ((first_to_b, to_b, to_b2), (first_to_a, to_a, to_a2)):
+        origins = [x.origin for x in sent]
+        assert len({(o.username, o.session_id, o.address) for o in origins}) == 1
+        assert [o.session_version - origins[0].session_version for o in origins] == [0, 1, 2]
+    await engine.delete(call)
+    a.close()
+    b.close()
+
+
 async def test_barge_in_stops_the_prompt_and_keeps_the_digit(native_engine):
     a = Peer()
     call = native_engine.create_call(sdp(a.addr[1], "0 101"))

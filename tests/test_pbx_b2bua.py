@@ -230,7 +230,7 @@ async def test_the_callee_hangs_up(pbx: Pbx) -> None:
 
 async def test_a_pcma_only_caller_and_a_pcmu_only_callee_are_transcoded(pbx: Pbx) -> None:
     """The callee is offered both laws whatever the caller offered; each party keeps the
-    law it can do and the relay converts between them."""
+    law it can do and the relay converts between them, on hold too."""
     caller, callee = pbx.phones["201"], pbx.phones["202"]  # the callee answers PCMU only
     pcma_only = _sdp(30201).replace(b"AVP 0 101", b"AVP 8 101").replace(b":0 PCMU", b":8 PCMA")
     request = caller.stack.new_request(
@@ -251,9 +251,23 @@ async def test_a_pcma_only_caller_and_a_pcmu_only_callee_are_transcoded(pbx: Pbx
     assert b"PCMA/8000" in answer and b"PCMU" not in answer  # the caller keeps its law
     assert b"telephone-event/8000" in answer
     [media] = pbx.media.calls.values()
-    assert (media.a.law, media.b.law) == ("alaw", "ulaw")  # the relay transcodes
-    assert invite.dialog is not None
-    caller.stack.bye(invite.dialog)
+    assert media.b is not None and (media.a.law, media.b.law) == ("alaw", "ulaw")
+    # the caller holds with its PCMA-only SDP: the callee is offered PCMU too, and the
+    # caller's answer stays PCMA
+    await asyncio.wait_for(incoming.wait_ack(), 5)
+    dialog = invite.dialog
+    assert dialog is not None
+    hold = pcma_only + b"a=sendonly\r\n"
+    request = dialog.new_request("INVITE", [("Content-Type", "application/sdp")], body=hold)
+    reinvite = await caller.stack.invite(request, dialog=dialog)
+    final = await asyncio.wait_for(reinvite.final, 10)
+    assert final.status == 200, final
+    relayed = callee.reinvites[-1].request.body
+    assert b"PCMU/8000" in relayed and b"a=sendonly" in relayed
+    assert b"PCMA/8000" in final.body and b"PCMU" not in final.body
+    assert b"a=recvonly" in final.body
+    assert (media.a.law, media.b.law) == ("alaw", "ulaw")
+    caller.stack.bye(dialog)
     for _ in range(200):
         if not pbx.b2bua.calls:
             break

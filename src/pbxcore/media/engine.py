@@ -130,6 +130,21 @@ def _pt_in(sdp: SessionDescription, law: Law, default: int) -> int:
     return default
 
 
+def _same_origin(
+    previous: SessionDescription | None, sdp: SessionDescription
+) -> SessionDescription:
+    """``sdp`` with the o= line pbxcore gave the party before, its version one up when the
+    session changed (RFC 3264 section 8): whatever pbxcore passes on or writes itself,
+    the party sees one session."""
+    if previous is None:
+        return sdp
+    old = previous.origin
+    same = replace(sdp, origin=replace(old))
+    if str(same) == str(previous):
+        return same
+    return replace(sdp, origin=replace(old, session_version=old.session_version + 1))
+
+
 def _quiet(rl: RelayLeg) -> None:
     """A relay leg nobody uses any more: it sends nothing and raises no LegTimeout."""
     rl.update(clear_remote=True, latch=False, timeout=0)
@@ -226,7 +241,7 @@ class MediaLeg:
             codecs=[codec_for_law(first).name, codec_for_law(_OTHER_LAW[first]).name],
             direction=direction,
         )
-        self.local_sdp = sdp
+        sdp = self.local_sdp = _same_origin(self.local_sdp, sdp)
         self.awaiting_answer = True
         if self.state == "new":
             self.state = "offered"
@@ -280,7 +295,10 @@ class MediaLeg:
         The relay follows at once: a party that goes ``sendonly`` or ``inactive`` gets
         nothing sent any more, one that comes back gets media again. Returns the SDP to
         send on: rewritten toward the connected party (its relay port), or, when nobody
-        is bridged to this leg, pbxcore's own answer.
+        is bridged to this leg, pbxcore's own answer. On a transcoding call whose other
+        party cannot take what this one wrote, pbxcore writes it its own SDP instead: an
+        offer with the other party's law first, or an answer in the law it offered. The
+        SDP toward a party keeps the o= line pbxcore gave it before (RFC 3264 section 8).
         """
         self._check_live()
         parsed = _parse(sdp)
@@ -290,6 +308,8 @@ class MediaLeg:
         self._media = _Media(audio, law, audio.payload_type)
         self._apply()
         partner = self.call.partner(self)
+        advertise = self.engine.advertise
+        ours: SessionDescription | None = None  # pbxcore's own SDP for the partner
         if partner is not None and partner._forwarded:
             # this answers the partner's re-offer: the partner sends what this side picked
             # when it offered that law, else the relay transcodes
@@ -299,20 +319,45 @@ class MediaLeg:
                 if law in offered:
                     partner._media = replace(partner._media, law=law, payload_type=offered[law])
                     partner._apply()
+                elif self.call.transcode:
+                    # the partner keeps its law: it is answered in it
+                    ours = create_answer(
+                        partner.remote_sdp,
+                        advertise,
+                        partner.local_port,
+                        codecs=(codec_for_law(partner._media.law).name,),
+                        telephone_event=audio.telephone_event is not None,
+                        direction=audio.direction,
+                        rtcp_mux=False,
+                    )
         elif partner is not None:
             self._forwarded = True
+            own = partner.law
+            offered_laws = {found for _, found in _g711_payloads(parsed)}
+            if self.call.transcode and own is not None and own not in offered_laws:
+                # the partner may do its own law only: offer it that one too, first
+                ours = create_offer(
+                    advertise,
+                    partner.local_port,
+                    codecs=[codec_for_law(own).name, codec_for_law(law).name],
+                    telephone_event=audio.telephone_event,
+                    direction=audio.direction,
+                )
         if partner is None:
             answer = create_answer(
                 parsed,
-                self.engine.advertise,
+                advertise,
                 self._rl.local_port,
                 codecs=(codec_for_law(law).name,),
                 rtcp_mux=False,
             )
-            self.local_sdp = answer
-            return answer
-        # the partner keeps sending to its own relay port
-        return _without_mux(rewrite_audio(parsed, self.engine.advertise, partner.local_port))
+            self.local_sdp = _same_origin(self.local_sdp, answer)
+            return self.local_sdp
+        if ours is None:
+            # the partner keeps sending to its own relay port
+            ours = _without_mux(rewrite_audio(parsed, advertise, partner.local_port))
+        partner.local_sdp = _same_origin(partner.local_sdp, ours)
+        return partner.local_sdp
 
     def _twin(self) -> RelayLeg:
         session = self._rl._session
