@@ -45,6 +45,9 @@ def users(tmp_path: Path) -> Path:
         (["--nonce-ttl", "0"], "nonce ttl"),
         (["--rtp-ports", "30000"], "--rtp-ports"),
         (["--rtp-ports", "3000-200"], "--rtp-ports"),
+        (["--cps-per-extension", "-1"], "per_extension must be a positive"),
+        (["--cps-per-tenant", "-2"], "per_tenant must be a positive"),
+        (["--max-calls", "-3"], "max_calls must be at least 1"),
     ],
 )
 def test_serve_rejects_bad_options(users: Path, args: list[str], message: str) -> None:

@@ -2,7 +2,7 @@
 with the registrar, one calls the other through pbxcore; the call is challenged with 407,
 rings, is answered with media anchored in the relay, and either side hangs up.
 
-(baresip and SIPp interop for calls come with the next slice of issue 10.)
+(SIPp and baresip through the B2BUA: tests/test_interop_media.py and tests/test_server.py.)
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 
 from pbxcore.media.engine import MediaEngine
 from pbxcore.pbx.b2bua import B2bua
+from pbxcore.pbx.limits import CallRateGuard, CallRateLimits
 from pbxcore.routing import CallerIdRule, RouteEntry, RouteTable
 from pbxcore.sip.auth import DigestAuthenticator, NonceStore
 from pbxcore.sip.errors import SipParseError
@@ -480,6 +481,72 @@ async def test_max_concurrent_calls_holds_in_the_call_path(pbx: Pbx) -> None:
     assert (await asyncio.wait_for(_responses(third), 10))[-1] == 200
     assert third.dialog is not None
     caller.stack.bye(third.dialog)
+
+
+async def test_calls_per_second_caps_and_capacity_answer_503_with_retry_after(
+    pbx: Pbx,
+) -> None:
+    now = [0.0]
+    pbx.b2bua.rates = CallRateGuard(
+        CallRateLimits(per_extension=1, per_tenant=2, burst_seconds=1, max_calls=1),
+        clock=lambda: now[0],
+    )
+    caller, callee = pbx.phones["201"], pbx.phones["202"]
+    first = await caller.call("202")
+    assert (await asyncio.wait_for(_responses(first), 10))[-1] == 200
+    # the node is at capacity while the first call is up
+    busy = await callee.call("201")
+    assert (await asyncio.wait_for(_responses(busy), 10))[-1] == 503
+    reply = busy.final.result()
+    assert reply.headers.get("retry-after") == "5"
+    assert "node_capacity" in (reply.headers.get("reason") or "")
+    assert first.dialog is not None
+    caller.stack.bye(first.dialog)
+    for _ in range(200):
+        if not pbx.b2bua.calls:
+            break
+        await asyncio.sleep(0.01)
+    assert not pbx.b2bua.calls
+    # 201 started a call this second: its next one waits; 202's goes (the tenant has room)
+    again = await caller.call("202")
+    assert (await asyncio.wait_for(_responses(again), 10))[-1] == 503
+    reply = again.final.result()
+    assert reply.headers.get("retry-after") == "1"
+    assert "extension_call_rate" in (reply.headers.get("reason") or "")
+    assert not pbx.b2bua.calls and not pbx.media.calls  # refused before any media
+    callee.answer = "busy"
+    caller.answer = "busy"
+    other = await callee.call("201")
+    assert (await asyncio.wait_for(_responses(other), 10))[-1] == 486
+    # the tenant's two calls this second are used up: 203 waits though it has not called
+    third = await pbx.phones["203"].call("202")
+    assert (await asyncio.wait_for(_responses(third), 10))[-1] == 503
+    assert "tenant_call_rate" in (third.final.result().headers.get("reason") or "")
+    now[0] += 1.0
+    fourth = await caller.call("202")
+    assert (await asyncio.wait_for(_responses(fourth), 10))[-1] == 486
+
+
+async def test_a_relay_out_of_ports_answers_503_and_keeps_nothing(pbx: Pbx) -> None:
+    async with MediaEngine(ports=(43000, 43003)) as tiny:  # one relay session: one call
+        pbx.b2bua.media = tiny
+        first = await pbx.phones["201"].call("202")
+        assert (await asyncio.wait_for(_responses(first), 10))[-1] == 200
+        invite = await pbx.phones["202"].call("201")
+        assert (await asyncio.wait_for(_responses(invite), 10))[-1] == 503
+        reply = invite.final.result()
+        assert reply.headers.get("retry-after") and "media_capacity" in (
+            reply.headers.get("reason") or ""
+        )
+        assert len(pbx.b2bua.calls) == 1 and len(tiny.calls) == 1
+        assert first.dialog is not None
+        pbx.phones["201"].stack.bye(first.dialog)
+        for _ in range(200):
+            if not pbx.b2bua.calls:
+                break
+            await asyncio.sleep(0.01)
+        assert not pbx.b2bua.calls and not tiny.calls
+        assert pbx.b2bua.usage.active_calls("A") == 0
 
 
 async def test_hold_and_resume_by_re_invite_through_the_relay(pbx: Pbx) -> None:

@@ -18,6 +18,7 @@ from typing import Annotated
 
 import typer
 
+from pbxcore.pbx.limits import CallRateLimits
 from pbxcore.server import PbxServer, ServerConfig, parse_host_port
 from pbxcore.sip.auth import DigestAuthenticator, NonceStore
 from pbxcore.sip.credentials import CredentialStore, FileCredentialStore
@@ -96,6 +97,18 @@ def serve(  # noqa: PLR0917 - one parameter per command-line option
         float,
         typer.Option(help="Seconds without RTP after which a call is ended (0: never)."),
     ] = 60.0,
+    cps_per_extension: Annotated[
+        float,
+        typer.Option(help="New calls a second one extension may start (0: no cap)."),
+    ] = 5.0,
+    cps_per_tenant: Annotated[
+        float,
+        typer.Option(help="New calls a second one tenant may start (0: no cap)."),
+    ] = 50.0,
+    max_calls: Annotated[
+        int,
+        typer.Option(help="Calls this node carries at once; beyond, 503 (0: no cap)."),
+    ] = 0,
     node_id: Annotated[
         str | None,
         typer.Option(help="This node's name in CDRs (unique per node; default: host name)."),
@@ -256,6 +269,11 @@ def serve(  # noqa: PLR0917 - one parameter per command-line option
             media_advertise=media_advertise,
             rtp_ports=(int(low), int(high)),
             rtp_timeout=rtp_timeout if rtp_timeout > 0 else None,
+            call_rates=CallRateLimits(
+                per_extension=cps_per_extension or None,
+                per_tenant=cps_per_tenant or None,
+                max_calls=max_calls or None,
+            ),
         )
         if node_id is not None:
             config.node_id = node_id

@@ -31,6 +31,7 @@ from pbxcore.admin.deps import AdminContext, ApiSettings
 from pbxcore.media.engine import MediaEngine
 from pbxcore.pbx.b2bua import B2bua
 from pbxcore.pbx.cdr import CdrWriter
+from pbxcore.pbx.limits import CallRateGuard, CallRateLimits
 from pbxcore.pbx.trunks import TrunkRegistrations
 from pbxcore.sip.credentials import CredentialStore
 from pbxcore.sip.server import SipServer
@@ -72,6 +73,7 @@ class ServerConfig:
     media_advertise: str | None = None  # the address put in SDP (NAT), else media_bind
     rtp_ports: tuple[int, int] = (20000, 29999)
     rtp_timeout: float | None = 60.0  # an answered call with no RTP that long is ended
+    call_rates: CallRateLimits = field(default_factory=CallRateLimits)  # CPS caps, capacity
     node_id: str = field(default_factory=socket.gethostname)
 
 
@@ -165,6 +167,7 @@ class PbxServer:
             media=self.media,
             cdr=self.cdr,
             trunk_password=lambda sealed: self._secrets().decrypt(sealed),
+            rates=CallRateGuard(cfg.call_rates),
         )
         self.b2bua.attach()
         self.trunks = TrunkRegistrations(

@@ -1,17 +1,23 @@
-"""The B2BUA: calls between extensions, with media anchored in the relay.
+"""The B2BUA: calls between extensions, out to carriers and in from them, media anchored.
 
-This first slice connects calls between extensions of one tenant. An INVITE from a phone
-is challenged with 407 (:func:`~pbxcore.sip.authorize.authorize`, the registrar's digest
-rules and brute-force guard); the authenticated caller and the dialed string go to
-:func:`~pbxcore.pbx.decision.decide` over the current snapshot; an internal target rings
-every registered contact of the extension in parallel (first answer wins, the others get
-CANCEL); every SDP passes through a :class:`~pbxcore.media.engine.MediaCall`, so audio
-flows through the relay and never through Python. 180/183/200 are relayed to the caller,
-ACK, CANCEL and BYE from either side work, and each call gets a CDR.
+An INVITE from a phone is challenged with 407 (:func:`~pbxcore.sip.authorize.authorize`,
+the registrar's digest rules and brute-force guard); a carrier's INVITE is recognised by
+its trunk's ``inbound_ips``. The caller and the dialed string go to
+:func:`~pbxcore.pbx.decision.decide` over the current snapshot:
 
-Still to come (issue 10): trunks (outbound LCR with failover, inbound DIDs, outbound
-registration), re-INVITE/UPDATE, session timers and RTP timeouts, forwarding on busy / no
-answer / unavailable, calls-per-second caps.
+- an internal or inbound target rings every registered contact of the extension in
+  parallel (first answer wins, the others get CANCEL), following its forwarding on busy,
+  no answer and unavailable (:func:`~pbxcore.pbx.decision.decide_forward`, loops stopped);
+- an outbound call tries the LCR candidates in order, the next trunk after 408, 5xx or no
+  answer, never after an answer of the called party.
+
+Every SDP passes through a :class:`~pbxcore.media.engine.MediaCall` (PCMU and PCMA offered
+to the callee, the relay transcodes), so audio flows through the relay and never through
+Python. 180/183 (early media) and 200 are relayed, ACK, CANCEL and BYE from either side
+work, re-INVITEs move the relay legs (hold, resume, new address); an answered call with no
+RTP (the relay's ``LegTimeout``) or past the tenant's maximum duration is ended on both
+sides. Calls-per-second caps and the node's capacity (:mod:`pbxcore.pbx.limits`), like
+a relay out of ports, answer 503 with Retry-After. Each call gets a CDR.
 
 The call logic uses the stack's public interface (handlers, :class:`IncomingRequest`,
 :meth:`SipStack.invite`, dialogs), never raw transactions.
@@ -28,7 +34,7 @@ from decimal import Decimal
 from typing import Any
 
 from pbxcore.media.engine import MediaCall, MediaEngine, MediaLeg
-from pbxcore.media.relay import LegTimeout
+from pbxcore.media.relay import LegTimeout, PortRangeExhaustedError
 from pbxcore.pbx.cdr import CallRecord, CdrWriter
 from pbxcore.pbx.decision import (
     DEFAULT_NO_ANSWER_SECONDS,
@@ -42,6 +48,7 @@ from pbxcore.pbx.decision import (
     decide_forward,
     trunk_for_source,
 )
+from pbxcore.pbx.limits import CallRateGuard, Overload
 from pbxcore.sip.auth import DigestAuthenticator
 from pbxcore.sip.authorize import Refused, authorize
 from pbxcore.sip.dialog import Dialog, DialogId
@@ -95,6 +102,7 @@ class B2bua:
         cdr: CdrWriter | None = None,
         ring_timeout: float = 60.0,
         trunk_password: Callable[[bytes], str] | None = None,
+        rates: CallRateGuard | None = None,
     ) -> None:
         self.stack = stack
         self._snapshot = snapshot
@@ -105,6 +113,7 @@ class B2bua:
         self.cdr = cdr
         self.ring_timeout = ring_timeout
         self._trunk_password = trunk_password  # decrypts a trunk's stored password
+        self.rates = rates  # calls-per-second caps and the node's capacity
         self.usage = UsageCounts({}, {})
         self.calls: dict[str, Call] = {}
         self._by_dialog: dict[DialogId, tuple[Call, str]] = {}
@@ -155,6 +164,8 @@ class B2bua:
         if not dialed:
             incoming.respond(404, "Not Found")
             return
+        if self._over_rate(incoming, tenant.id, result.username):
+            return
         caller = ExtensionCaller(tenant.id, result.username)
         decision = decide(snapshot, caller, dialed, usage=self.usage)
         if decision.reject is not None:
@@ -186,6 +197,8 @@ class B2bua:
             self._reject(incoming, decision)
             return
         tenant = snapshot.tenants.get(decision.tenant_id or "")
+        if tenant is not None and self._over_rate(incoming, tenant.id, None):
+            return
         if decision.kind not in ("inbound", "internal") or not decision.extensions or not tenant:
             incoming.respond(501, "Not Implemented")  # IVR, voicemail ...: later slices
             return
@@ -198,6 +211,18 @@ class B2bua:
             caller=caller,
             direction="inbound",
         )
+
+    def _over_rate(self, incoming: IncomingRequest, tenant_id: str, extension: str | None) -> bool:
+        """Answer 503 with Retry-After when the caller is over its calls-per-second cap or
+        the node is at capacity (the call is counted otherwise)."""
+        if self.rates is None:
+            return False
+        overload = self.rates.check(tenant_id, extension, active_calls=len(self.calls))
+        if overload is None:
+            return False
+        log.info("call %s refused: %s", incoming.request.call_id, overload.reason)
+        _unavailable(incoming, overload)
+        return True
 
     def _reject(self, incoming: IncomingRequest, decision: Decision) -> None:
         reject = decision.reject
@@ -224,6 +249,11 @@ class B2bua:
             return
         try:
             await self._connect(call, decision, domain, caller_number, caller)
+        except PortRangeExhaustedError as exc:
+            log.warning("call %s: %s", call.id, exc)
+            if not incoming.final_sent:
+                _unavailable(incoming, _NO_PORTS)
+            await self._end(call, "failed")
         except Exception:
             log.exception("call %s failed", call.id)
             if not incoming.final_sent:
@@ -293,6 +323,10 @@ class B2bua:
             # transcode: the callee is offered PCMU and PCMA whatever the caller offered,
             # and the relay converts when the two sides agree on different laws
             media = self.media.create_call(request.body or None, transcode=True)
+        except PortRangeExhaustedError as exc:
+            log.warning("call %s: %s", request.call_id, exc)
+            _unavailable(incoming, _NO_PORTS)
+            return None
         except ValueError as exc:
             incoming.respond(
                 488, "Not Acceptable Here", headers=[("Warning", f'399 pbxcore "{exc}"')]
@@ -334,6 +368,7 @@ class B2bua:
         never after an answer of the called party (486, 404, 603 ...)."""
         incoming = call.a
         last: Response | None = None
+        overload: Overload | None = None
         try:
             for candidate in decision.trunks:
                 if incoming.cancelled:
@@ -378,11 +413,17 @@ class B2bua:
                 status = None if last is None else last.status
                 if status is not None and status != 408 and not 500 <= status < 600:
                     break  # the called party answered: no failover
+        except PortRangeExhaustedError as exc:
+            log.warning("call %s: %s", call.id, exc)
+            last, overload = None, _NO_PORTS
         except Exception:
             log.exception("call %s failed", call.id)
             last = None
         if not incoming.final_sent:
-            incoming.respond(last.status if last is not None else 503)
+            if last is not None:
+                incoming.respond(last.status)
+            else:
+                _unavailable(incoming, overload or _NO_TRUNK)
         disposition = "cancelled" if incoming.cancelled else _disposition([last])
         await self._end(call, disposition)
 
@@ -640,6 +681,14 @@ class B2bua:
         calls = self.usage.calls
         assert isinstance(calls, dict)
         calls[tenant_id] = max(0, calls.get(tenant_id, 0) + delta)
+
+
+_NO_PORTS = Overload(5, "media_capacity", "no free RTP ports in the relay")
+_NO_TRUNK = Overload(30, "no_trunk", "no trunk could take the call")
+
+
+def _unavailable(incoming: IncomingRequest, overload: Overload) -> None:
+    incoming.respond(503, "Service Unavailable", headers=overload.headers)
 
 
 def _best_failure(statuses: list[int]) -> int:
