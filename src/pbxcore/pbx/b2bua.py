@@ -14,10 +14,15 @@ its trunk's ``inbound_ips``. The caller and the dialed string go to
 Every SDP passes through a :class:`~pbxcore.media.engine.MediaCall` (PCMU and PCMA offered
 to the callee, the relay transcodes), so audio flows through the relay and never through
 Python. 180/183 (early media) and 200 are relayed, ACK, CANCEL and BYE from either side
-work, re-INVITEs move the relay legs (hold, resume, new address); an answered call with no
-RTP (the relay's ``LegTimeout``) or past the tenant's maximum duration is ended on both
-sides. Calls-per-second caps and the node's capacity (:mod:`pbxcore.pbx.limits`), like
-a relay out of ports, answer 503 with Retry-After. Each call gets a CDR.
+work. re-INVITEs and UPDATEs (RFC 3311) move the relay legs (hold, resume, new
+address), passed to the other party as an UPDATE when it takes them, else a re-INVITE;
+an offerless re-INVITE gets pbxcore's own offer. Session timers (RFC 4028, the rules in
+:mod:`pbxcore.sip.session_timer`) run on each leg: pbxcore refreshes the parties it is
+refresher for and hangs up both sides when a party stops refreshing or a refresh gets
+408/481. An answered call with no RTP (the relay's ``LegTimeout``) or past the tenant's
+maximum duration is ended on both sides. Calls-per-second caps and the node's capacity
+(:mod:`pbxcore.pbx.limits`), like a relay out of ports, answer 503 with Retry-After.
+Each call gets a CDR.
 
 The call logic uses the stack's public interface (handlers, :class:`IncomingRequest`,
 :meth:`SipStack.invite`, dialogs), never raw transactions.
@@ -31,7 +36,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pbxcore.media.engine import MediaCall, MediaEngine, MediaLeg
 from pbxcore.media.relay import LegTimeout, PortRangeExhaustedError
@@ -55,7 +60,14 @@ from pbxcore.sip.dialog import Dialog, DialogId
 from pbxcore.sip.errors import SipParseError
 from pbxcore.sip.guard import BruteForceGuard
 from pbxcore.sip.location import LocationService
-from pbxcore.sip.message import Response
+from pbxcore.sip.message import Request, Response
+from pbxcore.sip.session_timer import (
+    SessionTimer,
+    SessionTimerPolicy,
+    TooSmall,
+    answer_invite,
+    from_answer,
+)
 from pbxcore.sip.stack import ClientInvite, IncomingRequest, SipStack, StaticCredentials
 from pbxcore.sip.uri import Uri
 from pbxcore.tenancy.snapshot import Snapshot
@@ -65,6 +77,7 @@ __all__ = ["B2bua", "Call"]
 log = logging.getLogger("pbxcore.b2bua")
 
 SDP = "application/sdp"
+_DEFAULT_TIMER = SessionTimerPolicy()  # 1800 s asked, 90 s the least accepted
 
 
 @dataclass(eq=False)
@@ -85,6 +98,10 @@ class Call:
     watch: asyncio.Task[None] | None = None  # RTP timeout and maximum duration
     trunk_id: str | None = None  # the trunk that answered an outbound call
     cost_per_minute: Decimal | None = None
+    # session timers (RFC 4028) by side "a" / "b", and when each side was last refreshed
+    timers: dict[str, SessionTimer] = field(default_factory=dict)
+    refreshed: dict[str, float] = field(default_factory=dict)
+    updates: set[str] = field(default_factory=set)  # the sides whose party takes UPDATE
 
 
 class B2bua:
@@ -103,6 +120,7 @@ class B2bua:
         ring_timeout: float = 60.0,
         trunk_password: Callable[[bytes], str] | None = None,
         rates: CallRateGuard | None = None,
+        session_timer: SessionTimerPolicy | None = _DEFAULT_TIMER,
     ) -> None:
         self.stack = stack
         self._snapshot = snapshot
@@ -114,6 +132,9 @@ class B2bua:
         self.ring_timeout = ring_timeout
         self._trunk_password = trunk_password  # decrypts a trunk's stored password
         self.rates = rates  # calls-per-second caps and the node's capacity
+        # RFC 4028 on both legs of every call (None: no session timers)
+        self.session_timer = session_timer
+        self.session_timer_scale = 1.0  # real seconds per timer second (tests shorten it)
         self.usage = UsageCounts({}, {})
         self.calls: dict[str, Call] = {}
         self._by_dialog: dict[DialogId, tuple[Call, str]] = {}
@@ -121,6 +142,8 @@ class B2bua:
     def attach(self) -> None:
         self.stack.set_handler("INVITE", self.on_invite)
         self.stack.set_handler("BYE", self.on_bye)
+        self.stack.set_handler("UPDATE", self.on_update)
+        self.stack.supported.add("timer")
 
     # -- a new call ----------------------------------------------------------------------
 
@@ -317,8 +340,12 @@ class B2bua:
         caller_number: str,
         dialed: str,
     ) -> Call | None:
-        """The call's media, counters and CDR; None (answered 488) when A's SDP is unusable."""
+        """The call's media, counters and CDR; None (answered 488) when A's SDP is unusable,
+        or 422/400 when its session timer is too small or malformed."""
         request = incoming.request
+        a_timer = self._timer_of(incoming)
+        if a_timer is False:
+            return None
         try:
             # transcode: the callee is offered PCMU and PCMA whatever the caller offered,
             # and the relay converts when the two sides agree on different laws
@@ -334,6 +361,10 @@ class B2bua:
             return None
         tenant_id = decision.tenant_id or ""
         call = Call(request.call_id, tenant_id, incoming, media, decision)
+        if a_timer is not None:
+            call.timers["a"] = a_timer
+        if _allows_update(request):
+            call.updates.add("a")
         self.calls[call.id] = call
         self._count(tenant_id, +1)
         if self.cdr is not None:
@@ -391,7 +422,7 @@ class B2bua:
                     to=f"<sip:{candidate.number}@{trunk.host}>",
                     target=target,
                     body=str(leg.local_sdp).encode(),
-                    headers=[("Content-Type", SDP)],
+                    headers=[("Content-Type", SDP), *self._invite_headers()],
                 )
                 credentials = None
                 if trunk.auth_username and trunk.auth_password and self._trunk_password:
@@ -458,7 +489,7 @@ class B2bua:
                 to=f"<sip:{callee}@{domain}>",
                 target=target,
                 body=str(leg.local_sdp).encode(),
-                headers=[("Content-Type", SDP)],
+                headers=[("Content-Type", SDP), *self._invite_headers()],
             )
             invite = await self.stack.invite(out, target=target)
             call.forks.append((invite, leg))
@@ -536,8 +567,16 @@ class B2bua:
             for other, _other_leg in call.forks:
                 if other is not invite:
                     other.cancel()
+            self._b_timer(call, final)
+            a_timer = call.timers.get("a")
             incoming.respond(
-                200, body=str(to_a).encode() if to_a is not None else b"", content_type=SDP
+                200,
+                body=str(to_a).encode() if to_a is not None else b"",
+                content_type=SDP,
+                headers=[
+                    self._allow(),
+                    *(a_timer.response_headers() if a_timer is not None else ()),
+                ],
             )
             call.a_dialog = incoming.dialog
             call.b_dialog = invite.dialog
@@ -567,75 +606,309 @@ class B2bua:
 
     # -- in the call -----------------------------------------------------------------------
 
-    async def _reinvite(self, incoming: IncomingRequest) -> None:
-        """A re-INVITE from one party: its new SDP goes through the relay to the other party
-        in a re-INVITE of the other dialog, and that party's answer comes back the same way."""
+    def _in_call(self, incoming: IncomingRequest) -> tuple[Call, str] | None:
+        """The answered call and side ("a" / "b") of an in-dialog request."""
         dialog = incoming.dialog
-        found = None if dialog is None else self._by_dialog.get(dialog.id)
+        return None if dialog is None else self._by_dialog.get(dialog.id)
+
+    async def _reinvite(self, incoming: IncomingRequest) -> None:
+        """A re-INVITE from one party (hold, resume, a new address, a session refresh): its
+        SDP goes through the relay to the other party (UPDATE or re-INVITE) and that
+        party's answer comes back the same way. Without SDP pbxcore offers the party its
+        relay port itself and takes the answer from the ACK."""
+        found = self._in_call(incoming)
         if found is None:
             incoming.respond(481, "Call/Transaction Does Not Exist")
             return
         call, side = found
+        timer = self._refreshed_by(call, side, incoming)
+        if timer is False:
+            return
+        extra = [self._allow(), *(timer.response_headers() if timer is not None else ())]
+        leg = call.media.a if side == "a" else call.media.b
+        if leg is None or leg.released:
+            incoming.respond(481, "Call/Transaction Does Not Exist")
+            return
+        if not incoming.request.body:
+            offer = leg.offer(direction=_towards(call, side))
+            incoming.respond(200, body=str(offer).encode(), content_type=SDP, headers=extra)
+            try:
+                ack = await incoming.wait_ack()
+                if ack.body:
+                    await leg.answer(ack.body)
+            except TimeoutError:
+                self._hang_up(call, "no ACK to a re-INVITE")
+                await self._end(call, "answered")
+            except ValueError as exc:
+                log.info("call %s: the answer in the ACK is unusable: %s", call.id, exc)
+            return
+        answer = await self._pass_offer(call, side, incoming.request.body)
+        if isinstance(answer, int):
+            incoming.respond(answer, headers=[("Retry-After", "1")] if answer == 500 else None)
+            return
+        incoming.respond(200, body=answer, content_type=SDP, headers=extra)
+
+    async def on_update(self, incoming: IncomingRequest) -> None:
+        """UPDATE (RFC 3311): a session refresh (no SDP) is answered here; an offer goes
+        through the relay to the other party like a re-INVITE's. Before the answer pbxcore
+        does not renegotiate (500 with Retry-After, RFC 3311 §5.2)."""
+        found = self._in_call(incoming)
+        if found is None:
+            dialog = incoming.dialog
+            early = None if dialog is None else self.calls.get(dialog.call_id)
+            if early is None or early.answered:
+                incoming.respond(481, "Call/Transaction Does Not Exist")
+            elif incoming.request.body:
+                incoming.respond(500, "Server Internal Error", headers=[("Retry-After", "2")])
+            else:
+                incoming.respond(200)
+            return
+        call, side = found
+        timer = self._refreshed_by(call, side, incoming)
+        if timer is False:
+            return
+        extra = [self._allow(), *(timer.response_headers() if timer is not None else ())]
+        body = incoming.request.body
+        if not body:
+            incoming.respond(200, headers=extra)
+            return
+        answer = await self._pass_offer(call, side, body)
+        if isinstance(answer, int):
+            incoming.respond(answer, headers=[("Retry-After", "1")] if answer == 500 else None)
+            return
+        incoming.respond(200, body=answer, content_type=SDP, headers=extra)
+
+    async def _pass_offer(self, call: Call, side: str, body: bytes) -> bytes | int:
+        """A party's offer through the relay to the other party and back: the SDP answer
+        for the offering party, or the status to answer it with."""
         leg = call.media.a if side == "a" else call.media.b
         partner = call.media.b if side == "a" else call.media.a
+        other_side = "b" if side == "a" else "a"
         other = call.b_dialog if side == "a" else call.a_dialog
-        if not incoming.request.body or leg is None or partner is None or other is None:
-            incoming.respond(488, "Not Acceptable Here")  # an offerless re-INVITE: not yet
-            return
+        if leg is None or partner is None or other is None:
+            return 481
         try:
-            to_other = await leg.update(incoming.request.body)
+            to_other = await leg.update(body)
         except ValueError as exc:
-            incoming.respond(
-                488, "Not Acceptable Here", headers=[("Warning", f'399 pbxcore "{exc}"')]
-            )
-            return
-        request = other.new_request(
-            "INVITE",
-            [("Contact", self.stack.contact_for(incoming.source)), ("Content-Type", SDP)],
-            body=str(to_other).encode(),
-        )
-        try:
-            invite = await self.stack.invite(request, dialog=other)
-            final = await asyncio.wait_for(asyncio.shield(invite.final), self.ring_timeout)
-        except (TimeoutError, ConnectionError, OSError) as exc:
-            log.info("re-INVITE of call %s not answered: %s", call.id, exc)
-            incoming.respond(500, "Server Internal Error", headers=[("Retry-After", "1")])
-            return
+            log.info("call %s: unusable offer from %s: %s", call.id, side, exc)
+            return 488
+        final = await self._offer_to(call, other_side, other, str(to_other).encode())
+        if final is None:
+            return 500
         if not 200 <= final.status < 300 or not final.body:
-            incoming.respond(final.status if final.status >= 300 else 488)
-            return
+            return final.status if final.status >= 300 else 488
         try:
             to_leg = await partner.update(final.body)
         except ValueError:
-            incoming.respond(488, "Not Acceptable Here")
-            return
-        incoming.respond(200, body=str(to_leg).encode(), content_type=SDP)
+            return 488
+        return str(to_leg).encode()
 
-    async def _supervise(self, call: Call) -> None:
-        """End an answered call that carries no RTP any more (the relay's LegTimeout, not
-        while a party holds) or that reached the tenant's maximum duration."""
-        tenant = self._snapshot().tenants.get(call.tenant_id)
-        limit = None if tenant is None else tenant.limits.max_call_duration_s
-        loop = asyncio.get_running_loop()
-        deadline = None if not limit else loop.time() + limit
-        events = call.media.events
-        while not call.ended:
-            wait = None if deadline is None else max(0.0, deadline - loop.time())
-            try:
-                event = await asyncio.wait_for(events.get(), wait)
-            except TimeoutError:
-                reason = "the tenant's maximum call duration"
-                break
-            if isinstance(event, LegTimeout) and not _held(call):
-                reason = f"no RTP for {event.timeout:g} s"
-                break
+    async def _offer_to(
+        self, call: Call, side: str, dialog: Dialog, body: bytes | None
+    ) -> Response | None:
+        """Send the party on ``side`` an UPDATE (when it takes them) or a re-INVITE with
+        ``body`` (None: a refresh without SDP, UPDATE only); its final response, None
+        when it gave none. A 2xx counts as a refresh of that side's session timer."""
+        timer = call.timers.get(side)
+        headers = [
+            ("Contact", self._contact_toward(call, side)),
+            self._allow(),
+            *(timer.refresh_headers() if timer is not None else ()),
+        ]
+        if body is not None:
+            headers.append(("Content-Type", SDP))
+        method = "UPDATE" if side in call.updates or body is None else "INVITE"
+        request = dialog.new_request(method, headers, body=body or b"")
+        try:
+            if method == "UPDATE":
+                final = await asyncio.wait_for(
+                    self.stack.request(request, dialog=dialog), self.ring_timeout
+                )
+            else:
+                invite = await self.stack.invite(request, dialog=dialog)
+                final = await asyncio.wait_for(asyncio.shield(invite.final), self.ring_timeout)
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            log.info("%s to side %s of call %s not answered: %s", method, side, call.id, exc)
+            return None
+        if method == "UPDATE" and final.status in (405, 501):
+            call.updates.discard(side)  # it said Allow: UPDATE but does not take them
+        if 200 <= final.status < 300:
+            self._answered_refresh(call, side, final)
+        return final
+
+    def _contact_toward(self, call: Call, side: str) -> str:
+        """Our Contact for in-dialog requests to the party on ``side``."""
+        if side == "a":
+            return self.stack.contact_for(call.a.source)
+        invite = next((i for i, _leg in call.forks if i.dialog is call.b_dialog), None)
+        if invite is not None:
+            contact = invite.request.headers.get("contact")
+            if contact:
+                return contact
+        return self.stack.contact_for(call.a.source)
+
+    # -- session timers (RFC 4028) ---------------------------------------------------------
+
+    def _invite_headers(self) -> list[tuple[str, str]]:
+        """What every INVITE pbxcore sends carries: Allow, and its session timer offer."""
+        policy = self.session_timer
+        return [self._allow(), *(policy.request_headers() if policy is not None else ())]
+
+    def _allow(self) -> tuple[str, str]:
+        return ("Allow", ", ".join(self.stack.allowed_methods))
+
+    def _timer_of(self, incoming: IncomingRequest) -> SessionTimer | Literal[False] | None:
+        """The caller's session timer for a new call; False when the INVITE was answered
+        (422 Session Interval Too Small, or 400 for malformed timer headers)."""
+        policy = self.session_timer
+        if policy is None:
+            return None
+        try:
+            timer = answer_invite(incoming.request, policy)
+        except ValueError as exc:
+            incoming.respond(400, str(exc))
+            return False
+        if isinstance(timer, TooSmall):
+            incoming.respond(422, "Session Interval Too Small", headers=timer.headers)
+            return False
+        return timer
+
+    def _refreshed_by(
+        self, call: Call, side: str, incoming: IncomingRequest
+    ) -> SessionTimer | Literal[False] | None:
+        """A re-INVITE or UPDATE from the party on ``side`` refreshes its session timer
+        (renegotiated from the request); False when the request was answered (422/400)."""
+        if side not in call.timers or self.session_timer is None:
+            return None
+        timer = self._timer_of(incoming)
+        if timer is False:
+            return False
+        assert timer is None or isinstance(timer, SessionTimer)
+        if timer is None:
+            call.timers.pop(side, None)
         else:
+            call.timers[side] = timer
+            call.refreshed[side] = asyncio.get_running_loop().time()
+        return timer
+
+    def _b_timer(self, call: Call, final: Response) -> None:
+        """The callee's session timer from its 2xx, and whether it takes UPDATE."""
+        if _allows_update(final):
+            call.updates.add("b")
+        policy = self.session_timer
+        if policy is None:
             return
+        try:
+            timer = from_answer(final, policy)
+        except ValueError as exc:
+            log.info("call %s: the callee's Session-Expires is unusable: %s", call.id, exc)
+            return
+        if timer is not None:
+            call.timers["b"] = timer
+
+    def _answered_refresh(self, call: Call, side: str, final: Response) -> None:
+        """A 2xx to a re-INVITE or UPDATE pbxcore sent: the timer of that side restarts
+        with what the 2xx says (none: the party turned its timer off)."""
+        if side not in call.timers or self.session_timer is None:
+            return
+        try:
+            timer = from_answer(final, self.session_timer)
+        except ValueError:
+            timer = call.timers[side]
+        if timer is None:
+            call.timers.pop(side, None)
+            return
+        call.timers[side] = timer
+        call.refreshed[side] = asyncio.get_running_loop().time()
+
+    async def _refresh(self, call: Call, side: str) -> None:
+        """Refresh the session of the party on ``side`` (we are its refresher): UPDATE
+        without SDP when it takes them, else a re-INVITE re-offering its relay port. No
+        answer, 408 or 481: the call is over on both sides."""
+        dialog = call.a_dialog if side == "a" else call.b_dialog
+        leg = call.media.a if side == "a" else call.media.b
+        if dialog is None or leg is None or leg.released or call.ended:
+            return
+        body = None
+        if side not in call.updates:
+            body = str(leg.offer(direction=_towards(call, side))).encode()
+        final = await self._offer_to(call, side, dialog, body)
+        if self.calls.get(call.id) is not call:
+            return  # the call ended meanwhile
+        if final is None or final.status in (408, 481):
+            status = "no answer" if final is None else str(final.status)
+            self._hang_up(call, f"session refresh of side {side}: {status}")
+            await self._end(call, "answered")
+            return
+        if body is not None and 200 <= final.status < 300 and final.body:
+            with contextlib.suppress(ValueError):
+                await leg.answer(final.body)
+
+    def _hang_up(self, call: Call, reason: str) -> None:
         log.info("call %s ended by pbxcore: %s", call.id, reason)
         for dialog in (call.a_dialog, call.b_dialog):
             if dialog is not None:
                 self.stack.bye(dialog)
+
+    async def _supervise(self, call: Call) -> None:
+        """End an answered call that carries no RTP any more (the relay's LegTimeout, not
+        while a party holds), that reached the tenant's maximum duration, or whose party
+        stopped refreshing its session timer; refresh the timers pbxcore keeps."""
+        tenant = self._snapshot().tenants.get(call.tenant_id)
+        limit = None if tenant is None else tenant.limits.max_call_duration_s
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        deadline = None if not limit else start + limit
+        for side in call.timers:
+            call.refreshed.setdefault(side, start)
+        events = call.media.events
+        refreshing: set[asyncio.Task[None]] = set()
+        reason = ""
+        try:
+            while not call.ended:
+                now = loop.time()
+                wake = deadline
+                for side, timer in call.timers.items():
+                    at = call.refreshed[side] + timer.next_action * self.session_timer_scale
+                    wake = at if wake is None else min(wake, at)
+                try:
+                    event = await asyncio.wait_for(
+                        events.get(), None if wake is None else max(0.0, wake - now)
+                    )
+                except TimeoutError:
+                    now = loop.time()
+                    if deadline is not None and now >= deadline:
+                        reason = "the tenant's maximum call duration"
+                        break
+                    expired = self._due_timers(call, now, refreshing)
+                    if expired:
+                        reason = f"side {expired} did not refresh its session"
+                        break
+                    continue
+                if isinstance(event, LegTimeout) and not _held(call):
+                    reason = f"no RTP for {event.timeout:g} s"
+                    break
+            else:
+                return
+        finally:
+            for task in refreshing:
+                if task is not asyncio.current_task():
+                    task.cancel()
+        self._hang_up(call, reason)
         await self._end(call, "answered")
+
+    def _due_timers(self, call: Call, now: float, refreshing: set[asyncio.Task[None]]) -> str:
+        """Start the refreshes that are due; the side whose peer let its session expire."""
+        for side, timer in list(call.timers.items()):
+            if now < call.refreshed[side] + timer.next_action * self.session_timer_scale:
+                continue
+            if not timer.we_refresh:
+                return side
+            call.refreshed[side] = now  # the next one in interval / 2 unless answered
+            task = asyncio.get_running_loop().create_task(self._refresh(call, side))
+            refreshing.add(task)
+            task.add_done_callback(refreshing.discard)
+        return ""
 
     async def on_bye(self, incoming: IncomingRequest) -> None:
         dialog = incoming.dialog
@@ -740,3 +1013,20 @@ def _held(call: Call) -> bool:
         leg is not None and leg.direction not in (None, "sendrecv")
         for leg in (call.media.a, call.media.b)
     )
+
+
+def _allows_update(message: Request | Response) -> bool:
+    """The message's Allow lists UPDATE."""
+    return any(
+        method.strip().upper() == "UPDATE"
+        for value in message.headers.get_all("allow")
+        for method in value.split(",")
+    )
+
+
+def _towards(call: Call, side: str) -> str:
+    """The direction pbxcore offers the party on ``side`` when it re-offers itself: what
+    the other party's last SDP allows (a party on hold keeps hearing nothing)."""
+    partner = call.media.b if side == "a" else call.media.a
+    direction = "sendrecv" if partner is None or partner.direction is None else partner.direction
+    return {"sendonly": "recvonly", "recvonly": "sendonly"}.get(direction, direction)

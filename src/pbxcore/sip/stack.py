@@ -115,7 +115,7 @@ KNOWN_METHODS = frozenset(
     }
 )
 # what an OPTIONS answer says besides Allow (RFC 3261 §11.2)
-_OPTIONS_HEADERS = (("Accept", "application/sdp"), ("Supported", ""))
+_OPTIONS_HEADERS = (("Accept", "application/sdp"),)
 # never matched to a dialog, whatever their To tag says
 _NO_DIALOG_MATCH = frozenset({"REGISTER", "OPTIONS", "CANCEL"})
 # in-dialog only: with no dialog to match they get 481 (RFC 3261 §12.2.2)
@@ -715,6 +715,8 @@ class SipStack:
         self.timers = timers or TimerSettings()
         self.server_header = server_header
         self.contact_user = contact_user
+        # option tags a request may Require (RFC 3261 §8.2.2.3); others get 420
+        self.supported: set[str] = set()
         self._listen = list(listen)
         self.transport = TransportLayer(
             self.on_message, rate_limit=rate_limit, ssl_context=ssl_context, limits=limits
@@ -907,7 +909,7 @@ class SipStack:
         try:
             # stamp first: changing a header forgets what was parsed, validation parses it
             stamp_via(request, source)
-            validate_request(request)
+            validate_request(request, supported=self.supported)
         except SipParseError as exc:
             self.stats["rejected"] += 1
             if request.method != "ACK" and exc.status is not None:
@@ -1035,7 +1037,8 @@ class SipStack:
             allow = self._allow = [("Allow", ", ".join(self.allowed_methods))]
         method = request.method
         if method == "OPTIONS":
-            self._respond_tx(tx, request, 200, headers=[*allow, *_OPTIONS_HEADERS])
+            supported = ("Supported", ", ".join(sorted(self.supported)))
+            self._respond_tx(tx, request, 200, headers=[*allow, *_OPTIONS_HEADERS, supported])
         elif method in KNOWN_METHODS:
             self._respond_tx(tx, request, 405, headers=allow)
         else:
