@@ -1,5 +1,6 @@
 """In-call signalling through the B2BUA: UPDATE (RFC 3311), an offerless re-INVITE, and
-session timers (RFC 4028) on both legs, with the phones of tests/test_pbx_b2bua.py.
+session timers (RFC 4028) on both legs, and a carrier recognised by its trunk's registration,
+with the phones of tests/test_pbx_b2bua.py.
 
 Session timers run on a shortened clock (``session_timer_scale``): a 90 s interval lasts
 0.9 s here, so that the refreshes and expiries happen within the test.
@@ -12,7 +13,9 @@ import asyncio
 import pytest
 
 from pbxcore.sip.stack import IncomingRequest
-from tests.test_pbx_b2bua import DOMAIN, Pbx, Phone, _port, _responses, _sdp, pbx
+from pbxcore.tenancy.snapshot import DidConfig
+from tests.test_pbx_b2bua import DOMAIN, Pbx, Phone, _port, _responses, _sdp, _world, pbx
+from tests.test_pbx_decision import operator, snapshot, trunk
 
 __all__ = ["pbx"]  # the fixture, imported
 
@@ -252,3 +255,40 @@ async def test_pbxcore_refreshes_the_callee_by_update_and_ends_the_call_on_481(
     else:  # the callee lost the dialog: both sides are hung up
         await _until(lambda: bool(caller.byes) and not pbx.b2bua.calls)
     assert not pbx.media.calls
+
+
+async def test_a_carrier_calling_its_registered_contact_reaches_the_did(pbx: Pbx) -> None:
+    """A trunk without inbound_ips, recognised by its registration (the line token of the
+    Contact it registered): the DID is in To, the Request-URI is pbxcore's Contact."""
+    base = _world()
+    carrier = trunk("carrier-reg", host="127.0.0.1")  # no inbound_ips
+    did = DidConfig("+74951110002", "op1", "A", {"type": "extension", "id": "e202"})
+    world = snapshot([operator("op1", [carrier], {})], [base.tenants["A"]], [did])
+    pbx.b2bua._snapshot = lambda: world
+    pbx.b2bua.registered_trunk = lambda request, _source: (
+        "carrier-reg" if request.uri.param("line") == "f00d" else None
+    )
+    carrier_stack = pbx.phones["203"].stack  # an unregistered stack plays the carrier
+    server = pbx.phones["203"].server
+
+    async def from_carrier(line: str):  # type: ignore[no-untyped-def]
+        request = carrier_stack.new_request(
+            "INVITE",
+            f"sip:pbx@{server.host}:{server.port};line={line}",
+            from_="<sip:+74957654321@carrier.example>",
+            to="<sip:+74951110002@carrier.example>",
+            target=server,
+            body=_sdp(30203),
+            headers=[("Content-Type", "application/sdp")],
+        )
+        return await carrier_stack.invite(request, target=server)
+
+    forged = await from_carrier("beef")
+    assert (await asyncio.wait_for(_responses(forged), 10))[-1] == 403
+    invite = await from_carrier("f00d")
+    assert (await asyncio.wait_for(_responses(invite), 10))[-1] == 200
+    [incoming] = pbx.phones["202"].invites
+    assert incoming.request.to.uri.user == "202"
+    assert invite.dialog is not None
+    carrier_stack.bye(invite.dialog)
+    await _until(lambda: not pbx.b2bua.calls and not pbx.media.calls)

@@ -4,11 +4,13 @@ challenges with digest (alice/secret), and its state is reported."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
 
 from pbxcore.pbx.trunks import TrunkRegistrations
+from pbxcore.sip.message import Request
 from pbxcore.sip.stack import SipStack
 from pbxcore.sip.transaction import TimerSettings
 from pbxcore.sip.transport import ListenAddress
@@ -55,6 +57,7 @@ async def test_a_trunk_registers_to_its_carrier_with_digest(
             if state == "registered":
                 assert status.last_status == 200
                 assert 55 <= status.to_json()["expires_in"] <= 60  # type: ignore[operator]
+                _recognised_by_its_registration(registrations, tmp_path, stack)
             else:
                 assert status.last_status == 403 and status.last_error
             # the trunk stops registering: its task ends (an un-REGISTER when registered)
@@ -68,3 +71,37 @@ async def test_a_trunk_registers_to_its_carrier_with_digest(
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def _invite(uri: str) -> Request:
+    return Request(
+        "INVITE",
+        uri,
+        [
+            ("Via", "SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKx"),
+            ("From", "<sip:+74950000000@carrier.example>;tag=1"),
+            ("To", "<sip:+74951110002@carrier.example>"),
+            ("Call-ID", "x"),
+            ("CSeq", "1 INVITE"),
+        ],
+    )
+
+
+def _recognised_by_its_registration(
+    registrations: TrunkRegistrations, folder: Path, stack: SipStack
+) -> None:
+    """The REGISTER's Contact carried a line token; the carrier's INVITE to that Contact is
+    the trunk's, from anywhere; without it only the registrar's own address counts."""
+    sent = "".join(p.read_text() for p in folder.glob("*_messages.log"))
+    found = re.search(r"Contact: <(sip:pbx@[^>]*;line=([0-9a-f]+))>", sent)
+    assert found is not None, sent[-2000:]
+    contact, token = found.groups()
+    assert len(token) == 24
+    assert registrations.trunk_for_request(_invite(contact), "192.0.2.7") == "carrier"
+    assert registrations.trunk_for_request(_invite(contact.upper()), "192.0.2.7") == "carrier"
+    forged = contact.replace(token, "0" * 24)
+    assert registrations.trunk_for_request(_invite(forged), "192.0.2.7") is None
+    plain = "sip:+74951110002@127.0.0.1"
+    assert registrations.trunk_for_request(_invite(plain), "127.0.0.1") == "carrier"
+    assert registrations.trunk_for_request(_invite(plain), "192.0.2.7") is None
+    assert stack.contact_user == "pbx"

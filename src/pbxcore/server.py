@@ -174,6 +174,7 @@ class PbxServer:
             self.sip, self.snapshots, lambda sealed: self._secrets().decrypt(sealed)
         )
         self.trunks.sync()
+        self.b2bua.registered_trunk = self.trunks.trunk_for_request
         self.snapshots.subscribe(self.trunks.sync)  # trunks added, changed or deleted
         log.info("calls: media on %s ports %d-%d", cfg.media_bind, *cfg.rtp_ports)
 

@@ -121,6 +121,7 @@ class B2bua:
         trunk_password: Callable[[bytes], str] | None = None,
         rates: CallRateGuard | None = None,
         session_timer: SessionTimerPolicy | None = _DEFAULT_TIMER,
+        registered_trunk: Callable[[Request, str], str | None] | None = None,
     ) -> None:
         self.stack = stack
         self._snapshot = snapshot
@@ -135,6 +136,8 @@ class B2bua:
         # RFC 4028 on both legs of every call (None: no session timers)
         self.session_timer = session_timer
         self.session_timer_scale = 1.0  # real seconds per timer second (tests shorten it)
+        # the trunk id of a carrier's INVITE by its registration (TrunkRegistrations)
+        self.registered_trunk = registered_trunk
         self.usage = UsageCounts({}, {})
         self.calls: dict[str, Call] = {}
         self._by_dialog: dict[DialogId, tuple[Call, str]] = {}
@@ -160,7 +163,9 @@ class B2bua:
         if tenant is None or not caller_uri.is_sip:
             # not one of our phones (their From names their tenant's domain, and they are
             # challenged): a carrier's call if the source is one of its trunks' addresses
-            found = trunk_for_source(snapshot, incoming.source.host)
+            found = trunk_for_source(snapshot, incoming.source.host) or self._by_registration(
+                snapshot, incoming
+            )
             if found is None:
                 incoming.respond(403, "Forbidden")
                 return
@@ -204,12 +209,31 @@ class B2bua:
             incoming, decision, tenant.domain, result.username, dialed, caller=caller
         )
 
+    def _by_registration(
+        self, snapshot: Snapshot, incoming: IncomingRequest
+    ) -> tuple[str, Any] | None:
+        """(operator id, trunk) of a carrier's INVITE to the Contact a trunk registered."""
+        if self.registered_trunk is None:
+            return None
+        trunk_id = self.registered_trunk(incoming.request, incoming.source.host)
+        if trunk_id is None:
+            return None
+        for operator_id, operator in snapshot.operators.items():
+            trunk = operator.trunks.get(trunk_id)
+            if trunk is not None and trunk.enabled:
+                return operator_id, trunk
+        return None
+
     async def _from_trunk(
         self, incoming: IncomingRequest, snapshot: Snapshot, operator_id: str, trunk: Any
     ) -> None:
-        """A call from a carrier to one of the operator's DIDs."""
+        """A call from a carrier to one of the operator's DIDs (in the Request-URI, or in
+        To when the carrier calls the Contact its trunk registered)."""
         request = incoming.request
         dialed = request.uri.user_unescaped if request.uri.is_sip else None
+        to_contact = request.uri.is_sip and request.uri.param("line") is not None
+        if to_contact and (not dialed or dialed == self.stack.contact_user):
+            dialed = request.to.uri.user_unescaped if request.to.uri.is_sip else None
         if not dialed:
             incoming.respond(404, "Not Found")
             return

@@ -8,6 +8,12 @@ the server stops. The state of each trunk is :meth:`status` (for the API).
 
 When the snapshot changes (a trunk added, changed, disabled, deleted), :meth:`sync` starts
 and stops tasks to match; the server calls it from the snapshot service's listener.
+
+A carrier sends its calls for a registered trunk to the Contact we registered. Each
+trunk's Contact carries a ``line`` parameter with a random token (like the ``line`` of
+desk phones), so :meth:`trunk_for_request` recognises the trunk by the token in the
+Request-URI, or by the source address being the registrar's: a call that carries neither
+is not the trunk's, whatever its From says.
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from pbxcore.sip.errors import SipParseError
+from pbxcore.sip.message import Request
 from pbxcore.sip.stack import SipStack, StaticCredentials
 from pbxcore.sip.transaction import TransactionTimeoutError
 from pbxcore.sip.uri import Uri
@@ -74,9 +82,29 @@ class TrunkRegistrations:
         self.min_retry, self.max_retry = min_retry, max_retry
         self._tasks: dict[str, tuple[TrunkConfig, asyncio.Task[None]]] = {}
         self._status: dict[str, TrunkStatus] = {}
+        self._lines: dict[str, str] = {}  # line token -> trunk id
+        self._line_of: dict[str, str] = {}  # trunk id -> its line token
+        self._registrar: dict[str, str] = {}  # trunk id -> the address it registers to
 
     def status(self, trunk_id: str) -> TrunkStatus | None:
         return self._status.get(trunk_id)
+
+    def trunk_for_request(self, request: Request, source_host: str) -> str | None:
+        """The id of the registered trunk a carrier's INVITE is for: its Request-URI
+        carries the trunk's ``line`` token, or it comes from the address the trunk
+        registers to. None otherwise (then it is nobody's call by registration)."""
+        uri = request.uri
+        token = uri.param("line") if uri.is_sip else None
+        if token:
+            trunk_id = self._lines.get(token.lower())
+            if trunk_id is not None and trunk_id in self._tasks:
+                return trunk_id
+        host = source_host.strip().removeprefix("[").removesuffix("]")
+        for trunk_id, address in self._registrar.items():
+            status = self._status.get(trunk_id)
+            if address == host and status is not None and status.state == "registered":
+                return trunk_id
+        return None
 
     def sync(self, _snapshot: Snapshot | None = None) -> None:
         """Start a task for every trunk that registers, stop those of trunks that don't."""
@@ -98,6 +126,10 @@ class TrunkRegistrations:
         for trunk_id in list(self._status):
             if trunk_id not in wanted:
                 del self._status[trunk_id]
+                self._registrar.pop(trunk_id, None)
+                token = self._line_of.pop(trunk_id, None)
+                if token is not None:
+                    self._lines.pop(token, None)
 
     async def close(self) -> None:
         tasks = [task for _, task in self._tasks.values()]
@@ -138,6 +170,12 @@ class TrunkRegistrations:
         except (SipParseError, ValueError, OSError) as exc:
             status.last_error = f"cannot resolve {trunk.host}: {exc}"
             return 0
+        token = self._line_of.get(trunk.id)
+        if token is None:
+            token = self._line_of[trunk.id] = secrets.token_hex(12)
+            self._lines[token] = trunk.id
+        self._registrar[trunk.id] = target.host
+        contact = self.stack.contact_for(target)
         request = self.stack.new_request(
             "REGISTER",
             f"sip:{trunk.host}",
@@ -146,6 +184,7 @@ class TrunkRegistrations:
             target=target,
             headers=[("Expires", str(expires))],
             call_id=f"reg-{trunk.id}@pbxcore",
+            contact=f"{contact[:-1]};line={token}>",
         )
         password = self._password(trunk.auth_password) if trunk.auth_password else ""
         credentials = StaticCredentials(trunk.auth_username or "", password)

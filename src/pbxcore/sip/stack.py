@@ -1280,10 +1280,11 @@ class SipStack:
         headers: Iterable[tuple[str, str]] = (),
         body: bytes = b"",
         call_id: str | None = None,
+        contact: str | None = None,
     ) -> Request:
         """An out-of-dialog request (§8.1.1): From with a fresh tag, To, a new Call-ID,
-        CSeq 1, Max-Forwards 70, and our Contact for dialog-creating methods (for the
-        transport of ``target``, UDP over IPv4 by default)."""
+        CSeq 1, Max-Forwards 70, and our Contact for dialog-creating methods and REGISTER
+        (``contact``, else ours for the transport of ``target``, UDP over IPv4 by default)."""
         items = [
             ("Max-Forwards", "70"),
             ("From", f"{from_};tag={new_tag()}"),
@@ -1293,7 +1294,7 @@ class SipStack:
         ]
         if method in DIALOG_CREATING or method == "REGISTER":
             contact_target = target or Target("udp", "127.0.0.1", 0)
-            items.append(("Contact", self.contact_for(contact_target)))
+            items.append(("Contact", contact or self.contact_for(contact_target)))
         items.extend(headers)
         return Request(method, uri, items, body)
 
