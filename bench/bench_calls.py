@@ -45,6 +45,7 @@ import httpx
 from _common import (
     KAMAILIO_BUFFER,
     SERVE_ADMIN_PASSWORD,
+    Served,
     cpu_seconds,
     free_tcp_port,
     free_udp_port,
@@ -221,14 +222,14 @@ def provision(api: str, uas_port: int, users: int) -> str:
 
 
 @contextmanager
-def sipp_uas(folder: Path, cpu: str, *extra: str) -> Iterator[int]:
+def sipp_uas(folder: Path, cpu: str, *extra: str, media_port: int = 0) -> Iterator[int]:
     """The carrier: a SIPp uas on a free port, for as long as the block runs."""
     port = free_udp_port()
     command = [
         "taskset", "-c", cpu, "sipp", "-sf", str(UAS), "-i", "127.0.0.1", "-p", str(port),
         "-nostdin", "-buff_size", str(4 * 1024 * 1024),
         "-max_recv_loops", "5000", "-max_sched_loops", "5000", "-fd", "60",
-        "-mi", "127.0.0.1", "-mp", str(free_udp_port()), *extra,
+        "-set", "mport", str(media_port or free_udp_port()), *extra,
     ]  # fmt: skip
     log = (folder / f"uas_{port}.log").open("w")
     process = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
@@ -245,6 +246,35 @@ def sipp_uas(folder: Path, cpu: str, *extra: str) -> Iterator[int]:
             process.kill()
             process.wait()
         log.close()
+
+
+@contextmanager
+def pbxcore_b2bua(
+    folder: Path,
+    uas_port: int,
+    users: int,
+    *,
+    cpu: str,
+    uvloop: bool,
+    rtp_ports: str = "20000-31999",
+) -> Iterator[tuple[Served, int, str, Path]]:
+    """`pbxcore serve` with SQLite and the admin API, provisioned (:func:`provision`) to
+    send calls to the SIPp carrier on ``uas_port``; yields the server, its SIP port, the
+    tenant's domain and SIPp's users file."""
+    port = free_udp_port()
+    serve_args = [
+        "--db", f"sqlite:///{folder}/pbx.db", "--api-listen", f"127.0.0.1:{free_tcp_port()}",
+        "--sip-listen", f"udp:127.0.0.1:{port}", "--data-dir", str(folder / "data"),
+        "--rate-limit", "0", "--guard-failures", "0", "--log-level", "WARNING",
+        "--rtp-ports", rtp_ports, "--rtp-timeout", "0",
+        "--uvloop" if uvloop else "--no-uvloop",
+    ]  # fmt: skip
+    with pbxcore_serve(serve_args, folder, cpu=cpu, api=True) as served:
+        assert served.api is not None
+        domain = provision(served.api, uas_port, users)
+        csv = write_users(folder, users, domain)
+        time.sleep(0.5)  # the snapshot with the new tenant is swapped in
+        yield served, port, domain, csv
 
 
 def run_step(
@@ -266,7 +296,7 @@ def run_step(
     command = [
         "taskset", "-c", cpu, "sipp", f"127.0.0.1:{port}", "-sf", str(UAC), "-inf", str(csv),
         "-s", DIALED, "-i", "127.0.0.1", "-p", str(free_udp_port()),
-        "-mi", "127.0.0.1", "-mp", str(free_udp_port()),
+        "-set", "mport", str(free_udp_port()),
         "-r", str(rate), "-m", str(calls), "-l", str(max(rate * 4, 1000)),
         "-nostdin", "-timeout", f"{int(duration * 3 + 20)}s", "-recv_timeout", "5000",
         "-max_recv_loops", "5000", "-max_sched_loops", "5000",
@@ -392,28 +422,20 @@ def main() -> None:
         trace = ("-trace_msg", "-trace_err") if args.trace else ()
         if "pbxcore" in servers:
             sub = folder / "pbxcore"
-            sub.mkdir()
-            with sipp_uas(sub, args.sipp_cpu, *trace) as uas_port:
-                port = free_udp_port()
-                serve_args = [
-                    "--db", f"sqlite:///{sub}/pbx.db", "--api-listen", f"127.0.0.1:{free_tcp_port()}",
-                    "--sip-listen", f"udp:127.0.0.1:{port}", "--data-dir", str(sub / "data"),
-                    "--rate-limit", "0", "--guard-failures", "0", "--log-level", "WARNING",
-                    "--rtp-ports", "20000-31999", "--rtp-timeout", "0",
-                    "--uvloop" if has_uvloop else "--no-uvloop",
-                ]  # fmt: skip
-                with pbxcore_serve(serve_args, sub, cpu=args.server_cpu, api=True) as served:
-                    assert served.api is not None
-                    domain = provision(served.api, uas_port, args.users)
-                    csv = write_users(sub, args.users, domain)
-                    time.sleep(0.5)  # the snapshot with the new tenant is swapped in
-                    results["pbxcore"] = bench_server(
-                        "pbxcore serve (B2BUA, relay, CDRs to SQLite)",
-                        served.pid, port, csv, rates, args.duration, sub, args.sipp_cpu, domain, trace,
-                    )  # fmt: skip
+            sub.mkdir(exist_ok=True)
+            with (
+                sipp_uas(sub, args.sipp_cpu, *trace) as uas_port,
+                pbxcore_b2bua(
+                    sub, uas_port, args.users, cpu=args.server_cpu, uvloop=has_uvloop
+                ) as (served, port, domain, csv),
+            ):
+                results["pbxcore"] = bench_server(
+                    "pbxcore serve (B2BUA, relay, CDRs to SQLite)",
+                    served.pid, port, csv, rates, args.duration, sub, args.sipp_cpu, domain, trace,
+                )  # fmt: skip
         if "kamailio" in servers:
             sub = folder / "kamailio"
-            sub.mkdir()
+            sub.mkdir(exist_ok=True)
             domain = f"acme.{OPERATOR_DOMAIN}"
             csv = write_users(sub, args.users, domain)
             with sipp_uas(sub, args.sipp_cpu, *trace) as uas_port:
