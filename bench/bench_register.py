@@ -22,17 +22,22 @@ import contextlib
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import cpu_seconds
+from _common import (
+    KAMAILIO_BUFFER,
+    cpu_seconds,
+    free_udp_port,
+    kamailio,
+    pbxcore_serve,
+    sipp_last_stats,
+)
 
 HERE = Path(__file__).resolve().parent
 SCENARIO = HERE / "sipp_register_bench.xml"
@@ -111,12 +116,6 @@ class Step:
         return self.successful / self.cpu if self.cpu > 0 else 0.0
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def write_users(folder: Path, count: int) -> tuple[Path, Path]:
     users = [f"u{1000 + i}" for i in range(count)]
     toml = folder / "users.toml"
@@ -139,86 +138,22 @@ def pbxcore_server(
     folder: Path, users: Path, port: int, *, uvloop: bool, cpu: str, guard: bool = False
 ) -> Iterator[int]:
     # the per-source rate limit is off: every SIPp call comes from one address
-    command = [
-        "taskset", "-c", cpu, sys.executable, "-m", "pbxcore.cli_serve",
+    args = [
         "--sip-listen", f"udp:127.0.0.1:{port}", "--users", str(users),
         "--rate-limit", "0", "--log-level", "WARNING",
         "--uvloop" if uvloop else "--no-uvloop",
     ]  # fmt: skip
     if not guard:
-        command += ["--guard-failures", "0"]
-    log = (folder / "pbxcore.log").open("w")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()  # "listening udp:..." once bound
-        if not line.startswith("listening"):
-            raise RuntimeError(
-                f"pbxcore serve did not start: {(folder / 'pbxcore.log').read_text()}"
-            )
-        yield process.pid
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        args += ["--guard-failures", "0"]
+    with pbxcore_serve(args, folder, cpu=cpu) as served:
+        yield served.pid
 
 
-@contextlib.contextmanager
-def kamailio_server(folder: Path, port: int, *, cpu: str, mode: str) -> Iterator[int]:
-    binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
-    cfg = folder / "kamailio.cfg"
-    cfg.write_text(
-        KAMAILIO_CFG.format(
-            port=port,
-            buffer=4 * 1024 * 1024,
-            password=PASSWORD,
-            stateful=KAMAILIO_STATEFUL[mode],
-        )
+def kamailio_server(folder: Path, port: int, *, cpu: str, mode: str) -> AbstractContextManager[int]:
+    config = KAMAILIO_CFG.format(
+        port=port, buffer=KAMAILIO_BUFFER, password=PASSWORD, stateful=KAMAILIO_STATEFUL[mode]
     )
-    command = [
-        "taskset", "-c", cpu, binary, "-f", str(cfg), "-DD", "-E", "-w", str(folder),
-        "-Y", str(folder), "-m", "2048", "-M", "32", "-x", "tlsf", "-X", "tlsf",
-    ]  # fmt: skip
-    log = (folder / "kamailio.log").open("w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"kamailio exited: {(folder / 'kamailio.log').read_text()}")
-            if _answers_options(port):
-                break
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("kamailio did not answer")
-        yield process.pid
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-
-
-def _answers_options(port: int) -> bool:
-    probe = (
-        f"OPTIONS sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKprobe;rport\r\n"
-        f"Max-Forwards: 70\r\nFrom: <sip:p@{DOMAIN}>;tag=1\r\nTo: <sip:{DOMAIN}>\r\n"
-        "Call-ID: probe\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(0.3)
-        sock.sendto(probe, ("127.0.0.1", port))
-        try:
-            return sock.recv(4096).startswith(b"SIP/2.0")
-        except OSError:
-            return False
+    return kamailio(folder, config, port, cpu=cpu)
 
 
 def run_step(
@@ -241,8 +176,7 @@ def run_step(
     wall = time.monotonic() - start
     time.sleep(0.3)  # let the server finish what is queued
     used = cpu_seconds(server_pid) - before
-    header, *rows = [line.split(";") for line in stat.read_text().splitlines() if line]
-    last = dict(zip(header, rows[-1], strict=False))
+    last = sipp_last_stats(stat)
     successful = int(last["SuccessfulCall(C)"])
     failed = int(last["FailedCall(C)"])
     retrans = int(last.get("Retransmissions(C)", "0") or 0)

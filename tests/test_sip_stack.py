@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import re
 import socket
+import weakref
 from collections.abc import AsyncIterator
 
 import pytest
@@ -251,6 +252,33 @@ async def test_cancel_after_ringing(pair: tuple[SipStack, SipStack]) -> None:
     final = await invite.final
     assert final.status == 487 and invite.cancelled and cancelled == [True]
     await _eventually(lambda: b.dialog_count == 0)
+
+
+async def test_cancel_callbacks_are_released_with_the_final_response(
+    pair: tuple[SipStack, SipStack],
+) -> None:
+    """The INVITE's transaction outlives the call (timer L): what a cancel callback holds
+    (a B2BUA's whole call) must not live on with it once the final response is sent."""
+    a, b = pair
+
+    class Held:
+        def run(self) -> None:
+            raise AssertionError("a CANCEL after the final response has no effect")
+
+    held: list[weakref.ref[Held]] = []
+
+    async def on_invite(incoming: IncomingRequest) -> None:
+        thing = Held()
+        held.append(weakref.ref(thing))
+        incoming.on_cancel(thing.run)
+        incoming.respond(200, body=SDP, content_type="application/sdp")
+
+    b.set_handler("INVITE", on_invite)
+    invite = await a.invite(_invite(a, b))
+    assert (await invite.final).status == 200
+    await _eventually(lambda: bool(held) and held[0]() is None)
+    assert invite.dialog is not None
+    assert (await a.request(invite.dialog.new_request("BYE"), dialog=invite.dialog)).status == 200
 
 
 async def test_cancel_before_any_provisional_waits_for_one(

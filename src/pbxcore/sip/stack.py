@@ -374,6 +374,9 @@ class IncomingRequest:
         data = bytes(response)
         if status >= 200:
             self.final_status = status
+            # §9.2: a CANCEL after the final has no effect; the transaction outlives the call
+            # (timer L), so do not keep what the callbacks hold (the whole call) alive with it
+            self._cancel_callbacks = None
         self._tx.respond(data, status)
         if method == "INVITE" and 200 <= status < 300:
             if self.dialog is not None:
@@ -463,13 +466,13 @@ class IncomingRequest:
         if self.final_status is not None:
             return  # §9.2: a CANCEL after the final response has no effect
         self.cancelled = True
-        self.respond(487)
-        for callback in self._cancel_callbacks or ():
+        callbacks = self._cancel_callbacks or []
+        self.respond(487)  # (forgets the callbacks)
+        for callback in callbacks:
             try:
                 callback()
             except Exception:
                 log.exception("cancel callback failed")
-        self._cancel_callbacks = None
 
 
 class _Hop:
