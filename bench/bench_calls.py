@@ -267,6 +267,7 @@ def pbxcore_b2bua(
         "--sip-listen", f"udp:127.0.0.1:{port}", "--data-dir", str(folder / "data"),
         "--rate-limit", "0", "--guard-failures", "0", "--log-level", "WARNING",
         "--rtp-ports", rtp_ports, "--rtp-timeout", "0",
+        "--cps-per-extension", "0", "--cps-per-tenant", "0",  # the bench is the flood
         "--uvloop" if uvloop else "--no-uvloop",
     ]  # fmt: skip
     with pbxcore_serve(serve_args, folder, cpu=cpu, api=True) as served:

@@ -953,6 +953,10 @@ class B2bua:
         call.ended = True
         if call.watch is not None and call.watch is not asyncio.current_task():
             call.watch.cancel()
+        # break the call's reference cycles (its task, its forks' transactions) now, so
+        # that it is freed at once rather than at the next full garbage collection
+        call.watch = None
+        call.forks = []
         self.calls.pop(call.id, None)
         for d in (call.a_dialog, call.b_dialog):
             if d is not None:
