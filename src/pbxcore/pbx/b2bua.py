@@ -645,10 +645,9 @@ class B2bua:
             incoming.respond(481, "Call/Transaction Does Not Exist")
             return
         call, side = found
-        timer = self._refreshed_by(call, side, incoming)
-        if timer is False:
+        extra = self._refresh_headers(call, side, incoming)
+        if extra is None:
             return
-        extra = [self._allow(), *(timer.response_headers() if timer is not None else ())]
         leg = call.media.a if side == "a" else call.media.b
         if leg is None or leg.released:
             incoming.respond(481, "Call/Transaction Does Not Exist")
@@ -666,11 +665,7 @@ class B2bua:
             except ValueError as exc:
                 log.info("call %s: the answer in the ACK is unusable: %s", call.id, exc)
             return
-        answer = await self._pass_offer(call, side, incoming.request.body)
-        if isinstance(answer, int):
-            incoming.respond(answer, headers=[("Retry-After", "1")] if answer == 500 else None)
-            return
-        incoming.respond(200, body=answer, content_type=SDP, headers=extra)
+        await self._answer_offer(call, side, incoming, extra)
 
     async def on_update(self, incoming: IncomingRequest) -> None:
         """UPDATE (RFC 3311): a session refresh (no SDP) is answered here; an offer goes
@@ -688,15 +683,29 @@ class B2bua:
                 incoming.respond(200)
             return
         call, side = found
-        timer = self._refreshed_by(call, side, incoming)
-        if timer is False:
+        extra = self._refresh_headers(call, side, incoming)
+        if extra is None:
             return
-        extra = [self._allow(), *(timer.response_headers() if timer is not None else ())]
-        body = incoming.request.body
-        if not body:
+        if not incoming.request.body:
             incoming.respond(200, headers=extra)
             return
-        answer = await self._pass_offer(call, side, body)
+        await self._answer_offer(call, side, incoming, extra)
+
+    def _refresh_headers(
+        self, call: Call, side: str, incoming: IncomingRequest
+    ) -> list[tuple[str, str]] | None:
+        """The re-INVITE or UPDATE refreshes the side's session timer: the headers of our
+        2xx to it (Allow, Session-Expires); None when it was answered already (422/400)."""
+        timer = self._refreshed_by(call, side, incoming)
+        if timer is False:
+            return None
+        return [self._allow(), *(timer.response_headers() if timer is not None else ())]
+
+    async def _answer_offer(
+        self, call: Call, side: str, incoming: IncomingRequest, extra: list[tuple[str, str]]
+    ) -> None:
+        """Answer the offer in a re-INVITE or UPDATE with the other party's answer."""
+        answer = await self._pass_offer(call, side, incoming.request.body)
         if isinstance(answer, int):
             incoming.respond(answer, headers=[("Retry-After", "1")] if answer == 500 else None)
             return
