@@ -35,6 +35,21 @@ def machine() -> str:
     )
 
 
+def uvloop_wanted(no_uvloop: bool) -> bool:
+    """Whether the server under test runs on uvloop: installed and not turned off."""
+    try:
+        import uvloop  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return not no_uvloop
+
+
+def print_run_header() -> None:
+    """The machine and its load, first lines of every benchmark's output."""
+    print(f"machine: {machine()}")
+    print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+
+
 def time_per_call(
     fn: Callable[[Any], object], inputs: Sequence[Any], min_seconds: float = 0.2
 ) -> float:

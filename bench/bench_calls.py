@@ -29,7 +29,6 @@ pbxcore/Kamailio. The server runs pinned to CPU 1, both SIPp processes to CPU 0.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -50,9 +49,10 @@ from _common import (
     free_tcp_port,
     free_udp_port,
     kamailio,
-    machine,
     pbxcore_serve,
+    print_run_header,
     sipp_last_stats,
+    uvloop_wanted,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -402,14 +402,8 @@ def main() -> None:
         args.rates, args.duration, args.users = "500,1000,1500", 2.0, 20
     rates = [int(r) for r in args.rates.split(",")]
     servers = args.servers.split(",")
-    try:
-        import uvloop  # noqa: F401, PLC0415
-
-        has_uvloop = not args.no_uvloop
-    except ImportError:
-        has_uvloop = False
-    print(f"machine: {machine()}")
-    print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    has_uvloop = uvloop_wanted(args.no_uvloop)
+    print_run_header()
     print(
         f"pbxcore event loop: {'uvloop' if has_uvloop else 'asyncio'}; {args.users} extensions "
         "calling out through a trunk; brute-force guard and per-source rate limit off"

@@ -28,7 +28,6 @@ CPU-seconds for both, the ratio of packets forwarded per CPU-second, and memory 
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import tempfile
 import time
@@ -37,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import free_udp_port, machine
+from _common import free_udp_port, print_run_header, uvloop_wanted
 from bench_calls import DIALED, UAC, pbxcore_b2bua, sipp_uas
 from bench_relay import CRelay, build, measure, raise_nofile, run_case
 
@@ -193,14 +192,8 @@ def main() -> None:
         args.calls, args.seconds = "100,300", 4.0
     steps = [int(n) for n in args.calls.split(",")]
     raise_nofile()
-    try:
-        import uvloop  # noqa: F401, PLC0415
-
-        has_uvloop = not args.no_uvloop
-    except ImportError:
-        has_uvloop = False
-    print(f"machine: {machine()}")
-    print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    has_uvloop = uvloop_wanted(args.no_uvloop)
+    print_run_header()
     print(
         f"pbxcore event loop: {'uvloop' if has_uvloop else 'asyncio'}; calls set up at "
         f"{args.setup_rate}/s and held; RTP 200-byte packets at 50/s into both legs of every "
