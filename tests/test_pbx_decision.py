@@ -529,6 +529,20 @@ class TestLimits:
         )
         assert d.kind == "outbound" and d.trunks[0].caller_id.number == "200"
 
+    def test_an_extension_numbered_like_a_short_emergency_code_is_dialled(self) -> None:
+        """Russian 101-104: a tenant with an extension 102 reaches it; one without, and
+        every tenant dialling 112, goes out as an emergency call."""
+        with_102 = tenant("E", "op1", [ext("e101", "101"), ext("e102", "102")])
+        snap = world(tenants=[with_102])
+        d = decide(snap, ExtensionCaller("E", "101"), "102", usage=IDLE)
+        assert (d.kind, d.number) == ("internal", "102")
+        assert (
+            d.explain["normalized"]["rule"] == "extension of the tenant (before the short code 102)"
+        )
+        for short in ("103", "112"):  # (no route table here: refused, but as emergency)
+            d = decide(snap, ExtensionCaller("E", "101"), short, usage=IDLE)
+            assert d.kind != "internal" and d.explain["normalized"]["kind"] == "emergency"
+
 
 # -- inbound calls ----------------------------------------------------------------------------
 

@@ -532,10 +532,15 @@ class _Call:
         tenant = self.tenant
         assert tenant is not None
         found = plan.normalize(dialed)
-        if found.kind == "invalid" and found.rule is None:
-            cleaned = dialed.translate(_STRIP)
-            if cleaned in tenant.extensions:
-                found = Normalized(cleaned, "internal", "extension of the tenant (no rule matched)")
+        cleaned = dialed.translate(_STRIP)
+        if found.kind == "invalid" and found.rule is None and cleaned in tenant.extensions:
+            found = Normalized(cleaned, "internal", "extension of the tenant (no rule matched)")
+        elif found.kind == "emergency" and cleaned in tenant.extensions:
+            # a tenant that numbers an extension 101-104 (Russian short emergency codes)
+            # dials it; 112 and 911 cannot be extensions (tenancy rules), so always go out
+            found = Normalized(
+                cleaned, "internal", f"extension of the tenant (before the short code {cleaned})"
+            )
         self.explain[key] = found.to_json()
         return found
 

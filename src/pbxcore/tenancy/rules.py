@@ -99,9 +99,16 @@ def check_prefix(value: str) -> str:
     return value
 
 
+UNIVERSAL_EMERGENCY = ("112", "911")  # dialled out from every phone, whatever the plan
+
+
 def check_extension_number(value: str) -> str:
+    """2 to 8 digits, not a universal emergency number (an extension numbered like a
+    national short code, 101-104 in Russia, is dialled as the extension)."""
     if not (value.isascii() and value.isdigit() and 2 <= len(value) <= 8):
         raise ValueError(f"{value!r} is not an extension number: 2 to 8 digits")
+    if value in UNIVERSAL_EMERGENCY:
+        raise ValueError(f"{value!r} is an emergency number: it cannot be an extension")
     return value
 
 
