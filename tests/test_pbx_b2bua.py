@@ -269,8 +269,8 @@ async def test_a_pcma_only_caller_and_a_pcmu_only_callee_are_transcoded(pbx: Pbx
     assert b"a=recvonly" in final.body
     assert (media.a.law, media.b.law) == ("alaw", "ulaw")
     caller.stack.bye(dialog)
-    for _ in range(200):
-        if not pbx.b2bua.calls:
+    for _ in range(500):  # the B2BUA's BYE to the callee follows the call's end
+        if callee.byes and not pbx.b2bua.calls:
             break
         await asyncio.sleep(0.01)
     assert callee.byes and not pbx.b2bua.calls and not pbx.media.calls
@@ -727,3 +727,46 @@ async def test_a_flood_of_mutated_invites_leaves_no_call_session_or_dialog(pbx: 
     assert not pbx.b2bua.calls and not pbx.media.calls
     assert pbx.b2bua.stack.dialog_count == 0
     assert pbx.b2bua.usage.active_calls("A") == 0
+
+
+async def test_shutdown_refuses_new_calls_and_ends_the_ones_in_progress(pbx: Pbx) -> None:
+    """SIGTERM's path: new calls get 503 + Retry-After at once; after the grace period
+    (here ended by a second signal) an answered call gets BYE on both sides and a ringing
+    one a 503 to its caller and CANCEL to the phone that rings."""
+    first, second, third = pbx.phones["201"], pbx.phones["202"], pbx.phones["203"]
+    assert await third.register() == 200
+    third.answer = "ring"
+    up = await first.call("202")
+    assert (await asyncio.wait_for(_responses(up), 10))[-1] == 200
+    ringing = await second.call("203")
+    async for response in ringing.responses():
+        if response.status == 180:
+            break
+    hurry = asyncio.Event()
+    shutdown = asyncio.create_task(pbx.b2bua.shutdown(30, hurry=hurry))
+    await asyncio.sleep(0)
+    refused = await first.call("202")
+    final = await asyncio.wait_for(refused.final, 10)
+    assert final.status == 503
+    assert final.headers.get("retry-after") == "5"
+    assert "shutting_down" in (final.headers.get("reason") or "")
+    assert not shutdown.done()  # the two calls may still go on
+    hurry.set()
+    assert await asyncio.wait_for(shutdown, 15) == 2
+    assert (await asyncio.wait_for(ringing.final, 10)).status == 503
+    await asyncio.wait_for(third.cancelled.wait(), 10)
+    assert first.byes and second.byes  # both sides of the answered call
+    assert not pbx.b2bua.calls and not pbx.media.calls
+
+
+async def test_shutdown_waits_for_a_call_that_ends_within_the_grace_period(pbx: Pbx) -> None:
+    caller, callee = pbx.phones["201"], pbx.phones["202"]
+    invite = await caller.call("202")
+    assert (await asyncio.wait_for(_responses(invite), 10))[-1] == 200
+    shutdown = asyncio.create_task(pbx.b2bua.shutdown(60))
+    await asyncio.sleep(0.05)
+    assert not shutdown.done()
+    assert invite.dialog is not None
+    caller.stack.bye(invite.dialog)  # the caller hangs up by itself
+    assert await asyncio.wait_for(shutdown, 15) == 0  # none had to be ended by pbxcore
+    assert callee.byes and not caller.byes and not pbx.b2bua.calls

@@ -245,7 +245,14 @@ class PbxServer:
         host, port = self.api_address
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
-    async def stop(self) -> None:
+    async def stop(self, *, grace: float = 0.0, hurry: asyncio.Event | None = None) -> None:
+        """Stop everything: new calls get 503 at once, the calls in progress may finish
+        within ``grace`` seconds (or until ``hurry`` is set) and then get BYE; the CDRs
+        and the mail outbox are flushed before the database closes."""
+        if self.b2bua is not None:
+            ended = await self.b2bua.shutdown(grace, hurry=hurry)
+            if ended:
+                log.info("%d calls ended by the shutdown", ended)
         if self._api is not None and self._api_task is not None:
             self._api.should_exit = True
             with contextlib.suppress(Exception):

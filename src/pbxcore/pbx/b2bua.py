@@ -20,8 +20,10 @@ an offerless re-INVITE gets pbxcore's own offer. Session timers (RFC 4028, the r
 :mod:`pbxcore.sip.session_timer`) run on each leg: pbxcore refreshes the parties it is
 refresher for and hangs up both sides when a party stops refreshing or a refresh gets
 408/481. An answered call with no RTP (the relay's ``LegTimeout``) or past the tenant's
-maximum duration is ended on both sides. Calls-per-second caps and the node's capacity
-(:mod:`pbxcore.pbx.limits`), like a relay out of ports, answer 503 with Retry-After.
+maximum duration is ended on both sides. :meth:`B2bua.shutdown` drains the node: new
+calls get 503, the calls in progress get a grace period, then BYE. Calls-per-second
+caps and the node's capacity (:mod:`pbxcore.pbx.limits`), like a relay out of ports,
+answer 503 with Retry-After.
 Each call gets a CDR.
 
 The call logic uses the stack's public interface (handlers, :class:`IncomingRequest`,
@@ -33,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -141,6 +143,9 @@ class B2bua:
         self.usage = UsageCounts({}, {})
         self.calls: dict[str, Call] = {}
         self._by_dialog: dict[DialogId, tuple[Call, str]] = {}
+        self.closing = False  # shutting down: new calls get 503 (see shutdown)
+        self._quiet = asyncio.Event()  # set while no call is in progress
+        self._quiet.set()
 
     def attach(self) -> None:
         self.stack.set_handler("INVITE", self.on_invite)
@@ -153,6 +158,9 @@ class B2bua:
     async def on_invite(self, incoming: IncomingRequest) -> None:
         if incoming.dialog is not None:
             await self._reinvite(incoming)  # hold, resume, a new address
+            return
+        if self.closing:
+            _unavailable(incoming, _SHUTTING_DOWN)
             return
 
         request = incoming.request
@@ -334,6 +342,9 @@ class B2bua:
             if outcome == "cancelled" or incoming.cancelled:
                 await self._end(call, "cancelled")
                 return
+            if incoming.final_sent:  # refused while ringing (the node shuts down)
+                await self._end(call, "failed")
+                return
             if outcome in ("busy", "no_answer", "unavailable"):
                 follow = decide_forward(
                     self._snapshot(),
@@ -390,6 +401,7 @@ class B2bua:
         if _allows_update(request):
             call.updates.add("a")
         self.calls[call.id] = call
+        self._quiet.clear()
         self._count(tenant_id, +1)
         if self.cdr is not None:
             tenant = self._snapshot().tenants.get(tenant_id)
@@ -426,7 +438,7 @@ class B2bua:
         overload: Overload | None = None
         try:
             for candidate in decision.trunks:
-                if incoming.cancelled:
+                if incoming.cancelled or incoming.final_sent:
                     break
                 trunk = candidate.trunk
                 uri = (
@@ -967,6 +979,8 @@ class B2bua:
         call.watch = None
         call.forks = []
         self.calls.pop(call.id, None)
+        if not self.calls:
+            self._quiet.set()
         for d in (call.a_dialog, call.b_dialog):
             if d is not None:
                 self._by_dialog.pop(d.id, None)
@@ -982,6 +996,49 @@ class B2bua:
                 cost_per_minute=call.cost_per_minute if call.answered else None,
             )
 
+    # -- shutting down -------------------------------------------------------------------
+
+    async def shutdown(
+        self, grace: float, *, hurry: asyncio.Event | None = None, settle: float = 5.0
+    ) -> int:
+        """Stop taking calls and end the ones in progress; the number pbxcore ended.
+
+        New calls get 503 with Retry-After at once. The calls in progress may finish by
+        themselves for ``grace`` seconds (or until ``hurry`` is set: a second signal);
+        then each answered call gets a BYE on both sides, and a ringing one a 503 to its
+        caller and CANCEL to its forks. Their BYEs and CANCELs get ``settle`` seconds to
+        be answered; a call still not over then is ended without them. Every call gets
+        its CDR (``answered`` for the ones that were up, ``failed`` for the ringing ones).
+        """
+        self.closing = True
+        waits = [self._quiet.wait()] + ([hurry.wait()] if hurry is not None else [])
+        if self.calls and grace > 0:
+            log.info("shutting down: %d calls may finish within %g s", len(self.calls), grace)
+            await _first(waits, grace)
+        left = list(self.calls.values())
+        if not left:
+            return 0
+        log.info("shutting down: ending %d calls", len(left))
+        byes: list[asyncio.Task[None]] = []
+        for call in left:
+            if call.answered:
+                log.info("call %s ended by pbxcore: the node shuts down", call.id)
+                for dialog in (call.a_dialog, call.b_dialog):
+                    task = None if dialog is None else self.stack.bye(dialog)
+                    if task is not None:
+                        byes.append(task)
+                await self._end(call, "answered")
+            else:
+                if not call.a.final_sent:
+                    _unavailable(call.a, _SHUTTING_DOWN)
+                self._cancel_forks(call)
+        await _first([self._quiet.wait()], settle)
+        for call in list(self.calls.values()):
+            await self._end(call, "answered" if call.answered else "failed")
+        if byes:
+            await asyncio.wait(byes, timeout=settle)
+        return len(left)
+
     def _channels(self, trunk_id: str, delta: int) -> None:
         channels = self.usage.channels
         assert isinstance(channels, dict)
@@ -994,7 +1051,18 @@ class B2bua:
 
 
 _NO_PORTS = Overload(5, "media_capacity", "no free RTP ports in the relay")
+_SHUTTING_DOWN = Overload(5, "shutting_down", "this node is shutting down")
 _NO_TRUNK = Overload(30, "no_trunk", "no trunk could take the call")
+
+
+async def _first(waits: list[Coroutine[Any, Any, Any]], timeout: float) -> None:
+    """Wait until the first of ``waits`` is done or ``timeout`` seconds have passed."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def _unavailable(incoming: IncomingRequest, overload: Overload) -> None:

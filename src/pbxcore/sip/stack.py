@@ -1073,11 +1073,12 @@ class SipStack:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _start_task(self, work: Coroutine[Any, Any, Any]) -> None:
+    def _start_task(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = self.loop.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(_task_done)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _forget_server_tx(self, tx: Any) -> None:
         key = tx.key
@@ -1301,10 +1302,12 @@ class SipStack:
         items.extend(headers)
         return Request(method, uri, items, body)
 
-    def bye(self, dialog: Dialog) -> None:
-        """End ``dialog`` with a BYE in the background (its outcome is logged only)."""
+    def bye(self, dialog: Dialog) -> asyncio.Task[None] | None:
+        """End ``dialog`` with a BYE in the background (its outcome is logged only); the
+        task that sends it (await it to know the BYE is answered), None when the dialog
+        had ended already."""
         if dialog.state is DialogState.TERMINATED:
-            return
+            return None
         request = dialog.new_request("BYE")
         dialog.terminate()
 
@@ -1316,7 +1319,7 @@ class SipStack:
             finally:
                 self.remove_dialog(dialog)
 
-        self._start_task(send())
+        return self._start_task(send())
 
     # -- output internals --------------------------------------------------------------------
 
