@@ -5,6 +5,7 @@ change taking effect at the next REGISTER. On SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import threading
 import time
@@ -482,5 +483,164 @@ def test_two_baresip_phones_call_each_other_with_audio_both_ways(
             time.sleep(0.1)
         [cdr] = calls["items"]
         assert cdr["disposition"] == "answered" and cdr["billsec"] >= 3, cdr
+    finally:
+        assert stop_serve(server) == 0
+
+
+class _Phones:
+    """Two SIP stacks registered as 201 and 202 of ``domain``; 202 answers every call."""
+
+    SDP = (
+        b"v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        b"m=audio 31000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
+
+    def __init__(self, a: Any, b: Any, domain: str, target: Any) -> None:
+        self.a, self.b, self.domain, self.target = a, b, domain, target
+        self.byes = {"a": asyncio.Event(), "b": asyncio.Event()}
+        for side, stack in (("a", a), ("b", b)):
+            stack.set_handler("BYE", self._on_bye(side))
+        b.set_handler("INVITE", self._answer)
+
+    def _on_bye(self, side: str) -> Any:
+        def on_bye(incoming: Any) -> None:
+            incoming.respond(200)
+            self.byes[side].set()
+
+        return on_bye
+
+    async def _answer(self, incoming: Any) -> None:
+        body = self.SDP.replace(b"31000", b"32000")
+        incoming.respond(200, body=body, content_type="application/sdp")
+
+    async def register(self) -> None:
+        from pbxcore.sip.stack import StaticCredentials  # noqa: PLC0415
+
+        for stack, number in ((self.a, "201"), (self.b, "202")):
+            request = stack.new_request(
+                "REGISTER", f"sip:{self.domain}", from_=f"<sip:{number}@{self.domain}>",
+                to=f"<sip:{number}@{self.domain}>", target=self.target,
+            )  # fmt: skip
+            creds = StaticCredentials(number, f"call-pw-{number}")
+            response = await stack.request(request, target=self.target, credentials=creds)
+            assert response.status == 200
+
+    async def call(self) -> Any:
+        from pbxcore.sip.stack import StaticCredentials  # noqa: PLC0415
+
+        invite = self.a.new_request(
+            "INVITE", f"sip:202@{self.domain}", from_=f"<sip:201@{self.domain}>",
+            target=self.target, body=self.SDP, headers=[("Content-Type", "application/sdp")],
+        )  # fmt: skip
+        call = await self.a.invite(
+            invite, target=self.target, credentials=StaticCredentials("201", "call-pw-201")
+        )
+        return await asyncio.wait_for(call.final, 15)
+
+
+async def _with_phones(server: RunningServer, domain: str, work: Any) -> Any:
+    from pbxcore.sip.stack import SipStack, Target  # noqa: PLC0415
+    from pbxcore.sip.transaction import TimerSettings  # noqa: PLC0415
+    from pbxcore.sip.transport import ListenAddress  # noqa: PLC0415
+
+    target = Target("udp", "127.0.0.1", server.port("udp", "ipv4"))
+    listen = ListenAddress.parse("udp:127.0.0.1:0")
+    timers = TimerSettings(t1=0.05, t2=0.4, t4=0.5)
+    async with (
+        SipStack(listen=listen, timers=timers) as a,
+        SipStack(listen=listen, timers=timers) as b,
+    ):
+        phones = _Phones(a, b, domain, target)
+        await phones.register()
+        return await work(phones)
+
+
+def _cdrs(api: Client, t: str) -> list[dict[str, Any]]:
+    """The tenant's CDRs once none is in progress any more."""
+    items: list[dict[str, Any]] = []
+    for _ in range(100):
+        items = api.call("GET", f"/tenants/{t}/calls", 200)["items"]
+        if items and all(c["disposition"] != "in_progress" for c in items):
+            break
+        time.sleep(0.1)
+    return items
+
+
+def test_sigterm_ends_a_call_with_bye_and_kill_9_leaves_it_failed(tmp_path: Path) -> None:
+    """SIGTERM during a call: a new call gets 503, the call gets BYE on both sides after
+    the grace period, its CDR is written, exit status 0. After kill -9 and a restart the
+    call that was up is closed as failed."""
+    db = f"sqlite:///{tmp_path}/pbx.db"
+    extra = ("--rtp-ports", "44000-44999", "--shutdown-grace", "1")
+    env = {"PBXCORE_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    server = _serve(tmp_path, db, *extra, env=env)
+    try:
+        assert server.api is not None
+        api = Client(server.api)
+        api.login("admin", ADMIN_PASSWORD)
+        op = api.call("POST", "/operators", 201, json={"name": "V", "domain": "voip.test"})
+        t = api.call(
+            "POST", f"/operators/{op['id']}/tenants", 201, json={"name": "A", "slug": "acme"}
+        )
+        for number in ("201", "202"):
+            api.call(
+                "POST", f"/tenants/{t['id']}/extensions", 201,
+                json={"number": number, "sip_password": f"call-pw-{number}"},
+            )  # fmt: skip
+
+        async def sigterm_during_a_call(phones: _Phones) -> int:
+            assert (await phones.call()).status == 200
+            server.process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(phones.byes["a"].wait(), 20)
+            await asyncio.wait_for(phones.byes["b"].wait(), 20)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, lambda: server.process.wait(20))
+
+        code = asyncio.run(_with_phones(server, t["domain"], sigterm_during_a_call))
+        assert code == 0
+        log = server.log.read_text()
+        assert "shutting down: ending 1 calls" in log
+
+        server = _serve(tmp_path, db, *extra, env=env)  # the same database
+        api = Client(server.api or "")
+        api.login("admin", ADMIN_PASSWORD)
+        [first] = _cdrs(api, t["id"])
+        assert first["disposition"] == "answered" and first["ended_at"] is not None
+
+        async def refused_while_stopping(phones: _Phones) -> int:
+            """A call while the server drains: the grace period of the first call."""
+            assert (await phones.call()).status == 200
+            server.process.send_signal(signal.SIGTERM)
+            for _ in range(200):  # the server has begun its shutdown (read its log)
+                if "calls may finish" in server.log.read_text():
+                    break
+                await asyncio.sleep(0.05)
+            return int((await phones.call()).status)
+
+        refused = asyncio.run(_with_phones(server, t["domain"], refused_while_stopping))
+        assert refused == 503
+        assert server.process.wait(20) == 0
+
+        server = _serve(tmp_path, db, *extra, env=env)
+
+        async def up(phones: _Phones) -> None:
+            assert (await phones.call()).status == 200
+
+        asyncio.run(_with_phones(server, t["domain"], up))
+        api = Client(server.api or "")
+        api.login("admin", ADMIN_PASSWORD)
+        for _ in range(100):  # its row is written (CDRs go in batches)
+            items = api.call("GET", f"/tenants/{t['id']}/calls", 200)["items"]
+            if any(c["disposition"] == "in_progress" for c in items):
+                break
+            time.sleep(0.1)
+        server.process.kill()  # kill -9 with the call up
+        server.process.wait(10)
+        server = _serve(tmp_path, db, *extra, env=env)
+        api = Client(server.api or "")
+        api.login("admin", ADMIN_PASSWORD)
+        cdrs = _cdrs(api, t["id"])
+        assert len(cdrs) == 3
+        assert sorted(c["disposition"] for c in cdrs) == ["answered", "answered", "failed"]
     finally:
         assert stop_serve(server) == 0

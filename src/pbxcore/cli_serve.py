@@ -1,4 +1,7 @@
-"""``pbxcore serve``: run the SIP registrar (later issues grow it into the full server).
+"""``pbxcore serve``: SIP, media, calls, the admin API and the mail outbox in one process.
+
+Its flags are generated from :class:`pbxcore.config.ServeSettings`, the one list of
+settings (also the keys of ``--config FILE`` and the ``PBXCORE_*`` variables).
 
 Register it on the main typer app with ``app.command("serve")(serve)``; it also runs
 alone as ``python -m pbxcore.cli_serve``.
@@ -8,16 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
+import inspect
 import logging
+import os
 import signal
+import socket
 import ssl
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Optional
 
 import typer
 
+from pbxcore.config import (
+    WILDCARDS,
+    ConfigError,
+    ServeSettings,
+    base_type,
+    cli_settings,
+    default_of,
+    load_settings,
+    primary_address,
+    setting_flags,
+    setting_help,
+)
 from pbxcore.pbx.limits import CallRateLimits
 from pbxcore.server import PbxServer, ServerConfig, parse_host_port
 from pbxcore.sip.auth import DigestAuthenticator, NonceStore
@@ -31,162 +50,25 @@ from pbxcore.sip.transport import ListenAddress, RateLimit, TransportLimits
 from pbxcore.tenancy.db import DatabaseUnavailableError
 from pbxcore.tenancy.outbox import SmtpSettings
 
-__all__ = ["run_server", "serve"]
+__all__ = ["build_server", "run_server", "serve"]
 
 log = logging.getLogger("pbxcore.serve")
 
 
-def serve(  # noqa: PLR0917 - one parameter per command-line option
-    sip_listen: Annotated[
-        list[str],
-        typer.Option(
-            help="Listening point HOST:PORT, optionally prefixed udp:, tcp: or tls: "
-            "(no prefix: UDP and TCP). "
-            "IPv6 in brackets: [::1]:5060. Repeatable.",
-        ),
-    ] = ["127.0.0.1:5060"],  # noqa: B006 - typer reads the default, never mutates it
-    users: Annotated[
-        Path | None,
-        typer.Option(
-            help="TOML users file: users tables with domain, username, password "
-            "(default users.toml without --db; with --db it serves the realms that are "
-            "not tenants)."
-        ),
-    ] = None,
-    db: Annotated[
-        str | None,
-        typer.Option(
-            help="Database URL: sqlite:///path or postgresql://user:pass@host/db "
-            "(default: env PBXCORE_DB). Migrations run at start.",
-            envvar="PBXCORE_DB",
-        ),
-    ] = None,
-    api_listen: Annotated[
-        str | None,
-        typer.Option(help="Admin API listening point HOST:PORT (needs --db)."),
-    ] = None,
-    data_dir: Annotated[
-        Path,
-        typer.Option(help="Directory for the secret key file (unless PBXCORE_SECRET_KEY)."),
-    ] = Path("pbxcore-data"),
-    smtp_host: Annotated[
-        str | None,
-        typer.Option(
-            help="SMTP server for mail (welcome mail ...); without it mail waits in the outbox."
-        ),
-    ] = None,
-    smtp_port: Annotated[
-        int | None, typer.Option(help="SMTP port (default 25, or 465 with --smtp-security tls).")
-    ] = None,
-    smtp_security: Annotated[
-        str, typer.Option(help="none, starttls or tls (implicit TLS).")
-    ] = "starttls",
-    smtp_username: Annotated[str | None, typer.Option(help="SMTP AUTH username.")] = None,
-    smtp_password_file: Annotated[
-        Path | None,
-        typer.Option(help="File holding the SMTP AUTH password (never on the command line)."),
-    ] = None,
-    media_bind: Annotated[
-        str, typer.Option(help="Address the RTP relay binds (calls need --db).")
-    ] = "127.0.0.1",
-    media_advertise: Annotated[
-        str | None, typer.Option(help="Address put in SDP, when it differs (NAT).")
-    ] = None,
-    rtp_ports: Annotated[str, typer.Option(help="RTP port range LOW-HIGH.")] = "20000-29999",
-    rtp_timeout: Annotated[
-        float,
-        typer.Option(help="Seconds without RTP after which a call is ended (0: never)."),
-    ] = 60.0,
-    cps_per_extension: Annotated[
-        float,
-        typer.Option(help="New calls a second one extension may start (0: no cap)."),
-    ] = 5.0,
-    cps_per_tenant: Annotated[
-        float,
-        typer.Option(help="New calls a second one tenant may start (0: no cap)."),
-    ] = 50.0,
-    max_calls: Annotated[
-        int,
-        typer.Option(help="Calls this node carries at once; beyond, 503 (0: no cap)."),
-    ] = 0,
-    node_id: Annotated[
-        str | None,
-        typer.Option(help="This node's name in CDRs (unique per node; default: host name)."),
-    ] = None,
-    mail_from: Annotated[
-        str, typer.Option(help="Sender address of the platform's mail.")
-    ] = "pbxcore@localhost",
-    tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM).")] = None,
-    tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
-    min_expires: Annotated[int, typer.Option(help="Shortest registration (423 below).")] = 60,
-    max_expires: Annotated[int, typer.Option(help="Longest registration granted.")] = 3600,
-    default_expires: Annotated[int, typer.Option(help="Expiry when none is asked.")] = 3600,
-    nonce_ttl: Annotated[float, typer.Option(help="Digest nonce lifetime, seconds.")] = 300.0,
-    rate_limit: Annotated[
-        float,
-        typer.Option(help="Messages per second per source IP (0: no per-source limit at all)."),
-    ] = 500.0,
-    rate_burst: Annotated[float, typer.Option(help="Burst allowance per source IP.")] = 1000.0,
-    rate_bytes: Annotated[
-        float,
-        typer.Option(
-            help="Bytes per second per source IP, counted before parsing: datagrams over it "
-            "are dropped, TCP/TLS reading pauses (0: bytes not limited)."
-        ),
-    ] = 2_000_000.0,
-    rate_bytes_burst: Annotated[
-        float,
-        typer.Option(help="Byte burst allowance per source IP (at least 65535, one message)."),
-    ] = 4_000_000.0,
-    max_connections: Annotated[
-        int,
-        typer.Option(
-            help="Open TCP/TLS connections in total; the open-file limit is raised to its "
-            "hard maximum at start and this is lowered to fit in it. Refusals are logged."
-        ),
-    ] = 10_000,
-    max_connections_per_ip: Annotated[
-        int, typer.Option(help="Open TCP/TLS connections from one source IP.")
-    ] = 64,
-    message_timeout: Annotated[
-        float,
-        typer.Option(
-            help="Seconds a TCP/TLS message may take from its first byte to its last "
-            "(later bytes do not extend it); then the connection is closed."
-        ),
-    ] = 30.0,
-    idle_timeout: Annotated[
-        float,
-        typer.Option(
-            help="Seconds a TCP/TLS connection stays open without a complete message, "
-            "keepalive or response."
-        ),
-    ] = 900.0,
-    guard_failures: Annotated[
-        int,
-        typer.Option(
-            help="Failed logins from one IP before it is banned, or for one user before the "
-            "IPs that failed for it are refused for it (others still may log in; 0: off)."
-        ),
-    ] = 10,
-    guard_window: Annotated[float, typer.Option(help="Window for counting failures, s.")] = 60.0,
-    guard_ban: Annotated[float, typer.Option(help="Ban duration, seconds.")] = 600.0,
-    guard_action: Annotated[
-        GuardAction, typer.Option(help="What a banned source gets.")
-    ] = GuardAction.REJECT,
-    t1: Annotated[float, typer.Option(help="SIP timer T1, seconds.")] = 0.5,
-    t2: Annotated[float, typer.Option(help="SIP timer T2, seconds.")] = 4.0,
-    t4: Annotated[float, typer.Option(help="SIP timer T4, seconds.")] = 5.0,
-    use_uvloop: Annotated[
-        bool, typer.Option("--uvloop/--no-uvloop", help="Use uvloop when it is installed.")
-    ] = True,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
-) -> None:
-    """Run SIP (and, with --db, the admin API) until SIGINT or SIGTERM."""
+def serve(**flags: Any) -> None:
+    """Run SIP, media, calls and the admin API until SIGINT or SIGTERM.
+
+    Settings come from --config FILE (TOML), PBXCORE_* variables and these flags; a flag
+    wins over the environment, which wins over the file.
+    """
+    try:
+        settings = load_settings(flags.pop("config", None), os.environ, flags)
+    except ConfigError as exc:
+        typer.echo(f"pbxcore serve: {exc}", err=True)
+        raise typer.Exit(2) from None
+    level = settings.log_level.upper()
     logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     # the database drivers log statements with their parameters (HA1s, password hashes) at
     # DEBUG: never into the server log
@@ -194,102 +76,144 @@ def serve(  # noqa: PLR0917 - one parameter per command-line option
         # (SQLAlchemy logs every statement with its parameters at INFO)
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
-        listen = [a for spec in sip_listen for a in ListenAddress.parse(spec)]
-        if users is None and db is None:
-            users = Path("users.toml")
-        file_store = FileCredentialStore.from_toml(users) if users is not None else None
-        api = parse_host_port(api_listen) if api_listen is not None else None
-        if api is not None and db is None:
-            raise ValueError("--api-listen needs --db")
-        policy = RegistrarPolicy(
-            min_expires=min_expires, max_expires=max_expires, default_expires=default_expires
-        )
-        guard = GuardPolicy(
-            max_failures=guard_failures,
-            window=guard_window,
-            ban_time=guard_ban,
-            action=guard_action,
-        )
-        timers = TimerSettings(t1=t1, t2=t2, t4=t4)
-        limit = (
-            RateLimit(rate_limit, rate_burst, byte_rate=rate_bytes, byte_burst=rate_bytes_burst)
-            if rate_limit > 0
-            else None
-        )
-        limits = TransportLimits(
-            max_connections=max_connections,
-            max_connections_per_source=max_connections_per_ip,
-            message_timeout=message_timeout,
-            idle_timeout=idle_timeout,
-        )
-        context = _tls_context(tls_cert, tls_key, listen)
-
-        def build_sip(credentials: CredentialStore) -> SipServer:
-            registrar = Registrar(
-                credentials,
-                MemoryLocationService(),
-                authenticator=DigestAuthenticator(credentials, NonceStore(ttl=nonce_ttl)),
-                guard=BruteForceGuard(guard),
-                policy=policy,
-            )
-            return SipServer(
-                registrar,
-                listen=listen,
-                timers=timers,
-                rate_limit=limit,
-                ssl_context=context,
-                limits=limits,
-            )
-
-        build_sip(FileCredentialStore())  # check every SIP option now, before any database work
-        smtp = None
-        if smtp_host is not None:
-            smtp_config: dict[str, object] = {
-                "host": smtp_host,
-                "sender": mail_from,
-                "security": smtp_security,
-            }
-            if smtp_port is not None:
-                smtp_config["port"] = smtp_port
-            if smtp_username is not None:
-                smtp_config["username"] = smtp_username
-            if smtp_password_file is not None:
-                smtp_config["password_file"] = str(smtp_password_file)
-            smtp = SmtpSettings.from_mapping(smtp_config)
-        low, sep, high = rtp_ports.partition("-")
-        if not (sep and low.isdigit() and high.isdigit() and 0 < int(low) < int(high) < 65536):
-            raise ValueError(f"--rtp-ports must be LOW-HIGH, got {rtp_ports!r}")
-        config = ServerConfig(
-            db_url=db,
-            api_listen=api,
-            data_dir=data_dir,
-            users=file_store,
-            smtp=smtp,
-            media_bind=media_bind,
-            media_advertise=media_advertise,
-            rtp_ports=(int(low), int(high)),
-            rtp_timeout=rtp_timeout if rtp_timeout > 0 else None,
-            call_rates=CallRateLimits(
-                per_extension=cps_per_extension or None,
-                per_tenant=cps_per_tenant or None,
-                max_calls=max_calls or None,
-            ),
-        )
-        if node_id is not None:
-            config.node_id = node_id
-        server = PbxServer(config, build_sip)
+        server = build_server(settings)
     except (ValueError, OSError) as exc:
         typer.echo(f"pbxcore serve: {exc}", err=True)
         raise typer.Exit(2) from None
-    if file_store is not None:
-        log.info("%d users in %d domains from %s", len(file_store), len(file_store.realms), users)
-    runner_factory = _loop_factory(use_uvloop)
     try:
-        with asyncio.Runner(loop_factory=runner_factory) as runner:
-            runner.run(run_server(server))
+        with asyncio.Runner(loop_factory=_loop_factory(settings.uvloop)) as runner:
+            runner.run(run_server(server, grace=settings.shutdown_grace))
     except (OSError, DatabaseUnavailableError, ValueError) as exc:
         typer.echo(f"pbxcore serve: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+_METAVARS: dict[Any, str] = {int: "INTEGER", float: "NUMBER", Path: "PATH", tuple: "ADDRESS"}
+
+
+def _cli_signature() -> inspect.Signature:
+    """serve's parameters: one flag per setting of :class:`ServeSettings` (None: not
+    given, so that the environment and the file can fill it)."""
+    cli_types: dict[Any, Any] = {tuple: list[str]}
+    parameters = []
+    for name in cli_settings():
+        names = setting_flags(name)
+        kind = base_type(name)
+        if kind is bool:
+            names = (f"{names[0]}/--no-{names[0][2:]}",)
+        text = setting_help(name).replace("[", "\\[")  # not rich markup
+        default = default_of(name)
+        if default is not None:
+            shown = ", ".join(default) if isinstance(default, tuple) else str(default)
+            text += f" \\[default: {shown}]"
+        metavar = None if kind is bool else _METAVARS.get(kind, "TEXT")
+        option = typer.Option(*names, help=text, show_default=False, metavar=metavar)
+        optional: Any = Optional[cli_types.get(kind, kind)]  # noqa: UP045 - typer reads it
+        annotation: Any = Annotated[optional, option]
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        parameters.append(inspect.Parameter(name, keyword, default=None, annotation=annotation))
+    return inspect.Signature(parameters)
+
+
+serve.__signature__ = _cli_signature()  # type: ignore[attr-defined]
+serve.__annotations__ = {p.name: p.annotation for p in serve.__signature__.parameters.values()}  # type: ignore[attr-defined]
+
+
+def build_server(settings: ServeSettings) -> PbxServer:
+    """The server the settings describe (nothing is bound yet); a ValueError names a
+    setting that does not work with the others."""
+    listen = [a for spec in settings.sip_listen for a in ListenAddress.parse(spec)]
+    db = settings.database_url
+    users = settings.users
+    file_store = FileCredentialStore.from_toml(users) if users is not None else None
+    if file_store is not None:
+        log.info("%d users in %d domains from %s", len(file_store), len(file_store.realms), users)
+    api = None
+    if settings.api_listen != "off":
+        if db is not None:
+            api = parse_host_port(settings.api_listen)
+        elif "api_listen" in _given(settings):
+            raise ValueError("api_listen needs a database (db)")
+    policy = RegistrarPolicy(
+        min_expires=settings.min_expires,
+        max_expires=settings.max_expires,
+        default_expires=settings.default_expires,
+    )
+    guard = GuardPolicy(
+        max_failures=settings.guard_failures,
+        window=settings.guard_window,
+        ban_time=settings.guard_ban,
+        action=GuardAction(settings.guard_action),
+    )
+    timers = TimerSettings(t1=settings.t1, t2=settings.t2, t4=settings.t4)
+    limit = (
+        RateLimit(
+            settings.rate_limit,
+            settings.rate_burst,
+            byte_rate=settings.rate_bytes,
+            byte_burst=settings.rate_bytes_burst,
+        )
+        if settings.rate_limit > 0
+        else None
+    )
+    limits = TransportLimits(
+        max_connections=settings.max_connections,
+        max_connections_per_source=settings.max_connections_per_ip,
+        message_timeout=settings.message_timeout,
+        idle_timeout=settings.idle_timeout,
+    )
+    context = _tls_context(settings.tls_cert, settings.tls_key, listen)
+
+    def build_sip(credentials: CredentialStore) -> SipServer:
+        registrar = Registrar(
+            credentials,
+            MemoryLocationService(),
+            authenticator=DigestAuthenticator(credentials, NonceStore(ttl=settings.nonce_ttl)),
+            guard=BruteForceGuard(guard),
+            policy=policy,
+        )
+        return SipServer(
+            registrar,
+            listen=listen,
+            timers=timers,
+            rate_limit=limit,
+            ssl_context=context,
+            limits=limits,
+        )
+
+    build_sip(FileCredentialStore())  # check every SIP option now, before any database work
+    table = settings.smtp_table()
+    smtp = SmtpSettings.from_mapping(table) if table is not None else None
+    if db is not None and db.startswith("sqlite:///") and settings.db is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)  # the default database's home
+    media_bind = settings.media_bind or listen[0].host
+    media_address = settings.media_address
+    if media_address is None and media_bind in WILDCARDS:
+        media_address = primary_address(socket.AF_INET6 if ":" in media_bind else socket.AF_INET)
+    config = ServerConfig(
+        db_url=db,
+        api_listen=api,
+        data_dir=settings.data_dir,
+        users=file_store,
+        smtp=smtp,
+        media_bind=media_bind,
+        media_advertise=media_address,
+        rtp_ports=settings.rtp_range,
+        rtp_timeout=settings.rtp_timeout if settings.rtp_timeout > 0 else None,
+        call_rates=CallRateLimits(
+            per_extension=settings.cps_per_extension or None,
+            per_tenant=settings.cps_per_tenant or None,
+            max_calls=settings.max_calls or None,
+        ),
+    )
+    if settings.node_id is not None:
+        config.node_id = settings.node_id
+    return PbxServer(config, build_sip)
+
+
+def _given(settings: ServeSettings) -> set[str]:
+    """The settings that differ from their defaults."""
+    return {f.name for f in dataclasses.fields(settings) if getattr(settings, f.name) != f.default}
 
 
 def _tls_context(
@@ -320,13 +244,21 @@ def _loop_factory(use_uvloop: bool) -> type[asyncio.AbstractEventLoop] | None:
     return uvloop.Loop
 
 
-async def run_server(server: PbxServer) -> None:
-    """Start ``server``, print its listening points, and run it until SIGINT/SIGTERM."""
+async def run_server(server: PbxServer, *, grace: float = 30.0) -> None:
+    """Start ``server``, print its listening points, and run it until SIGINT/SIGTERM; then
+    stop it, the calls in progress given ``grace`` seconds (a second signal: none)."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
+    hurry = asyncio.Event()
+
+    def on_signal() -> None:
+        if stopping.is_set():
+            hurry.set()
+        stopping.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stopping.set)
+            loop.add_signal_handler(signum, on_signal)
     try:
         await server.start()
     except BaseException:
@@ -350,7 +282,7 @@ async def run_server(server: PbxServer) -> None:
         await stopping.wait()
     finally:
         log.info("stopping")
-        await server.stop()
+        await server.stop(grace=grace, hurry=hurry)
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signum)
