@@ -7,19 +7,18 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
 from pbxcore.tenancy.secrets import sip_ha1
 from tests.helpers import pbxcore_command, require_binary
+from tests.peers.api import ApiClient
+from tests.peers.baresip import make_phone, peak_hz
 from tests.peers.pbxserve import (
     RunningServer,
     free_port,
@@ -29,6 +28,7 @@ from tests.peers.pbxserve import (
     stop_serve,
 )
 from tests.peers.postgres import PostgresCluster
+from tests.peers.smtp import Inbox
 
 pytestmark = pytest.mark.peers
 
@@ -62,22 +62,6 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url = cluster.create_database()
     yield url
     cluster.drop_database(url)
-
-
-class Client:
-    def __init__(self, base: str) -> None:
-        self.http = httpx.Client(base_url=base, timeout=30)
-        self.headers: dict[str, str] = {}
-
-    def login(self, username: str, password: str) -> None:
-        r = self.http.post("/auth/token", data={"username": username, "password": password})
-        assert r.status_code == 200, r.text
-        self.headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
-
-    def call(self, method: str, path: str, status: int, **kw: Any) -> dict[str, Any]:
-        r = self.http.request(method, path, headers=self.headers, **kw)
-        assert r.status_code == status, r.text
-        return r.json() if r.content else {}
 
 
 def _sipp_register(
@@ -139,7 +123,7 @@ def test_extensions_made_through_the_api_register_over_sip(store_url: str, tmp_p
     try:
         assert not any("admin password" in line for line in server.lines)  # it was given
         assert server.api is not None
-        api = Client(server.api)
+        api = ApiClient(server.api)
         api.login("admin", ADMIN_PASSWORD)
         op = api.call("POST", "/operators", 201, json={"name": "Voip", "domain": "voip.test"})
         tenant = api.call(
@@ -203,7 +187,7 @@ def test_first_start_prints_a_generated_admin_password_once(tmp_path: Path) -> N
         assert len(printed) == 1
         password = printed[0].rsplit(" ", 1)[1]
         assert first.api is not None
-        Client(first.api).login("admin", password)
+        ApiClient(first.api).login("admin", password)
     finally:
         assert stop_serve(first) == 0
     assert password not in first.log.read_text()
@@ -211,7 +195,7 @@ def test_first_start_prints_a_generated_admin_password_once(tmp_path: Path) -> N
     try:
         assert not any(line.startswith("platform admin:") for line in second.lines)
         assert second.api is not None
-        Client(second.api).login("admin", password)
+        ApiClient(second.api).login("admin", password)
     finally:
         assert stop_serve(second) == 0
 
@@ -230,24 +214,8 @@ def test_serve_refuses_an_unreachable_database(tmp_path: Path) -> None:
     assert "pbxcore serve:" in result.stderr and "Traceback" not in result.stderr
 
 
-class _Inbox:
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-        self.arrived = threading.Event()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(
-            (
-                envelope.rcpt_tos,
-                message_from_bytes(envelope.original_content, policy=policy.default),
-            )
-        )
-        self.arrived.set()
-        return "250 OK"
-
-
 def test_the_welcome_mail_goes_out_over_smtp(tmp_path: Path) -> None:
-    inbox = _Inbox()
+    inbox = Inbox()
     controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
     controller.start()
     try:
@@ -259,7 +227,7 @@ def test_the_welcome_mail_goes_out_over_smtp(tmp_path: Path) -> None:
         )  # fmt: skip
         try:
             assert server.api is not None
-            api = Client(server.api)
+            api = ApiClient(server.api)
             api.login("admin", ADMIN_PASSWORD)
             op = api.call("POST", "/operators", 201, json={"name": "V", "domain": "voip.test"})
             t = api.call(
@@ -281,7 +249,7 @@ def test_the_welcome_mail_goes_out_over_smtp(tmp_path: Path) -> None:
     assert "boss-pw-1234" not in body
 
 
-async def _call_through_serve(server: RunningServer, api: Client, t: str, domain: str) -> None:
+async def _call_through_serve(server: RunningServer, api: ApiClient, t: str, domain: str) -> None:
     from pbxcore.sip.stack import SipStack, StaticCredentials, Target  # noqa: PLC0415
     from pbxcore.sip.transaction import TimerSettings  # noqa: PLC0415
     from pbxcore.sip.transport import ListenAddress  # noqa: PLC0415
@@ -338,7 +306,7 @@ def test_a_call_between_two_extensions_through_serve(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         assert server.api is not None
-        api = Client(server.api)
+        api = ApiClient(server.api)
         api.login("admin", ADMIN_PASSWORD)
         op = api.call("POST", "/operators", 201, json={"name": "V", "domain": "voip.test"})
         t = api.call(
@@ -364,37 +332,6 @@ def test_a_call_between_two_extensions_through_serve(tmp_path: Path) -> None:
         assert stop_serve(server) == 0
 
 
-BARESIP_CALL_CONFIG = """\
-poll_method\t\tepoll
-sip_listen\t\t127.0.0.1:{port}
-net_interface\t\t127.0.0.1
-module_path\t\t/usr/lib/baresip/modules
-module\t\t\tg711.so
-module\t\t\taufile.so
-module\t\t\tsndfile.so
-module_tmp\t\taccount.so
-module_app\t\tmenu.so
-audio_source\t\taufile,{folder}/tone.wav
-audio_player\t\taufile,{folder}/play.wav
-audio_alert\t\taufile,{folder}/alert.wav
-snd_path\t\t{folder}
-"""
-
-
-def _peak_hz(path: Path) -> tuple[float, float]:
-    """The strongest frequency of a PCM16 WAV's second half, and its RMS level."""
-    import numpy as np  # noqa: PLC0415
-
-    from pbxcore.wavfile import read_wav  # noqa: PLC0415
-
-    audio = read_wav(path)
-    pcm = np.frombuffer(audio.data, dtype="<i2").astype(float)[audio.frames // 2 :]
-    spectrum = np.abs(np.fft.rfft(pcm * np.hanning(len(pcm))))
-    return float(np.argmax(spectrum) * audio.sample_rate / len(pcm)), float(
-        np.sqrt(np.mean(pcm**2))
-    )
-
-
 @pytest.mark.parametrize(
     ("caller_codec", "callee_codec"),
     [(None, None), ("PCMA", "PCMU")],
@@ -415,7 +352,7 @@ def test_two_baresip_phones_call_each_other_with_audio_both_ways(
     phones: dict[str, Path] = {}
     try:
         assert server.api is not None
-        api = Client(server.api)
+        api = ApiClient(server.api)
         api.login("admin", ADMIN_PASSWORD)
         op = api.call("POST", "/operators", 201, json={"name": "V", "domain": "voip.test"})
         t = api.call(
@@ -429,24 +366,11 @@ def test_two_baresip_phones_call_each_other_with_audio_both_ways(
                 "POST", f"/tenants/{t['id']}/extensions", 201,
                 json={"number": number, "sip_password": f"bs-pw-{number}"},
             )  # fmt: skip
-            folder = tmp_path / f"baresip-{number}"
-            folder.mkdir()
-            subprocess.run(
-                [*pbxcore_command(), "g711", "tone", str(folder / "tone.wav"),
-                 "--freq", str(tone), "--seconds", "15"],
-                check=True, capture_output=True,
+            phones[number] = make_phone(
+                tmp_path / f"baresip-{number}", f"sip:{number}@{t['domain']}",
+                f"bs-pw-{number}", outbound=outbound, port=free_port(), tone=tone,
+                codec=codecs[number],
             )  # fmt: skip
-            (folder / "config").write_text(
-                BARESIP_CALL_CONFIG.format(port=free_port(), folder=folder)
-            )
-            (folder / "accounts").write_text(
-                f'<sip:{number}@{t["domain"]};transport=udp>;outbound="{outbound}";'
-                f"auth_pass=bs-pw-{number};regint=60;answermode=auto"
-                + (f";audio_codecs={codecs[number]}" if codecs[number] else "")
-                + "\n"
-            )
-            (folder / "contacts").write_text("")
-            phones[number] = folder
         callee = subprocess.Popen(
             [baresip, "-f", str(phones["202"]), "-t", "14"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
@@ -472,7 +396,7 @@ def test_two_baresip_phones_call_each_other_with_audio_both_ways(
         heard = {}
         for number, folder in phones.items():
             [received] = folder.glob("dump-*-dec.wav")
-            heard[number] = _peak_hz(received)
+            heard[number] = peak_hz(received)
         assert abs(heard["201"][0] - 1000) < 20 and heard["201"][1] > 1000, heard
         assert abs(heard["202"][0] - 440) < 20 and heard["202"][1] > 1000, heard
         calls: dict[str, Any] = {"items": []}
@@ -555,7 +479,7 @@ async def _with_phones(server: RunningServer, domain: str, work: Any) -> Any:
         return await work(phones)
 
 
-def _cdrs(api: Client, t: str) -> list[dict[str, Any]]:
+def _cdrs(api: ApiClient, t: str) -> list[dict[str, Any]]:
     """The tenant's CDRs once none is in progress any more."""
     items: list[dict[str, Any]] = []
     for _ in range(100):
@@ -576,7 +500,7 @@ def test_sigterm_ends_a_call_with_bye_and_kill_9_leaves_it_failed(tmp_path: Path
     server = _serve(tmp_path, db, *extra, env=env)
     try:
         assert server.api is not None
-        api = Client(server.api)
+        api = ApiClient(server.api)
         api.login("admin", ADMIN_PASSWORD)
         op = api.call("POST", "/operators", 201, json={"name": "V", "domain": "voip.test"})
         t = api.call(
@@ -602,7 +526,7 @@ def test_sigterm_ends_a_call_with_bye_and_kill_9_leaves_it_failed(tmp_path: Path
         assert "shutting down: ending 1 calls" in log
 
         server = _serve(tmp_path, db, *extra, env=env)  # the same database
-        api = Client(server.api or "")
+        api = ApiClient(server.api or "")
         api.login("admin", ADMIN_PASSWORD)
         [first] = _cdrs(api, t["id"])
         assert first["disposition"] == "answered" and first["ended_at"] is not None
@@ -627,7 +551,7 @@ def test_sigterm_ends_a_call_with_bye_and_kill_9_leaves_it_failed(tmp_path: Path
             assert (await phones.call()).status == 200
 
         asyncio.run(_with_phones(server, t["domain"], up))
-        api = Client(server.api or "")
+        api = ApiClient(server.api or "")
         api.login("admin", ADMIN_PASSWORD)
         for _ in range(100):  # its row is written (CDRs go in batches)
             items = api.call("GET", f"/tenants/{t['id']}/calls", 200)["items"]
@@ -637,7 +561,7 @@ def test_sigterm_ends_a_call_with_bye_and_kill_9_leaves_it_failed(tmp_path: Path
         server.process.kill()  # kill -9 with the call up
         server.process.wait(10)
         server = _serve(tmp_path, db, *extra, env=env)
-        api = Client(server.api or "")
+        api = ApiClient(server.api or "")
         api.login("admin", ADMIN_PASSWORD)
         cdrs = _cdrs(api, t["id"])
         assert len(cdrs) == 3
