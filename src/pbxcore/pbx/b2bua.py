@@ -299,7 +299,8 @@ class B2bua:
         caller: Caller,
         direction: str = "internal",
     ) -> None:
-        call = self._begin(incoming, decision, direction, caller_number, dialed)
+        via = caller.trunk_id if isinstance(caller, TrunkCaller) else None
+        call = self._begin(incoming, decision, direction, caller_number, dialed, via=via)
         if call is None:
             return
         try:
@@ -374,9 +375,13 @@ class B2bua:
         direction: str,
         caller_number: str,
         dialed: str,
+        *,
+        via: str | None = None,
     ) -> Call | None:
         """The call's media, counters and CDR; None (answered 488) when A's SDP is unusable,
-        or 422/400 when its session timer is too small or malformed."""
+        or 422/400 when its session timer is too small or malformed. ``via``: the trunk an
+        inbound call came in on (its CDR's trunk). The CDR's ``to`` is the number called,
+        in E.164 for an outbound call (the digits dialled are in its explain)."""
         request = incoming.request
         a_timer = self._timer_of(incoming)
         if a_timer is False:
@@ -405,14 +410,19 @@ class B2bua:
         self._count(tenant_id, +1)
         if self.cdr is not None:
             tenant = self._snapshot().tenants.get(tenant_id)
+            called = decision.extensions[0].number if decision.extensions else None
             call.record = self.cdr.call_started(
                 call_id=call.id,
                 operator_id=tenant.operator_id if tenant else "",
                 tenant_id=tenant_id,
                 direction=direction,  # type: ignore[arg-type]
                 from_number=caller_number,
-                to_number=dialed,
-                extension=caller_number,
+                to_number=decision.number
+                if direction == "outbound" and decision.number
+                else dialed,
+                # the tenant's extension of the call: the caller's, or the one called
+                extension=caller_number if direction != "inbound" else called,
+                trunk_id=via,
                 explain=dict(decision.explain),
             )
         incoming.on_cancel(lambda: self._cancel_forks(call))
