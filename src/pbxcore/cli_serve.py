@@ -12,12 +12,12 @@ import gc
 import logging
 import signal
 import ssl
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from pbxcore.logformat import configure_logging
 from pbxcore.pbx.limits import CallRateLimits
 from pbxcore.server import PbxServer, ServerConfig, parse_host_port
 from pbxcore.sip.auth import DigestAuthenticator, NonceStore
@@ -181,18 +181,16 @@ def serve(  # noqa: PLR0917 - one parameter per command-line option
         bool, typer.Option("--uvloop/--no-uvloop", help="Use uvloop when it is installed.")
     ] = True,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
+    log_format: Annotated[
+        str, typer.Option(help="text, or json: one JSON object a line (with call_id).")
+    ] = "text",
 ) -> None:
     """Run SIP (and, with --db, the admin API) until SIGINT or SIGTERM."""
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # the database drivers log statements with their parameters (HA1s, password hashes) at
-    # DEBUG: never into the server log
-    for noisy in ("aiosqlite", "sqlalchemy", "psycopg", "alembic"):
-        # (SQLAlchemy logs every statement with its parameters at INFO)
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        configure_logging(log_level, log_format)
+    except ValueError as exc:
+        typer.echo(f"pbxcore serve: {exc}", err=True)
+        raise typer.Exit(2) from None
     try:
         listen = [a for spec in sip_listen for a in ListenAddress.parse(spec)]
         if users is None and db is None:
