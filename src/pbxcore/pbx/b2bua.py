@@ -333,6 +333,10 @@ class B2bua:
             headers=[("Reason", f'SIP;cause={reject.status};text="{reject.code}"')],
         )
         self._refused(incoming, decision.tenant_id, reject.status, reject.code)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "call %s refused: %d %s", incoming.request.call_id, reject.status, reject.code
+            )
 
     def _refused(
         self, incoming: IncomingRequest, tenant_id: str | None, status: int, reason: str
@@ -472,6 +476,8 @@ class B2bua:
         call = Call(request.call_id, tenant_id, incoming, media, decision)
         call.caller_number, call.dialed = caller_number, dialed
         self._calls_started += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("call %s: %s %s -> %s", call.id, direction, caller_number, dialed)
         if a_timer is not None:
             call.timers["a"] = a_timer
         if _allows_update(request):
@@ -1056,6 +1062,8 @@ class B2bua:
         if call.ended:
             return
         call.ended = True
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("call %s ended: %s", call.id, disposition)
         if call.watch is not None and call.watch is not asyncio.current_task():
             call.watch.cancel()
         # break the call's reference cycles (its task, its forks' transactions) now, so
