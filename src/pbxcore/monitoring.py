@@ -123,11 +123,20 @@ class _Timed:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.histogram.labels(scope.get("method", "?"), template, str(status)).observe(
+            self.histogram.labels(scope.get("method", "?"), _template(scope), str(status)).observe(
                 time.perf_counter() - started
             )
+
+
+def _template(scope: Scope) -> str:
+    """The matched route's path with its parameters as ``{name}`` (the path the client
+    sent, its ids put back as the names they were matched by); ``unmatched`` when no
+    route matched, so that a scan of random paths adds one label, not one per path."""
+    if scope.get("route") is None:
+        return "unmatched"
+    names = {str(v): k for k, v in (scope.get("path_params") or {}).items()}
+    path: str = scope.get("path", "")
+    return "/".join(f"{{{names[seg]}}}" if seg in names else seg for seg in path.split("/"))
 
 
 class _ServerCollector(Collector):
