@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pbxcore.media.engine import MediaEngine
-from pbxcore.pbx.b2bua import B2bua
+from pbxcore.pbx.b2bua import B2bua, CallFailure
 from pbxcore.pbx.limits import CallRateGuard, CallRateLimits
 from pbxcore.routing import CallerIdRule, RouteEntry, RouteTable
 from pbxcore.sip.auth import DigestAuthenticator, NonceStore
@@ -400,10 +400,20 @@ async def test_outbound_fails_over_on_503_not_on_486(
     two, port2, folder2 = await _sipp_carrier(tmp_path, "two", "-sn", "uas")
     world = _carrier_world({"carrier-one": port1, "carrier-two": port2})
     pbx.b2bua._snapshot = lambda: world
+    failures: list[CallFailure] = []
+    pbx.b2bua.on_failure = failures.append
     caller = pbx.phones["201"]
     try:
         invite = await caller.call("84951234567")
         statuses = await asyncio.wait_for(_responses(invite), 15)
+        counters = pbx.b2bua.counters()
+        assert counters.calls_started == 1
+        if reaches_second:  # the first trunk failed over: a failure of its own
+            assert counters.trunk_attempts == {"carrier-one": 1, "carrier-two": 1}
+            assert counters.trunk_failures == {"carrier-one": 1}
+        else:  # the called party said busy: the trunk worked
+            assert counters.trunk_attempts == {"carrier-one": 1}
+            assert counters.trunk_failures == {}
         if reaches_second:
             assert statuses[-1] == 200, statuses
             assert pbx.b2bua.usage.active_channels("carrier-two") == 1
@@ -422,6 +432,12 @@ async def test_outbound_fails_over_on_503_not_on_486(
             await asyncio.sleep(0.01)
         assert not pbx.b2bua.calls and not pbx.media.calls
         assert pbx.b2bua.usage.active_channels("carrier-two") == 0
+        if reaches_second:
+            assert failures == []
+        else:  # reported with the status the caller got
+            [failure] = failures
+            assert failure.status == 486 and failure.reason == "busy"
+            assert failure.trunk_id == "carrier-one" and failure.to_number == "84951234567"
     finally:
         for process in (one, two):
             if process.returncode is None:

@@ -2,7 +2,8 @@
 
 ``pbxcore serve`` runs the server (today the SIP registrar); ``pbxcore g711`` prepares IVR
 prompts: WAV (PCM16 mono 8 kHz) to raw ``.ul``/``.al`` files and back; ``pbxcore admin``
-manages the platform's admins, operators and tenants in its database.
+manages the platform's admins, operators and tenants in its database; ``pbxcore status``
+prints the live counters of a running server.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import typer
 from pbxcore import __version__, g711
 from pbxcore.cli_admin import admin_app
 from pbxcore.cli_serve import serve
+from pbxcore.cli_status import status
 from pbxcore.wavfile import WavAudio, read_wav, write_wav
 
 Law = Literal["ulaw", "alaw"]
@@ -34,6 +36,7 @@ g711_app = typer.Typer(
 )
 app.add_typer(g711_app, name="g711")
 app.command("serve")(serve)
+app.command("status")(status)
 app.add_typer(admin_app, name="admin")
 
 _EXTENSIONS: dict[str, Law] = {".ul": "ulaw", ".ulaw": "ulaw", ".al": "alaw", ".alaw": "alaw"}

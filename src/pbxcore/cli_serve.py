@@ -19,7 +19,7 @@ import os
 import signal
 import socket
 import ssl
-import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -37,6 +37,7 @@ from pbxcore.config import (
     setting_flags,
     setting_help,
 )
+from pbxcore.logformat import configure_logging
 from pbxcore.pbx.limits import CallRateLimits
 from pbxcore.server import PbxServer, ServerConfig, parse_host_port
 from pbxcore.sip.auth import DigestAuthenticator, NonceStore
@@ -66,15 +67,7 @@ def serve(**flags: Any) -> None:
     except ConfigError as exc:
         typer.echo(f"pbxcore serve: {exc}", err=True)
         raise typer.Exit(2) from None
-    level = settings.log_level.upper()
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    # the database drivers log statements with their parameters (HA1s, password hashes) at
-    # DEBUG: never into the server log
-    for noisy in ("aiosqlite", "sqlalchemy", "psycopg", "alembic"):
-        # (SQLAlchemy logs every statement with its parameters at INFO)
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(settings.log_level, settings.log_format)
     try:
         server = build_server(settings)
     except (ValueError, OSError) as exc:
@@ -244,9 +237,15 @@ def _loop_factory(use_uvloop: bool) -> type[asyncio.AbstractEventLoop] | None:
     return uvloop.Loop
 
 
-async def run_server(server: PbxServer, *, grace: float = 30.0) -> None:
+async def run_server(
+    server: PbxServer,
+    *,
+    grace: float = 30.0,
+    started: Callable[[PbxServer], Awaitable[None]] | None = None,
+) -> None:
     """Start ``server``, print its listening points, and run it until SIGINT/SIGTERM; then
-    stop it, the calls in progress given ``grace`` seconds (a second signal: none)."""
+    stop it, the calls in progress given ``grace`` seconds (a second signal: none).
+    ``started(server)`` runs once it serves (``pbxcore demo`` seeds it then)."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     hurry = asyncio.Event()
@@ -279,6 +278,8 @@ async def run_server(server: PbxServer, *, grace: float = 30.0) -> None:
     if server.api_url is not None:
         print(f"api {server.api_url}/api/v1", flush=True)
     try:
+        if started is not None:
+            await started(server)
         await stopping.wait()
     finally:
         log.info("stopping")

@@ -266,6 +266,11 @@ class ServeSettings:
     log_level: str = _setting(
         "info", "debug, info, warning or error.", check=_one_of("debug", "info", "warning", "error")
     )
+    log_format: str = _setting(
+        "text",
+        "text, or json: one JSON object a line (with call_id).",
+        check=_one_of("text", "json"),
+    )
 
     # -- what the settings mean together -------------------------------------------------
 

@@ -29,8 +29,10 @@ import uvicorn
 from pbxcore.admin.app import create_app
 from pbxcore.admin.deps import AdminContext, ApiSettings
 from pbxcore.media.engine import MediaEngine
+from pbxcore.monitoring import ServerMonitor, start_events
 from pbxcore.pbx.b2bua import B2bua
 from pbxcore.pbx.cdr import CdrWriter
+from pbxcore.pbx.events import EventWriter
 from pbxcore.pbx.limits import CallRateGuard, CallRateLimits
 from pbxcore.pbx.trunks import TrunkRegistrations
 from pbxcore.sip.credentials import CredentialStore
@@ -75,6 +77,8 @@ class ServerConfig:
     rtp_timeout: float | None = 60.0  # an answered call with no RTP that long is ended
     call_rates: CallRateLimits = field(default_factory=CallRateLimits)  # CPS caps, capacity
     node_id: str = field(default_factory=socket.gethostname)
+    events_keep_days: float = 7.0  # platform events (the operators' /events) kept this long
+    events_keep_rows: int = 1_000_000  # ... and at most this many
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -107,6 +111,9 @@ class PbxServer:
         self.trunks: TrunkRegistrations | None = None
         self._api: _EmbeddedUvicorn | None = None
         self._api_task: asyncio.Task[None] | None = None
+        self.events: EventWriter | None = None
+        self.monitor = ServerMonitor(self)  # /metrics and /ready
+        self.stopping = False
 
     async def start(self) -> None:
         cfg = self.config
@@ -132,6 +139,7 @@ class PbxServer:
         await self.sip.start()
         if self.snapshots is not None and cfg.calls and self.sip.registrar is not None:
             await self._start_calls()
+        self.events = start_events(self)
         if cfg.smtp is not None:
             if self.db is None:
                 raise ValueError("mail needs a database (--db): it goes through the outbox")
@@ -205,8 +213,10 @@ class PbxServer:
             settings=self.config.api_settings,
             mail_queued=None if self.outbox is None else self.outbox.notify,
             trunk_status=self._trunk_status,
+            readiness=self.monitor.readiness,
+            metrics=self.monitor.render,
         )
-        app = create_app(self.admin)
+        app = self.monitor.instrument(create_app(self.admin))
         host, port = listen
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -249,6 +259,7 @@ class PbxServer:
         """Stop everything: new calls get 503 at once, the calls in progress may finish
         within ``grace`` seconds (or until ``hurry`` is set) and then get BYE; the CDRs
         and the mail outbox are flushed before the database closes."""
+        self.stopping = True
         if self.b2bua is not None:
             ended = await self.b2bua.shutdown(grace, hurry=hurry)
             if ended:
@@ -267,6 +278,8 @@ class PbxServer:
             await self.media.close()
         if self.cdr is not None:
             await self.cdr.stop()  # after SIP: the calls' last records are written
+        if self.events is not None:
+            await self.events.stop()
         if self.snapshots is not None:
             await self.snapshots.close()
         if self.db is not None:

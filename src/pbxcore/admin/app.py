@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pbxcore.admin.deps import AdminContext, ApiSettings
 from pbxcore.admin.errors import error_response, install_error_handlers
-from pbxcore.admin.routes import ROUTERS
+from pbxcore.admin.routes import ROOT_ROUTERS, ROUTERS
 from pbxcore.admin.schemas import ERROR_RESPONSES
 
 __all__ = ["API", "AdminContext", "ApiSettings", "create_app"]
@@ -61,6 +61,8 @@ def create_app(ctx: AdminContext) -> FastAPI:
 
     for router in ROUTERS:
         app.include_router(router, prefix=API, responses=ERROR_RESPONSES)
+    for router in ROOT_ROUTERS:
+        app.include_router(router)
 
     # a page listing the operations of the OpenAPI document; no CDN, nothing fetched
     docs_page = (resources.files("pbxcore.admin") / "static" / "docs.html").read_text("utf-8")

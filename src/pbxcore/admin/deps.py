@@ -7,7 +7,7 @@ and reach data only through its scopes.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -62,6 +62,10 @@ class AdminContext:
     trunk_status: Callable[[str], dict[str, Any]] | None = None
     # list answers kept while the database is unchanged (Store.read_through)
     reads: ReadCache = field(default_factory=ReadCache)
+    # /ready: the server's checks beside the database's, name -> what is wrong (None: ok)
+    readiness: Callable[[], dict[str, str | None]] | None = None
+    # /metrics: the Prometheus text of the server's metrics
+    metrics: Callable[[], Awaitable[bytes]] | None = None
 
     def __post_init__(self) -> None:
         s = self.settings

@@ -40,6 +40,7 @@ __all__ = [
     "LegStats",
     "LegTimeout",
     "MediaEvent",
+    "PacketCounters",
     "PlayerDone",
     "PortRangeExhaustedError",
     "RelayCore",
@@ -120,6 +121,17 @@ class LegStats:
     last_packet: float | None  # time.monotonic() of the last RTP packet
     ssrc: int | None
     peer: tuple[str, int] | None  # latched source address
+
+
+@dataclass(frozen=True, slots=True)
+class PacketCounters:
+    """RTP packets through the relay since it started, over every leg, live or deleted:
+    ``received`` from the peers, ``sent`` to them, ``dropped`` (invalid, from a source the
+    leg has not latched, or for another reason)."""
+
+    received: int
+    sent: int
+    dropped: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +356,7 @@ class RtpRelay:
         self._sessions: dict[int, RelaySession] = {}
         self._lock = threading.Lock()
         self._player_ids = 0
+        self._freed = [0, 0, 0]  # received, sent, dropped by the legs of deleted sessions
         self._queue: asyncio.Queue[MediaEvent] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -401,8 +414,23 @@ class RtpRelay:
     def delete_session(self, session: RelaySession) -> None:
         """Delete a session; its ports are free for reuse when this returns."""
         with self._lock:
-            self._sessions.pop(session.id, None)
+            gone = self._sessions.pop(session.id, None)
+        if gone is not None:
+            # its last counters go into the totals, read once per call, not per packet
+            totals = _sum_legs(self._core, [session.id])
+            with self._lock:
+                self._freed = [x + y for x, y in zip(self._freed, totals, strict=True)]
         self._core.delete(session.id)
+
+    def packet_counters(self) -> PacketCounters:
+        """Packets of every leg so far (the live ones read now): for metrics."""
+        with self._lock:
+            live = list(self._sessions)
+            freed = list(self._freed)
+        received, sent, dropped = (
+            x + y for x, y in zip(freed, _sum_legs(self._core, live), strict=True)
+        )
+        return PacketCounters(received=received, sent=sent, dropped=dropped)
 
     def session(self, session_id: int) -> RelaySession | None:
         with self._lock:
@@ -469,3 +497,19 @@ class RtpRelay:
             return
         for raw in self._core.drain_events():
             queue.put_nowait(_event(raw))
+
+
+def _sum_legs(core: RelayCore, session_ids: list[int]) -> list[int]:
+    """Received, sent and dropped packets of both legs of these sessions (one gone
+    meanwhile counts nothing)."""
+    received = sent = dropped = 0
+    for session_id in session_ids:
+        for leg in (0, 1):
+            try:
+                c = core.stats(session_id, leg)
+            except (KeyError, ValueError, RuntimeError):
+                continue
+            received += c["packets"]
+            sent += c["sent_packets"]
+            dropped += c["dropped_invalid"] + c["dropped_unlatched"] + c["dropped_other"]
+    return [received, sent, dropped]

@@ -26,6 +26,12 @@ caps and the node's capacity (:mod:`pbxcore.pbx.limits`), like a relay out of po
 answer 503 with Retry-After.
 Each call gets a CDR.
 
+For metrics, :meth:`B2bua.counters` gives the live numbers (active calls, calls started,
+per-trunk attempts and failures); a call that fails (refused, busy, not answered, no trunk)
+is reported to :attr:`B2bua.on_failure`, if set, with the SIP status the caller got. Log
+records of a call carry the caller's Call-ID (:mod:`pbxcore.sip.logcontext`), also while
+the callee's side of it is handled.
+
 The call logic uses the stack's public interface (handlers, :class:`IncomingRequest`,
 :meth:`SipStack.invite`, dialogs), never raw transactions.
 """
@@ -62,6 +68,7 @@ from pbxcore.sip.dialog import Dialog, DialogId
 from pbxcore.sip.errors import SipParseError
 from pbxcore.sip.guard import BruteForceGuard
 from pbxcore.sip.location import LocationService
+from pbxcore.sip.logcontext import set_call_id
 from pbxcore.sip.message import Request, Response
 from pbxcore.sip.session_timer import (
     SessionTimer,
@@ -74,7 +81,7 @@ from pbxcore.sip.stack import ClientInvite, IncomingRequest, SipStack, StaticCre
 from pbxcore.sip.uri import Uri
 from pbxcore.tenancy.snapshot import Snapshot
 
-__all__ = ["B2bua", "Call"]
+__all__ = ["B2bua", "B2buaCounters", "Call", "CallFailure"]
 
 log = logging.getLogger("pbxcore.b2bua")
 
@@ -104,6 +111,36 @@ class Call:
     timers: dict[str, SessionTimer] = field(default_factory=dict)
     refreshed: dict[str, float] = field(default_factory=dict)
     updates: set[str] = field(default_factory=set)  # the sides whose party takes UPDATE
+    operator_id: str = ""
+    caller_number: str = ""
+    dialed: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CallFailure:
+    """A call that did not connect: what :attr:`B2bua.on_failure` receives. ``status`` is
+    the final SIP status the caller got (0: none was sent, the call was dropped)."""
+
+    call_id: str
+    operator_id: str
+    tenant_id: str | None
+    status: int
+    reason: str  # a disposition (busy, no_answer, failed) or the refusal's code
+    from_number: str
+    to_number: str
+    trunk_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class B2buaCounters:
+    """Live numbers: ``active_calls`` now; the rest since the B2BUA was created. A trunk's
+    failures are its attempts that failed over (no answer, a timeout, 408 or 5xx)."""
+
+    active_calls: int
+    calls_started: int
+    calls_failed: int
+    trunk_attempts: dict[str, int]
+    trunk_failures: dict[str, int]
 
 
 class B2bua:
@@ -146,6 +183,21 @@ class B2bua:
         self.closing = False  # shutting down: new calls get 503 (see shutdown)
         self._quiet = asyncio.Event()  # set while no call is in progress
         self._quiet.set()
+        # on_failure(failure) when a call fails; it must not raise, nor block
+        self.on_failure: Callable[[CallFailure], None] | None = None
+        self._calls_started = 0
+        self._calls_failed = 0
+        self._trunk_attempts: dict[str, int] = {}
+        self._trunk_failures: dict[str, int] = {}
+
+    def counters(self) -> B2buaCounters:
+        return B2buaCounters(
+            active_calls=len(self.calls),
+            calls_started=self._calls_started,
+            calls_failed=self._calls_failed,
+            trunk_attempts=dict(self._trunk_attempts),
+            trunk_failures=dict(self._trunk_failures),
+        )
 
     def attach(self) -> None:
         self.stack.set_handler("INVITE", self.on_invite)
@@ -277,6 +329,7 @@ class B2bua:
             return False
         log.info("call %s refused: %s", incoming.request.call_id, overload.reason)
         _unavailable(incoming, overload)
+        self._refused(incoming, tenant_id, 503, overload.code)
         return True
 
     def _reject(self, incoming: IncomingRequest, decision: Decision) -> None:
@@ -287,6 +340,42 @@ class B2bua:
             reject.phrase,
             headers=[("Reason", f'SIP;cause={reject.status};text="{reject.code}"')],
         )
+        self._refused(incoming, decision.tenant_id, reject.status, reject.code)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "call %s refused: %d %s", incoming.request.call_id, reject.status, reject.code
+            )
+
+    def _refused(
+        self, incoming: IncomingRequest, tenant_id: str | None, status: int, reason: str
+    ) -> None:
+        """A call refused before it began (limits, routing): a failure of its tenant's."""
+        if self.on_failure is None or not tenant_id:
+            return
+        tenant = self._snapshot().tenants.get(tenant_id)
+        if tenant is None:
+            return
+        request = incoming.request
+        self._failed(
+            CallFailure(
+                call_id=request.call_id,
+                operator_id=tenant.operator_id,
+                tenant_id=tenant_id,
+                status=status,
+                reason=reason,
+                from_number=request.from_.uri.user_unescaped or "",
+                to_number=(request.uri.user_unescaped if request.uri.is_sip else None) or "",
+            )
+        )
+
+    def _failed(self, failure: CallFailure) -> None:
+        self._calls_failed += 1
+        hook = self.on_failure
+        if hook is not None:
+            try:
+                hook(failure)
+            except Exception:  # an observer's bug must not break the call path
+                log.exception("call %s: the failure hook failed", failure.call_id)
 
     async def _internal_call(
         self,
@@ -401,6 +490,10 @@ class B2bua:
             return None
         tenant_id = decision.tenant_id or ""
         call = Call(request.call_id, tenant_id, incoming, media, decision)
+        call.caller_number, call.dialed = caller_number, dialed
+        self._calls_started += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("call %s: %s %s -> %s", call.id, direction, caller_number, dialed)
         if a_timer is not None:
             call.timers["a"] = a_timer
         if _allows_update(request):
@@ -408,8 +501,9 @@ class B2bua:
         self.calls[call.id] = call
         self._quiet.clear()
         self._count(tenant_id, +1)
+        tenant = self._snapshot().tenants.get(tenant_id)
+        call.operator_id = tenant.operator_id if tenant else ""
         if self.cdr is not None:
-            tenant = self._snapshot().tenants.get(tenant_id)
             called = decision.extensions[0].number if decision.extensions else None
             call.record = self.cdr.call_started(
                 call_id=call.id,
@@ -477,6 +571,9 @@ class B2bua:
                     )
                 self._channels(trunk.id, +1)
                 call.trunk_id, call.cost_per_minute = trunk.id, candidate.cost_per_minute
+                attempts = self._trunk_attempts
+                attempts[trunk.id] = attempts.get(trunk.id, 0) + 1
+                last = None
                 try:
                     invite = await self.stack.invite(out, target=target, credentials=credentials)
                     call.forks.append((invite, leg))
@@ -485,6 +582,9 @@ class B2bua:
                 finally:
                     if not call.answered:
                         self._channels(trunk.id, -1)
+                        if not incoming.cancelled and _fails_over(last):
+                            failures = self._trunk_failures
+                            failures[trunk.id] = failures.get(trunk.id, 0) + 1
                 if call.answered:
                     return
                 status = None if last is None else last.status
@@ -655,7 +755,10 @@ class B2bua:
     def _in_call(self, incoming: IncomingRequest) -> tuple[Call, str] | None:
         """The answered call and side ("a" / "b") of an in-dialog request."""
         dialog = incoming.dialog
-        return None if dialog is None else self._by_dialog.get(dialog.id)
+        found = None if dialog is None else self._by_dialog.get(dialog.id)
+        if found is not None:
+            set_call_id(found[0].id)  # the callee's side logs as the call (the caller's id)
+        return found
 
     async def _reinvite(self, incoming: IncomingRequest) -> None:
         """A re-INVITE from one party (hold, resume, a new address, a session refresh): its
@@ -966,8 +1069,7 @@ class B2bua:
         return ""
 
     async def on_bye(self, incoming: IncomingRequest) -> None:
-        dialog = incoming.dialog
-        found = None if dialog is None else self._by_dialog.get(dialog.id)
+        found = self._in_call(incoming)
         if found is None:
             incoming.respond(481, "Call/Transaction Does Not Exist")
             return
@@ -982,6 +1084,8 @@ class B2bua:
         if call.ended:
             return
         call.ended = True
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("call %s ended: %s", call.id, disposition)
         if call.watch is not None and call.watch is not asyncio.current_task():
             call.watch.cancel()
         # break the call's reference cycles (its task, its forks' transactions) now, so
@@ -1005,6 +1109,19 @@ class B2bua:
                 disposition=disposition,  # type: ignore[arg-type]
                 cost_per_minute=call.cost_per_minute if call.answered else None,
             )
+        if disposition in ("failed", "busy", "no_answer") and not call.answered:
+            self._failed(
+                CallFailure(
+                    call_id=call.id,
+                    operator_id=call.operator_id,
+                    tenant_id=call.tenant_id or None,
+                    status=call.a.final_status or 0,
+                    reason=disposition,
+                    from_number=call.caller_number,
+                    to_number=call.dialed,
+                    trunk_id=call.trunk_id,
+                )
+            )
 
     # -- shutting down -------------------------------------------------------------------
 
@@ -1021,9 +1138,9 @@ class B2bua:
         its CDR (``answered`` for the ones that were up, ``failed`` for the ringing ones).
         """
         self.closing = True
-        waits = [self._quiet.wait()] + ([hurry.wait()] if hurry is not None else [])
         if self.calls and grace > 0:
             log.info("shutting down: %d calls may finish within %g s", len(self.calls), grace)
+            waits = [self._quiet.wait()] + ([hurry.wait()] if hurry is not None else [])
             await _first(waits, grace)
         left = list(self.calls.values())
         if not left:
@@ -1077,6 +1194,11 @@ async def _first(waits: list[Coroutine[Any, Any, Any]], timeout: float) -> None:
 
 def _unavailable(incoming: IncomingRequest, overload: Overload) -> None:
     incoming.respond(503, "Service Unavailable", headers=overload.headers)
+
+
+def _fails_over(final: Response | None) -> bool:
+    """A trunk's answer after which the next trunk is tried: none, 408 or 5xx."""
+    return final is None or final.status == 408 or 500 <= final.status < 600
 
 
 def _best_failure(statuses: list[int]) -> int:

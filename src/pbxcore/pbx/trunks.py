@@ -4,7 +4,8 @@
 REGISTER with the trunk's credentials (digest, answered by the stack), a refresh before
 the granted expiry (at 80 % of it, at least 30 s early for long ones), exponential backoff
 after a failure (5 s doubling up to 5 min), and an un-REGISTER when the trunk goes away or
-the server stops. The state of each trunk is :meth:`status` (for the API).
+the server stops. The state of each trunk is :meth:`status` (for the API); each change of
+it is reported to :attr:`TrunkRegistrations.on_state`, if set (platform events).
 
 When the snapshot changes (a trunk added, changed, disabled, deleted), :meth:`sync` starts
 and stops tasks to match; the server calls it from the snapshot service's listener.
@@ -85,9 +86,18 @@ class TrunkRegistrations:
         self._lines: dict[str, str] = {}  # line token -> trunk id
         self._line_of: dict[str, str] = {}  # trunk id -> its line token
         self._registrar: dict[str, str] = {}  # trunk id -> the address it registers to
+        # trunk id -> its operator's id (kept after the trunk goes: its un-REGISTER is later)
+        self._operator_of: dict[str, str] = {}
+        # on_state(operator_id, status, previous_state) after a trunk's state changed;
+        # it must not raise, nor block
+        self.on_state: Callable[[str, TrunkStatus, str | None], None] | None = None
 
     def status(self, trunk_id: str) -> TrunkStatus | None:
         return self._status.get(trunk_id)
+
+    def statuses(self) -> list[TrunkStatus]:
+        """The state of every registering trunk (for metrics)."""
+        return list(self._status.values())
 
     def trunk_for_request(self, request: Request, source_host: str) -> str | None:
         """The id of the registered trunk a carrier's INVITE is for: its Request-URI
@@ -109,10 +119,11 @@ class TrunkRegistrations:
     def sync(self, _snapshot: Snapshot | None = None) -> None:
         """Start a task for every trunk that registers, stop those of trunks that don't."""
         wanted: dict[str, TrunkConfig] = {}
-        for operator in self._snapshot().operators.values():
+        for operator_id, operator in self._snapshot().operators.items():
             for trunk in operator.trunks.values():
                 if trunk.register and trunk.enabled and trunk.auth_username:
                     wanted[trunk.id] = trunk
+                    self._operator_of[trunk.id] = operator_id
         for trunk_id, (trunk, task) in list(self._tasks.items()):
             if wanted.get(trunk_id) != trunk:
                 task.cancel()
@@ -121,6 +132,7 @@ class TrunkRegistrations:
         for trunk_id, trunk in wanted.items():
             if trunk_id not in self._tasks:
                 status = self._status[trunk_id] = TrunkStatus(trunk_id)
+                self._changed(status, None)
                 task = loop.create_task(self._run(trunk, status), name=f"register {trunk_id}")
                 self._tasks[trunk_id] = (trunk, task)
         for trunk_id in list(self._status):
@@ -149,14 +161,14 @@ class TrunkRegistrations:
                     delay = self.min_retry
                     await asyncio.sleep(max(1.0, min(granted * 0.8, granted - 30)))
                     continue
-                status.state = "failed"
+                self._set_state(status, "failed")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_retry)
         except asyncio.CancelledError:
             if status.state == "registered":
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._register(trunk, status, 0), 2)
-                status.state = "unregistered"
+                self._set_state(status, "unregistered")
             raise
 
     async def _register(self, trunk: TrunkConfig, status: TrunkStatus, expires: int) -> int:
@@ -202,9 +214,25 @@ class TrunkRegistrations:
         if expires == 0:
             return 0
         granted = _granted(response, expires)
-        status.state, status.last_error = "registered", None
+        status.last_error = None
         status.expires_at = time.time() + granted
+        self._set_state(status, "registered")
         return granted
+
+    def _set_state(self, status: TrunkStatus, state: str) -> None:
+        previous = status.state
+        status.state = state
+        if previous != state:
+            self._changed(status, previous)
+
+    def _changed(self, status: TrunkStatus, previous: str | None) -> None:
+        hook = self.on_state
+        operator_id = self._operator_of.get(status.trunk_id)
+        if hook is not None and operator_id is not None:
+            try:
+                hook(operator_id, status, previous)
+            except Exception:  # an observer's bug must not stop the registration
+                log.exception("trunk %s: the state hook failed", status.trunk_id)
 
 
 def _granted(response: object, asked: int) -> int:

@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 __all__ = [
     "Binding",
     "BindingChange",
+    "BindingListener",
     "ImmediateLocationService",
     "LocationService",
     "MemoryLocationService",
@@ -41,6 +42,8 @@ class Binding:
 
 
 BindingChange = Callable[[list[Binding]], list[Binding]]
+# (aor, bindings before, bindings after) of a write that added or removed a contact
+BindingListener = Callable[[str, list[Binding], list[Binding]], None]
 
 
 @runtime_checkable
@@ -90,6 +93,9 @@ class MemoryLocationService:
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._bindings: dict[str, list[Binding]] = {}
+        # called as listener(aor, before, after) when a write adds or removes a contact
+        # (not on a refresh of the same contacts); it must not raise, nor block
+        self.listener: BindingListener | None = None
 
     def _current(self, aor: str, now: float) -> list[Binding]:
         bindings = self._bindings.get(aor)
@@ -122,6 +128,11 @@ class MemoryLocationService:
     def store(self, aor: str, bindings: list[Binding], now: float) -> list[Binding]:
         """Set the bindings of ``aor`` (those alive at ``now``); returns them by q."""
         updated = [b for b in bindings if b.expires_at > now]
+        listener = self.listener
+        if listener is not None:
+            before = self._bindings.get(aor, [])
+            if {b.contact for b in before} != {b.contact for b in updated}:
+                listener(aor, list(before), list(updated))
         if updated:
             self._bindings[aor] = updated
         else:
@@ -140,6 +151,11 @@ class MemoryLocationService:
     def __len__(self) -> int:
         """Number of AORs with at least one binding (expired ones may linger until accessed)."""
         return len(self._bindings)
+
+    @property
+    def binding_count(self) -> int:
+        """Bindings held (an expired one counts until it is next accessed or purged)."""
+        return sum(len(b) for b in self._bindings.values())
 
     def aors(self) -> list[str]:
         return sorted(self._bindings)

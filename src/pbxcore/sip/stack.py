@@ -48,6 +48,7 @@ from pbxcore.sip.auth import DigestAlgorithm, compute_ha1, compute_response
 from pbxcore.sip.dialog import DIALOG_CREATING, Dialog, DialogError, DialogId, DialogState
 from pbxcore.sip.errors import SipParseError
 from pbxcore.sip.headers import Address, Via, new_branch, new_tag, split_list
+from pbxcore.sip.logcontext import CALL_ID
 from pbxcore.sip.message import (
     REASON_PHRASES,
     Request,
@@ -905,10 +906,20 @@ class SipStack:
                 self._reject_unparsed(data, source, exc)
             return
         if isinstance(message, Response):
-            self._on_response(message)
+            try:
+                call_id: str | None = message.call_id
+            except SipParseError:
+                call_id = None  # validation drops it
+            token = CALL_ID.set(call_id)
+            try:
+                self._on_response(message)
+            finally:
+                CALL_ID.reset(token)
             return
+        self._on_request(message, source)
+
+    def _on_request(self, request: Request, source: Source) -> None:
         self.stats["requests"] += 1
-        request = message
         try:
             # stamp first: changing a header forgets what was parsed, validation parses it
             stamp_via(request, source)
@@ -918,6 +929,15 @@ class SipStack:
             if request.method != "ACK" and exc.status is not None:
                 self._reply_stateless(request, source, exc.status, exc.reason, exc.unsupported)
             return
+        # every record logged while the request is handled (and in the tasks it starts)
+        # carries its Call-ID
+        token = CALL_ID.set(request.call_id)
+        try:
+            self._dispatch(request, source)
+        finally:
+            CALL_ID.reset(token)
+
+    def _dispatch(self, request: Request, source: Source) -> None:
         key = server_key(request)
         method = request.method
         if method != "ACK" and self.completed.resend(key):

@@ -45,6 +45,7 @@ __all__ = [
     "Extension",
     "MailMessage",
     "Operator",
+    "PlatformEvent",
     "Route",
     "RouteTableRow",
     "Session",
@@ -339,6 +340,28 @@ class AuditEntry(Base):
     entity_id: Mapped[str] = mapped_column(String(40))
     before: Mapped[dict[str, Any] | None] = mapped_column(Json)
     after: Mapped[dict[str, Any] | None] = mapped_column(Json)
+
+
+class PlatformEvent(Base):
+    """A platform event of an operator (a phone registered, a trunk's registration state,
+    a call that failed), written in batches by :mod:`pbxcore.pbx.events`, kept for a while
+    (the writer prunes old rows). No foreign keys: an event outlives what it names."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_operator_at", "operator_id", "at"),
+        Index("ix_events_at", "at"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    operator_id: Mapped[str] = mapped_column(String(40))
+    tenant_id: Mapped[str | None] = mapped_column(String(40))
+    type: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(200))  # the AOR, trunk id or dialed number
+    call_id: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[int | None] = mapped_column(Integer)  # a SIP status
+    node_id: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(Json)
 
 
 class MailMessage(Base):

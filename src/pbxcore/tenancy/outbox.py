@@ -50,12 +50,20 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import aiosmtplib
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from pbxcore.tenancy import models as m
 from pbxcore.tenancy.db import Database
 
-__all__ = ["Outbox", "RunCounts", "Security", "SmtpSettings", "build_email", "mail_state"]
+__all__ = [
+    "Outbox",
+    "RunCounts",
+    "Security",
+    "SmtpSettings",
+    "build_email",
+    "mail_backlog",
+    "mail_state",
+]
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +202,18 @@ def mail_state(msg: m.MailMessage, max_attempts: int) -> Literal["sent", "queued
     if msg.sent_at is not None:
         return "sent"
     return "failed" if msg.attempts >= max_attempts else "queued"
+
+
+async def mail_backlog(db: Database, max_attempts: int = 30) -> int:
+    """Messages waiting in the outbox: not sent, not given up (for metrics; one count)."""
+    mail = m.MailMessage
+    query = (
+        select(func.count())
+        .select_from(mail)
+        .where(mail.sent_at.is_(None), mail.attempts < max_attempts)
+    )
+    async with db.session() as session:
+        return int(await session.scalar(query) or 0)
 
 
 @dataclass(frozen=True)

@@ -556,6 +556,8 @@ class OperatorScope:
         )
         self.numbers: Repo[m.Did] = Repo(store, m.Did, "number", op, "dids")
         self.audit: Repo[m.AuditEntry] = Repo(store, m.AuditEntry, "audit_entry", op, None)
+        # written by the platform (pbx.events), read here: never through add/update
+        self.events: Repo[m.PlatformEvent] = Repo(store, m.PlatformEvent, "event", op, None)
 
     def routes(self, table: m.RouteTableRow) -> Repo[m.Route]:
         return Repo(

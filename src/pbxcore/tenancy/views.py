@@ -178,6 +178,23 @@ def audit_entry(row: m.AuditEntry) -> dict[str, Any]:
     }
 
 
+def platform_event(row: m.PlatformEvent) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "at": iso(row.at),
+        "created_at": iso(row.at),
+        "updated_at": iso(row.at),
+        "type": row.type,
+        "operator_id": row.operator_id,
+        "tenant_id": row.tenant_id,
+        "subject": row.subject,
+        "call_id": row.call_id,
+        "status": row.status,
+        "node_id": row.node_id,
+        "detail": row.detail,
+    }
+
+
 VIEWS: dict[type[Any], Callable[[Any], dict[str, Any]]] = {
     m.Operator: operator,
     m.User: user,
@@ -190,6 +207,7 @@ VIEWS: dict[type[Any], Callable[[Any], dict[str, Any]]] = {
     m.Did: did,
     m.Cdr: cdr,
     m.AuditEntry: audit_entry,
+    m.PlatformEvent: platform_event,
 }
 
 

@@ -6,6 +6,7 @@ from pbxcore.admin.routes import (
     audit,
     auth,
     calls,
+    events,
     extensions,
     health,
     numbers,
@@ -22,6 +23,10 @@ ROUTERS: list[APIRouter] = [
     extensions.router,
     audit.router,
     calls.router,
+    events.router,
     routing.router,
     numbers.router,
 ]
+
+# mounted at the root, outside /api/v1: /health, /ready, /metrics (probes, Prometheus)
+ROOT_ROUTERS: list[APIRouter] = [health.root_router]
