@@ -17,6 +17,7 @@ import typer
 
 from pbxcore import __version__, g711
 from pbxcore.cli_admin import admin_app
+from pbxcore.cli_demo import demo
 from pbxcore.cli_serve import serve
 from pbxcore.cli_status import status
 from pbxcore.wavfile import WavAudio, read_wav, write_wav
@@ -37,6 +38,7 @@ g711_app = typer.Typer(
 app.add_typer(g711_app, name="g711")
 app.command("serve")(serve)
 app.command("status")(status)
+app.command("demo")(demo)
 app.add_typer(admin_app, name="admin")
 
 _EXTENSIONS: dict[str, Law] = {".ul": "ulaw", ".ulaw": "ulaw", ".al": "alaw", ".alaw": "alaw"}
