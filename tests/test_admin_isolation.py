@@ -21,8 +21,11 @@ import httpx
 
 from pbxcore.tenancy import models as m
 from pbxcore.tenancy.store import Principal, Store
+from pbxcore.wavfile import WavAudio, wav_bytes
 from tests.api_fixtures import Api
 from tests.test_admin_calls import cdr
+
+WAV = wav_bytes(WavAudio("ulaw", 8000, 1, b"\xff" * 800))
 
 # path parameter -> the kind of object it names; (parent parameter, name) when it depends
 PARAM_KINDS: dict[str | tuple[str, str], str] = {
@@ -40,6 +43,7 @@ PARAM_KINDS: dict[str | tuple[str, str], str] = {
     ("t", "n"): "tenant_number",
     ("op", "number"): "pool_number",
     ("t", "number"): "tenant_number",
+    "p": "prompt",
 }
 ID_PREFIX = {
     "operator": "op",
@@ -54,6 +58,7 @@ ID_PREFIX = {
     "dial_plan": "dp",
     "pool_number": "did",
     "tenant_number": "did",
+    "prompt": "prm",
 }
 
 
@@ -132,7 +137,7 @@ async def _build(api: Api) -> World:
             tscope.secrets |= {t["id"], t["domain"]}
             ext = await api.create(
                 f"/tenants/{t['id']}/extensions",
-                {"number": f"1{i}{j}", "name": f"Person {i}{j}", "sip_password": "ext-pw-123"},
+                {"number": f"2{i}{j}", "name": f"Person {i}{j}", "sip_password": "ext-pw-123"},
             )
             boss = await api.create(
                 f"/tenants/{t['id']}/admins",
@@ -144,7 +149,7 @@ async def _build(api: Api) -> World:
             )
             tokens[f"T{i}{j}"] = await api.login(boss["login"], "boss-pw-123")
             async with api.ctx.db.session() as session:
-                row = cdr(t, i * 10 + j, from_number=f"1{i}{j}")
+                row = cdr(t, i * 10 + j, from_number=f"2{i}{j}")
                 session.add(row)
                 did = m.Did(
                     id=m.new_id("did"),
@@ -154,13 +159,22 @@ async def _build(api: Api) -> World:
                 )
                 session.add(did)
                 await session.commit()
+            prompt = await api.post(
+                f"/tenants/{t['id']}/prompts",
+                data={"name": f"Greeting {i}{j}"},
+                files={"file": ("g.wav", WAV, "audio/wav")},
+            )
+            assert prompt.status_code == 201, prompt.text
+            prompt_id = prompt.json()["id"]
             tscope.ids |= {
                 "extension": ext["id"],
                 "tenant_admin": boss["id"],
                 "call": row.id,
                 "tenant_number": did.id,
+                "prompt": prompt_id,
             }
             tscope.secrets |= {ext["id"], boss["id"], row.id, did.id, f"Person {i}{j}"}
+            tscope.secrets |= {prompt_id, f"Greeting {i}{j}"}
             tscope.secrets |= {f"boss{i}{j}@", f"+7495{i}{j}00000"}
             scopes[tscope.key] = tscope
             visible[f"A{i}"].add(tscope.key)
