@@ -8,7 +8,6 @@ prints the live counters of a running server.
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 from typing import Annotated, Literal, NoReturn
@@ -20,6 +19,7 @@ from pbxcore.cli_admin import admin_app
 from pbxcore.cli_demo import demo
 from pbxcore.cli_serve import serve
 from pbxcore.cli_status import status
+from pbxcore.media import prompt as prompts
 from pbxcore.wavfile import WavAudio, read_wav, write_wav
 
 Law = Literal["ulaw", "alaw"]
@@ -155,22 +155,12 @@ def tone(
     level: Annotated[float, typer.Option(help="Level in dBFS (0 or below).")] = -10.0,
 ) -> None:
     """Write a sine tone as a WAV (PCM16 mono 8 kHz): a test prompt."""
-    if not 0 < freq < 4000:
-        fail(f"frequency {freq} Hz is outside 0-4000 Hz (8 kHz sampling)")
-    if not 0 < seconds <= 3600:
-        fail(f"duration {seconds} s is outside 0-3600 s")
-    if level > 0:
-        fail(f"level {level} dBFS is above full scale")
-    amplitude = 32767 * 10 ** (level / 20)
-    n = round(seconds * 8000)
-    pcm = b"".join(
-        round(amplitude * math.sin(2 * math.pi * freq * i / 8000)).to_bytes(
-            2, "little", signed=True
-        )
-        for i in range(n)
-    )
     try:
-        write_wav(dst, WavAudio("pcm16", 8000, 1, pcm))
+        prompt = prompts.tone(freq, seconds, level)
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        write_wav(dst, WavAudio("pcm16", 8000, 1, prompt.pcm16le))
     except OSError as exc:
         fail(f"cannot write {dst}: {exc.strerror or exc}")
 

@@ -22,6 +22,9 @@ __all__ = ["API", "AdminContext", "ApiSettings", "create_app"]
 API = "/api/v1"
 
 
+UPLOAD_PATHS = ("/prompts",)  # the collections that take files (multipart)
+
+
 class BodyLimit:
     """413 for a request whose Content-Length is not a number or more than ``max_bytes``.
 
@@ -29,15 +32,19 @@ class BodyLimit:
     task group, no wrapped request or response, as Starlette's BaseHTTPMiddleware has).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int = 0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_upload_bytes = max(max_bytes, max_upload_bytes)  # file uploads: prompts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            limit = self.max_bytes
+            if scope["method"] == "POST" and scope["path"].endswith(UPLOAD_PATHS):
+                limit = self.max_upload_bytes
             for name, value in scope["headers"]:
                 if name == b"content-length":
-                    if not value.isdigit() or int(value) > self.max_bytes:
+                    if not value.isdigit() or int(value) > limit:
                         response = error_response(413, "too_large", "the request body is too large")
                         await response(scope, receive, send)
                         return
@@ -57,7 +64,11 @@ def create_app(ctx: AdminContext) -> FastAPI:
     app.state.pbx = ctx
     install_error_handlers(app)
 
-    app.add_middleware(BodyLimit, max_bytes=ctx.settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=ctx.settings.max_body_bytes,
+        max_upload_bytes=ctx.settings.max_upload_bytes,
+    )
 
     for router in ROUTERS:
         app.include_router(router, prefix=API, responses=ERROR_RESPONSES)

@@ -44,6 +44,7 @@ class ApiSettings:
     login_window_s: float = 300.0
     login_url_scheme: str = "https"
     max_body_bytes: int = 1_000_000
+    max_upload_bytes: int = 12_000_000  # a prompt: 10 minutes of PCM16 at 8 kHz, and more
 
 
 @dataclass(slots=True)

@@ -46,6 +46,7 @@ __all__ = [
     "MailMessage",
     "Operator",
     "PlatformEvent",
+    "Prompt",
     "Route",
     "RouteTableRow",
     "Session",
@@ -202,6 +203,22 @@ class Extension(_Stamped, Base):
     dial_plan_id: Mapped[str | None] = mapped_column(ForeignKey("dial_plans.id"))
     forwarding: Mapped[dict[str, Any]] = mapped_column(default=dict)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Prompt(_Stamped, Base):
+    """A tenant's prompt (an IVR greeting, a voicemail greeting, music on hold): its audio
+    as 8 kHz μ-law, in the database so that every node plays the same one."""
+
+    __tablename__ = "prompts"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+    operator_id: Mapped[str] = mapped_column(
+        ForeignKey("operators.id", ondelete="CASCADE"), index=True
+    )
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    # not loaded with the row (lists, the snapshot): read with Store.prompt_audio
+    audio: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
 
 
 class Trunk(_Stamped, Base):

@@ -15,6 +15,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
+from pbxcore.media.prompt import Prompt
 from pbxcore.routing import CallerIdRule, DialPlan, calling_code, is_e164
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "check_text",
     "check_time_zone",
     "check_username",
+    "prompt_audio",
 ]
 
 FEATURES = frozenset({"ivr", "call_recording", "voicemail", "crm", "ring_groups", "schedules"})
@@ -97,6 +99,28 @@ def check_prefix(value: str) -> str:
     if value and not (value.isascii() and value.isdigit() and len(value) <= 15):
         raise ValueError(f"{value!r} is not a prefix: up to 15 digits without '+', or empty")
     return value
+
+
+MAX_PROMPT_SECONDS = 600  # a prompt longer than 10 minutes is a recording, not a prompt
+MAX_PROMPTS = 200  # per tenant
+
+
+def prompt_audio(wav: bytes) -> tuple[bytes, int]:
+    """An uploaded prompt as stored: (8 kHz μ-law, duration in ms). A ValueError says what
+    is wrong: not a WAV, not mono 8 kHz PCM16 / G.711, empty, or longer than allowed."""
+    try:
+        prompt = Prompt.from_wav_bytes(wav, name="the file")
+    except ValueError as exc:
+        if "channels" in str(exc) or "sample rate" in str(exc):
+            raise ValueError(f"{exc} (convert it: sox in.wav -r 8000 -c 1 -b 16 out.wav)") from None
+        raise
+    if not prompt.pcm16:
+        raise ValueError("the file holds no audio")
+    if prompt.duration > MAX_PROMPT_SECONDS:
+        raise ValueError(
+            f"the prompt lasts {prompt.duration:.0f} s; at most {MAX_PROMPT_SECONDS} s"
+        )
+    return prompt.ulaw, round(prompt.duration * 1000)
 
 
 UNIVERSAL_EMERGENCY = ("112", "911")  # dialled out from every phone, whatever the plan

@@ -881,6 +881,7 @@ class TenantScope:
         self.admins: Repo[m.User] = Repo(
             store, m.User, "tenant_admin", scope | {"role": "tenant_admin"}, None
         )
+        self.prompts: Repo[m.Prompt] = Repo(store, m.Prompt, "prompt", scope, None)
 
     @property
     def operator_scope(self) -> OperatorScope:
@@ -956,6 +957,38 @@ class TenantScope:
             if exc.code == "duplicate" and "number" in data:
                 raise _duplicate_number(data["number"]) from exc
             raise
+
+    async def create_prompt(self, name: str, wav: bytes) -> m.Prompt:
+        """A prompt from an uploaded WAV, stored as μ-law (at most ``MAX_PROMPTS``)."""
+        try:
+            audio, duration_ms = rules.prompt_audio(wav)
+        except ValueError as exc:
+            raise InvalidError("file", str(exc)) from None
+        p = m.Prompt
+        count = await self.store.session.scalar(
+            select(func.count()).select_from(p).where(p.tenant_id == self.tenant.id)
+        )
+        if (count or 0) >= rules.MAX_PROMPTS:
+            raise LimitReachedError("max_prompts", rules.MAX_PROMPTS)
+        row = p(id=m.new_id("prm"), name=name, duration_ms=duration_ms, audio=audio)
+        try:
+            return await self.prompts.add(row)
+        except ConflictError as exc:
+            if exc.code == "duplicate":
+                raise ConflictError(
+                    f"a prompt named {name!r} exists already", {"field": "name"}, code="duplicate"
+                ) from exc
+            raise
+
+    async def prompt_audio(self, row: m.Prompt) -> bytes:
+        """The stored μ-law samples of one of this tenant's prompts."""
+        p = m.Prompt
+        audio = await self.store.session.scalar(
+            select(p.audio).where(p.id == row.id, p.tenant_id == self.tenant.id)
+        )
+        if audio is None:
+            raise NotFoundError("prompt", row.id)
+        return bytes(audio)
 
     async def delete_extension(self, row: m.Extension) -> None:
         await self.extensions.delete(row)

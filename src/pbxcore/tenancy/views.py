@@ -86,6 +86,14 @@ def extension(row: m.Extension) -> dict[str, Any]:
     }
 
 
+def prompt(row: m.Prompt) -> dict[str, Any]:
+    return _stamps(row) | {
+        "tenant_id": row.tenant_id,
+        "name": row.name,
+        "duration_s": row.duration_ms / 1000,
+    }
+
+
 def trunk(row: m.Trunk) -> dict[str, Any]:
     return _stamps(row) | {
         "name": row.name,
@@ -208,6 +216,7 @@ VIEWS: dict[type[Any], Callable[[Any], dict[str, Any]]] = {
     m.Cdr: cdr,
     m.AuditEntry: audit_entry,
     m.PlatformEvent: platform_event,
+    m.Prompt: prompt,
 }
 
 

@@ -11,6 +11,7 @@ from pbxcore.admin.routes import (
     health,
     numbers,
     platform,
+    prompts,
     routing,
     tenants,
 )
@@ -21,6 +22,7 @@ ROUTERS: list[APIRouter] = [
     platform.router,
     tenants.router,
     extensions.router,
+    prompts.router,
     audit.router,
     calls.router,
     events.router,
