@@ -225,7 +225,7 @@ def _inline_sqlite(path: str) -> Callable[[], Any]:
 class Database:
     """An engine, a session factory and the migrations of one store."""
 
-    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 20) -> None:
         self.url = normalize_url(url)
         parsed = make_url(self.url)
         self.dialect = parsed.get_backend_name()
@@ -236,7 +236,9 @@ class Database:
             kwargs["async_creator"] = _inline_sqlite(path)
             kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=10)
+            # a burst beyond the pool waits for a connection (up to pool_timeout) rather
+            # than opening one to close it right after: a PostgreSQL connect costs a fork
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size // 2, pool_timeout=10)
             kwargs["connect_args"] = {"connect_timeout": 5}
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.dialect == "sqlite":
@@ -255,6 +257,14 @@ class Database:
         self.sessions = async_sessionmaker(
             self.engine, expire_on_commit=False, sync_session_class=session_class
         )
+        # reads that need no transaction: on PostgreSQL no BEGIN and no ROLLBACK round trip
+        # (under READ COMMITTED each statement sees its own snapshot either way)
+        self._read_sessions = self.sessions
+        if self.dialect == "postgresql":
+            self._read_sessions = async_sessionmaker(
+                self.engine.execution_options(isolation_level="AUTOCOMMIT"),
+                expire_on_commit=False,
+            )
 
     def __repr__(self) -> str:
         return f"Database({make_url(self.url).render_as_string(hide_password=True)!r})"
@@ -262,9 +272,21 @@ class Database:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session; an unreachable or locked store raises :class:`DatabaseUnavailableError`."""
+        async with self.guard(), self.sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def read_session(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads only: each statement on its own, no transaction around
+        them (PostgreSQL; SQLite's are free, it gets a plain session). Do not write in it."""
+        async with self.guard(), self._read_sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def guard(self) -> AsyncIterator[None]:
+        """An unreachable or locked store inside: :class:`DatabaseUnavailableError`."""
         try:
-            async with self.sessions() as session:
-                yield session
+            yield
         except (OperationalError, PoolTimeout, OSError) as exc:
             raise DatabaseUnavailableError(_unavailable_message(exc)) from exc
         except DBAPIError as exc:
