@@ -506,14 +506,16 @@ class Store:
         """Report a change the repositories did not see (a bulk UPDATE ...)."""
         self._changes.append(change)
 
+    async def flush_audit(self) -> None:
+        """Insert the audit entries recorded so far (one statement); commit() does it too."""
+        if self._audit:
+            entries, self._audit = self._audit, []
+            query = _insert(m.AuditEntry.__table__)
+            await self.session.execute(query, entries[0] if len(entries) == 1 else entries)
+
     async def commit(self) -> None:
         try:
-            if self._audit:
-                entries, self._audit = self._audit, []
-                table = m.AuditEntry.__table__
-                await self.session.execute(
-                    _insert(table), entries[0] if len(entries) == 1 else entries
-                )
+            await self.flush_audit()
             await self.session.commit()
         except IntegrityError as exc:
             raise _integrity(exc, "object") from exc
@@ -1012,18 +1014,22 @@ class TenantScope:
     ) -> m.Extension:
         await self.operator_scope.dial_plans.require("dial_plan_id", values.get("dial_plan_id"))
         data = dict(values)
-        # a taken number is found by the unique constraint (one statement less per create);
-        # the transaction, with the counter's move, is then rolled back
-        await self._count("extension_count", "max_extensions", +1)
         row = m.Extension(id=m.new_id("ext"), **data)
         if sip_password is not None:
             self._set_sip_password(row, sip_password)
+        # a taken number is found by the unique constraint (one statement less per create)
         try:
-            return await self.extensions.add(row, secrets=_written(sip_password, "sip_password"))
+            await self.extensions.add(row, secrets=_written(sip_password, "sip_password"))
         except ConflictError as exc:  # the number is taken (perhaps by a concurrent create)
             if exc.code == "duplicate":
                 raise _duplicate_number(data["number"]) from exc
             raise
+        # the counter last, just before the commit: its UPDATE locks the tenant's row until
+        # then, and every create in the tenant waits for that lock (over the limit: the
+        # transaction, with the row, is rolled back)
+        await self.store.flush_audit()
+        await self._count("extension_count", "max_extensions", +1)
+        return row
 
     def _set_sip_password(self, row: m.Extension, password: str) -> None:
         ha1 = sip_ha1(row.number, self.tenant.domain, password)
