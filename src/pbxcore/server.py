@@ -121,6 +121,7 @@ class PbxServer:
         if cfg.db_url is not None:
             self.db = Database(cfg.db_url)
             await self.db.upgrade()
+            await self.db.caught_up()  # PostgreSQL: LISTEN for other nodes' writes from now on
             self.generated_admin_password = await ensure_platform_admin(self.db, cfg.admin_password)
             self.snapshots = SnapshotService(self.db, debounce=cfg.snapshot_debounce)
             snap = await self.snapshots.load()

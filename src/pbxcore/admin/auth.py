@@ -32,6 +32,7 @@ __all__ = [
     "LoginLimiter",
     "SessionCache",
     "authenticate",
+    "cached_principal",
     "end_session",
     "issue_token",
     "resolve_token",
@@ -129,11 +130,22 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
 
-async def resolve_token(session: AsyncSession, cache: SessionCache, token: str) -> Principal:
-    """The principal of a bearer token, or 401."""
+def _token_parts(token: str) -> tuple[str, str]:
     session_id, dot, secret = token.partition(".")
     if not dot or not session_id.startswith("ses_") or not secret or len(token) > 200:
         raise _unauthorized("the bearer token is not valid")
+    return session_id, secret
+
+
+def cached_principal(cache: SessionCache, token: str) -> Principal | None:
+    """The principal of a token validated recently (no database), None if not cached;
+    401 for a token that is malformed."""
+    return cache.get(*_token_parts(token))
+
+
+async def resolve_token(session: AsyncSession, cache: SessionCache, token: str) -> Principal:
+    """The principal of a bearer token, or 401."""
+    session_id, secret = _token_parts(token)
     cached = cache.get(session_id, secret)
     if cached is not None:
         return cached

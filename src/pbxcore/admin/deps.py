@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Query, Request
 from starlette.responses import Response
 
-from pbxcore.admin.auth import LoginLimiter, SessionCache, resolve_token
+from pbxcore.admin.auth import LoginLimiter, SessionCache, cached_principal, resolve_token
 from pbxcore.admin.errors import ApiError
 from pbxcore.tenancy.db import Database
 from pbxcore.tenancy.readcache import ReadCache
@@ -119,14 +119,23 @@ def _bearer(request: Request) -> str:
 
 
 async def store(request: Request) -> AsyncIterator[Store]:
-    """The caller's store (401 without a valid token); the session closes after the answer."""
+    """The caller's store (401 without a valid token); its session, opened when the handler
+    first needs it (a kept answer or a recently seen token needs none), closes after the
+    answer."""
     ctx = context(request)
     token = _bearer(request)
-    async with ctx.db.session() as session:
-        principal: Principal = await resolve_token(session, ctx.sessions, token)
-        yield Store(
-            session, principal, secrets=ctx.secrets, sink=ctx.sink, reads=ctx.reads, db=ctx.db
-        )
+    principal: Principal | None = cached_principal(ctx.sessions, token)
+    if principal is None:
+        async with ctx.db.read_session() as session:
+            principal = await resolve_token(session, ctx.sessions, token)
+    store = Store(
+        ctx.db.sessions, principal, secrets=ctx.secrets, sink=ctx.sink, reads=ctx.reads, db=ctx.db
+    )
+    async with ctx.db.guard():
+        try:
+            yield store
+        finally:
+            await store.close()
 
 
 # scope "function": the session (and its pooled connection) ends when the handler returns,

@@ -27,12 +27,15 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
+
+from pbxcore.tenancy.changes import CHANNEL, ChangeFeed
 
 __all__ = ["Database", "DatabaseUnavailableError", "normalize_url"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_MS = 5000
-_PG_SNAPSHOT = text("SELECT pg_current_snapshot()::text")
+_PG_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 
 
 class DatabaseUnavailableError(Exception):
@@ -219,45 +222,10 @@ def _inline_sqlite(path: str) -> Callable[[], Any]:
     return connect
 
 
-class _SharedProbe:
-    """One query answering every caller that arrived before it started.
-
-    A caller waits for the next query to *start* after it arrived (never one already
-    running, whose answer may predate the caller), and all callers that arrived while one
-    query ran share the next: under load one round trip serves many requests.
-    """
-
-    def __init__(self, fetch: Callable[[], Any]) -> None:
-        self._fetch = fetch
-        self._next: asyncio.Future[Any] | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def get(self) -> Any:
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-        future = self._next
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
-        return await asyncio.shield(future)
-
-    async def _run(self) -> None:
-        while self._next is not None:
-            future, self._next = self._next, None
-            try:
-                result = await self._fetch()
-            except Exception as exc:
-                if not future.done():
-                    future.set_exception(exc)
-                    future.exception()  # retrieved: a caller that went away logs nothing
-            else:
-                if not future.done():
-                    future.set_result(result)
-
-
 class Database:
     """An engine, a session factory and the migrations of one store."""
 
-    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 20) -> None:
         self.url = normalize_url(url)
         parsed = make_url(self.url)
         self.dialect = parsed.get_backend_name()
@@ -268,15 +236,35 @@ class Database:
             kwargs["async_creator"] = _inline_sqlite(path)
             kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=10)
+            # a burst beyond the pool waits for a connection (up to pool_timeout) rather
+            # than opening one to close it right after: a PostgreSQL connect costs a fork
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size // 2, pool_timeout=10)
             kwargs["connect_args"] = {"connect_timeout": 5}
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._watch: sqlite3.Connection | None = None
-        self._probe: _SharedProbe | None = None
         self._sqlite_path = parsed.database if self.dialect == "sqlite" else None
+        self.changes: ChangeFeed | None = None
+        session_class: type[Session] = Session
+        if self.dialect == "postgresql":
+            self.changes = ChangeFeed(self._listen_connection)
+            # this node's commits move the version at once (read-your-writes); the
+            # notification of the same commit moves it again later
+            session_class = type("_FeedSession", (Session,), {})
+            feed = self.changes
+            event.listen(session_class, "after_commit", lambda _session: feed.moved())
+        self.sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=session_class
+        )
+        # reads that need no transaction: on PostgreSQL no BEGIN and no ROLLBACK round trip
+        # (under READ COMMITTED each statement sees its own snapshot either way)
+        self._read_sessions = self.sessions
+        if self.dialect == "postgresql":
+            self._read_sessions = async_sessionmaker(
+                self.engine.execution_options(isolation_level="AUTOCOMMIT"),
+                expire_on_commit=False,
+            )
 
     def __repr__(self) -> str:
         return f"Database({make_url(self.url).render_as_string(hide_password=True)!r})"
@@ -284,9 +272,21 @@ class Database:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session; an unreachable or locked store raises :class:`DatabaseUnavailableError`."""
+        async with self.guard(), self.sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def read_session(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads only: each statement on its own, no transaction around
+        them (PostgreSQL; SQLite's are free, it gets a plain session). Do not write in it."""
+        async with self.guard(), self._read_sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def guard(self) -> AsyncIterator[None]:
+        """An unreachable or locked store inside: :class:`DatabaseUnavailableError`."""
         try:
-            async with self.sessions() as session:
-                yield session
+            yield
         except (OperationalError, PoolTimeout, OSError) as exc:
             raise DatabaseUnavailableError(_unavailable_message(exc)) from exc
         except DBAPIError as exc:
@@ -297,7 +297,8 @@ class Database:
     async def data_version(self) -> object:
         """A value that changes whenever committed data may have changed (any connection,
         any process): SQLite's ``PRAGMA data_version`` on a connection kept for watching,
-        PostgreSQL's current snapshot. Equal values: the same committed data."""
+        on PostgreSQL the version of the :class:`~pbxcore.tenancy.changes.ChangeFeed`
+        (no query). Equal values: the same committed data."""
         if self._sqlite_path is not None:
             try:
                 if self._watch is None:
@@ -305,16 +306,42 @@ class Database:
                 return self._watch.execute("PRAGMA data_version").fetchone()[0]
             except sqlite3.Error as exc:
                 raise DatabaseUnavailableError(_unavailable_message(exc)) from exc
-        if self._probe is None:
-            self._probe = _SharedProbe(self._pg_snapshot)
-        return await self._probe.get()
+        assert self.changes is not None
+        return self.changes.version()
 
-    async def _pg_snapshot(self) -> object:
+    async def caught_up(self, timeout: float = 10.0) -> None:
+        """Return once this node listens for changes and has heard of every write committed
+        (by anyone) before the call: a NOTIFY of its own goes round the channel, after all
+        earlier ones. SQLite: at once (its data version is read when asked)."""
+        feed = self.changes
+        if feed is None:
+            return
+        if not feed.live:
+            try:
+                await asyncio.wait_for(feed.wait(lambda f: f.live), timeout)
+            except TimeoutError:
+                raise DatabaseUnavailableError(
+                    f"the database is unavailable: cannot LISTEN: {feed.last_error}"
+                ) from None
+        payload, heard = feed.barrier()
         try:
             async with self.engine.connect() as conn:
-                return (await conn.execute(_PG_SNAPSHOT)).scalar()
+                await conn.execute(_PG_NOTIFY, {"channel": CHANNEL, "payload": payload})
+                await conn.commit()
+            await asyncio.wait_for(heard, timeout)
         except (OperationalError, PoolTimeout, OSError) as exc:
             raise DatabaseUnavailableError(_unavailable_message(exc)) from exc
+        finally:
+            feed.forget(payload)
+
+    async def _listen_connection(self) -> Any:
+        """A connection of its own for the change feed, as the pool's but autocommit."""
+        import psycopg  # noqa: PLC0415 - only PostgreSQL needs it
+
+        args, params = self.engine.dialect.create_connect_args(self.engine.url)
+        params = {k: v for k, v in params.items() if k != "context"}  # SQLAlchemy's adapters
+        params |= {"connect_timeout": 5, "autocommit": True}
+        return await psycopg.AsyncConnection.connect(*args, **params)
 
     async def upgrade(self, revision: str = "head") -> None:
         """Apply the migrations up to ``revision``."""
@@ -338,6 +365,8 @@ class Database:
             raise DatabaseUnavailableError(_unavailable_message(exc)) from exc
 
     async def close(self) -> None:
+        if self.changes is not None:
+            await self.changes.close()
         if self._watch is not None:
             self._watch.close()
             self._watch = None

@@ -2,11 +2,14 @@
 
 A read asks the store for its *data version* first: ``PRAGMA data_version`` of a watching
 connection on SQLite (it changes whenever any other connection, of this process or another,
-commits), ``pg_current_snapshot()`` on PostgreSQL (it changes whenever a transaction gets
-an id or ends, on any node). A kept answer is used only while the version is the one read
-before that answer was computed; committed data cannot change without the version
-changing, so a kept answer is always what the database would give now. Writes by the CLI,
-another node or plain SQL are seen by the next read as before.
+commits); on PostgreSQL the version of the node's
+:class:`~pbxcore.tenancy.changes.ChangeFeed`, moved by each of the node's commits and by
+each notification of a write on the channel ``pbx_changes`` (any node, the CLI, plain SQL:
+a trigger sends it), with no query per read. A kept answer is used only while the version
+is the one read before that answer was computed; committed data cannot change without the
+version changing, so a kept answer is what the database gives now, on PostgreSQL as soon
+as the notification of another node's write has arrived (``Database.caught_up()`` waits
+for that). An answer may read only the tables that notify (migration 0006_change_notify).
 
 Keys must name everything the answer depends on, the caller's scope included (see
 :meth:`pbxcore.tenancy.store.Store.read_through`): an answer is never shared between

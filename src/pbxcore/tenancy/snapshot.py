@@ -576,7 +576,7 @@ class SnapshotService:
     async def load(self) -> Snapshot:
         """A full build from the database (at start; raises if the store is down)."""
         started = time.perf_counter()
-        async with self._db.session() as session:
+        async with self._db.read_session() as session:
             snapshot = await build_snapshot(session, self._current.version + 1)
         self.last_build_seconds = time.perf_counter() - started
         self._swap(snapshot)
@@ -626,7 +626,7 @@ class SnapshotService:
                 work, self._pending = self._pending, _Pending()
                 try:
                     started = time.perf_counter()
-                    async with self._db.session() as session:
+                    async with self._db.read_session() as session:
                         snapshot = await _apply(session, self._current, work)
                     self.last_build_seconds = time.perf_counter() - started
                 except asyncio.CancelledError:

@@ -26,9 +26,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Select, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.exc import StaleDataError
 
 from pbxcore.sip.auth import DigestAlgorithm
@@ -159,6 +171,38 @@ def _integrity(exc: IntegrityError, entity: str) -> ConflictError:
     )
 
 
+_INSERTS: dict[Any, Any] = {}
+
+
+def _insert(table: Any) -> Any:
+    """A Core ``INSERT`` into ``table``, built once (its columns come with the values)."""
+    query = _INSERTS.get(table)
+    if query is None:
+        query = _INSERTS[table] = insert(table)
+    return query
+
+
+def _insert_values(row: Any) -> dict[str, Any]:
+    """Every column of a new ``row``: what was set on it, else the column's default (so
+    that the row holds what the INSERT stores, as after a flush)."""
+    given = row.__dict__
+    values: dict[str, Any] = {}
+    for prop in sa_inspect(type(row)).column_attrs:
+        key = prop.key
+        if key in given:
+            values[key] = given[key]
+            continue
+        default = prop.columns[0].default
+        if default is None:
+            values[key] = None
+        elif default.is_callable:
+            values[key] = default.arg(None)
+        elif default.is_scalar:
+            values[key] = default.arg
+        # else a SQL expression default: left to the database (none in the models today)
+    return values
+
+
 class Repo(Generic[M]):
     """CRUD over one table, always filtered by the scope's columns (``where``)."""
 
@@ -244,8 +288,19 @@ class Repo(Generic[M]):
         set (``password`` ...), shown in the audit entry as ``***``."""
         for key, value in self._where.items():
             setattr(row, key, value)
-        self._store.session.add(row)
-        await self._flush()
+        # one Core INSERT, not the unit of work's flush; the row then joins the session as
+        # if loaded (later changes to it are flushed as UPDATEs)
+        values = _insert_values(row)
+        session = self._store.session
+        table = self._model.__table__
+        try:
+            await session.execute(_insert(table), values)
+        except IntegrityError as exc:
+            raise _integrity(exc, self.entity) from exc
+        for key, value in values.items():
+            setattr(row, key, value)
+        make_transient_to_detached(row)
+        session.add(row)
         after = view(row) | dict.fromkeys(secrets, "***")
         self._store.record(
             "create", entity=self.entity, row=row, before=None, after=after, kind=self._kind
@@ -311,7 +366,7 @@ class Store:
 
     def __init__(
         self,
-        session: AsyncSession,
+        session: AsyncSession | Callable[[], AsyncSession],
         principal: Principal,
         *,
         secrets: SecretBox | None = None,
@@ -319,13 +374,29 @@ class Store:
         reads: ReadCache | None = None,
         db: Database | None = None,
     ) -> None:
-        self.session = session
+        # a session, or what opens one when first needed (a kept answer needs none)
+        self._session = session if isinstance(session, AsyncSession) else None
+        self._open = None if isinstance(session, AsyncSession) else session
         self.principal = principal
         self.secrets = secrets
         self._sink = sink
         self._changes: list[Change] = []
+        self._audit: list[dict[str, Any]] = []
         self._reads = reads
         self._db = db
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            assert self._open is not None
+            self._session = self._open()
+        return self._session
+
+    async def close(self) -> None:
+        """Close the session this store opened itself (if it did)."""
+        if self._open is not None and self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
 
     # -- scopes -------------------------------------------------------------------------
 
@@ -405,20 +476,21 @@ class Store:
     ) -> None:
         operator_id = row.id if isinstance(row, m.Operator) else getattr(row, "operator_id", None)
         tenant_id = row.id if isinstance(row, m.Tenant) else getattr(row, "tenant_id", None)
-        self.session.add(
-            m.AuditEntry(
-                id=m.new_id("aud"),
-                at=m.utcnow(),
-                operator_id=operator_id,
-                tenant_id=tenant_id,
-                actor_id=self.principal.user_id or None,
-                actor=self.principal.login,
-                action=action,
-                entity=entity,
-                entity_id=row.id,
-                before=_mask(before),
-                after=_mask(after),
-            )
+        # inserted by commit(), all of the transaction's entries in one statement
+        self._audit.append(
+            {
+                "id": m.new_id("aud"),
+                "at": m.utcnow(),
+                "operator_id": operator_id,
+                "tenant_id": tenant_id,
+                "actor_id": self.principal.user_id or None,
+                "actor": self.principal.login,
+                "action": action,
+                "entity": entity,
+                "entity_id": row.id,
+                "before": _mask(before),
+                "after": _mask(after),
+            }
         )
         if kind is not None and operator_id is not None:
             ref, keys = None, None
@@ -434,8 +506,16 @@ class Store:
         """Report a change the repositories did not see (a bulk UPDATE ...)."""
         self._changes.append(change)
 
+    async def flush_audit(self) -> None:
+        """Insert the audit entries recorded so far (one statement); commit() does it too."""
+        if self._audit:
+            entries, self._audit = self._audit, []
+            query = _insert(m.AuditEntry.__table__)
+            await self.session.execute(query, entries[0] if len(entries) == 1 else entries)
+
     async def commit(self) -> None:
         try:
+            await self.flush_audit()
             await self.session.commit()
         except IntegrityError as exc:
             raise _integrity(exc, "object") from exc
@@ -864,6 +944,29 @@ class OperatorScope:
         await self.numbers.delete(did)
 
 
+_COUNTER_UPDATES: dict[tuple[str, str, bool], Any] = {}
+
+
+def _counter_update(column: str, limit: str, up: bool) -> Any:
+    """``UPDATE tenants SET column = column + :delta WHERE id = :tenant_id`` (and, going
+    up, ``AND column + :delta <= limit``), built once per counter (Core: the tenant object
+    in the session is not touched)."""
+    key = (column, limit, up)
+    query = _COUNTER_UPDATES.get(key)
+    if query is None:
+        t = cast(Table, m.Tenant.__table__)
+        counter = t.c[column]
+        query = (
+            update(t)
+            .where(t.c.id == bindparam("tenant_id"))
+            .values({column: counter + bindparam("delta")})
+        )
+        if up:
+            query = query.where(counter + bindparam("delta") <= t.c[limit])
+        _COUNTER_UPDATES[key] = query
+    return query
+
+
 class TenantScope:
     """One tenant's objects: extensions, its DIDs, CDRs, its admins, its audit log."""
 
@@ -902,13 +1005,9 @@ class TenantScope:
 
     async def _count(self, column: str, limit: str, delta: int) -> None:
         """Move a usage counter by ``delta``; +1 only while under the tenant's limit."""
-        t = m.Tenant
-        counter = getattr(t, column)
-        query = update(t).where(t.id == self.tenant.id).values({column: counter + delta})
-        if delta > 0:
-            query = query.where(counter + delta <= getattr(t, limit))
+        query = _counter_update(column, limit, delta > 0)
         result = await self.store.session.execute(
-            query.execution_options(synchronize_session=False)
+            query, {"tenant_id": self.tenant.id, "delta": delta}
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise LimitReachedError(limit, getattr(self.tenant, limit))
@@ -918,18 +1017,22 @@ class TenantScope:
     ) -> m.Extension:
         await self.operator_scope.dial_plans.require("dial_plan_id", values.get("dial_plan_id"))
         data = dict(values)
-        # a taken number is found by the unique constraint (one statement less per create);
-        # the transaction, with the counter's move, is then rolled back
-        await self._count("extension_count", "max_extensions", +1)
         row = m.Extension(id=m.new_id("ext"), **data)
         if sip_password is not None:
             self._set_sip_password(row, sip_password)
+        # a taken number is found by the unique constraint (one statement less per create)
         try:
-            return await self.extensions.add(row, secrets=_written(sip_password, "sip_password"))
+            await self.extensions.add(row, secrets=_written(sip_password, "sip_password"))
         except ConflictError as exc:  # the number is taken (perhaps by a concurrent create)
             if exc.code == "duplicate":
                 raise _duplicate_number(data["number"]) from exc
             raise
+        # the counter last, just before the commit: its UPDATE locks the tenant's row until
+        # then, and every create in the tenant waits for that lock (over the limit: the
+        # transaction, with the row, is rolled back)
+        await self.store.flush_audit()
+        await self._count("extension_count", "max_extensions", +1)
+        return row
 
     def _set_sip_password(self, row: m.Extension, password: str) -> None:
         ha1 = sip_ha1(row.number, self.tenant.domain, password)
