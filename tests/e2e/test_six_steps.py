@@ -198,7 +198,6 @@ def _baresip_call(server: RunningServer, tmp_path: Path) -> None:
             f"sip:{number}@{DOMAIN}",
             f"pw-{number}-e2e",
             outbound=outbound,
-            port=free_port(),
             tone=tone,
         )
         for number, tone in (("101", 440), ("102", 1000))

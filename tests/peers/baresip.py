@@ -7,10 +7,12 @@ tone it received.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
 from tests.helpers import pbxcore_command
+from tests.peers.pbxserve import free_port
 
 BARESIP_CALL_CONFIG = """\
 poll_method\t\tepoll
@@ -35,13 +37,16 @@ def make_phone(
     password: str,
     *,
     outbound: str,
-    port: int,
     tone: int,
+    port: int | None = None,
     codec: str | None = None,
 ) -> Path:
     """A baresip folder for ``aor`` (``sip:101@acme.example``) that registers through
-    ``outbound``, answers automatically and sends a ``tone`` Hz sine."""
+    ``outbound``, answers automatically and sends a ``tone`` Hz sine. Without ``port``, one
+    whose next port is free too (baresip's TLS transport binds the port after ``port``)."""
     folder.mkdir(parents=True)
+    if port is None:
+        port = _free_pair()
     subprocess.run(
         [*pbxcore_command(), "g711", "tone", str(folder / "tone.wav"),
          "--freq", str(tone), "--seconds", "15"],
@@ -56,6 +61,24 @@ def make_phone(
     )
     (folder / "contacts").write_text("")
     return folder
+
+
+def _free_pair() -> int:
+    for _ in range(100):
+        port = free_port()
+        if port < 65535 and _free(port + 1):
+            return port
+    raise RuntimeError("no two free ports in a row")
+
+
+def _free(port: int) -> bool:
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
 
 
 def peak_hz(path: Path) -> tuple[float, float]:
