@@ -153,3 +153,13 @@ async def test_health_and_ready_ignore_any_query(api: Api, query: dict[str, str]
     assert r.json() == {"status": "ready", "checks": {"database": "ok"}}
     r = await api.client.get("/metrics")  # a bare app has no server, so no metrics
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+async def test_a_tenant_id_with_a_nul_is_a_422_on_both_stores(
+    api: Api, world: dict[str, Any]
+) -> None:
+    """PostgreSQL cannot compare text with NUL: the parameter is refused before the query."""
+    r = await api.get(
+        f"/operators/{world['op1']}/events", world["admin1"], params={"tenant_id": "\x00"}
+    )
+    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "tenant_id", r.text

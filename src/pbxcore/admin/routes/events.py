@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement
 from starlette.responses import Response
 
 from pbxcore.admin.deps import CurrentPage, CurrentStore, page_response
-from pbxcore.admin.schemas import ListOf, Out
+from pbxcore.admin.schemas import Id, ListOf, Out
 from pbxcore.tenancy import models as m
 from pbxcore.tenancy.errors import InvalidError
 from pbxcore.tenancy.views import view
@@ -50,7 +50,7 @@ async def operator_events(
     *,
     type: Annotated[EventTypeName | None, Query(description="Only events of this type")] = None,
     tenant_id: Annotated[
-        str | None, Query(max_length=40, description="Only events of this client PBX")
+        Id | None, Query(description="Only events of this client PBX")  # no NUL: PostgreSQL
     ] = None,
     since: Annotated[
         datetime | None,
