@@ -19,8 +19,9 @@ is calls per second), ``calls_failed_total``, ``registrations`` (bindings held) 
 
 :meth:`ServerMonitor.readiness` names what is not ready (the snapshot not loaded, SIP not
 listening, the server stopping); the admin API adds the database check and answers
-``/ready``. :func:`start_events` starts the event writer and connects the hooks of the
-registrar's location service, the trunks and the B2BUA to it.
+``/ready``. The server starts the event writer and connects the hooks of the registrar's
+location service, the trunks and the B2BUA to it. The monitor reads a server through the
+:class:`Monitored` protocol (it does not import the server module).
 """
 
 from __future__ import annotations
@@ -29,21 +30,25 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pbxcore.pbx.events import EventWriter, PlatformEvents
+from pbxcore.media.engine import MediaEngine
+from pbxcore.pbx.b2bua import B2bua
+from pbxcore.pbx.cdr import CdrWriter
+from pbxcore.pbx.events import EventWriter
+from pbxcore.pbx.trunks import TrunkRegistrations
 from pbxcore.sip.location import MemoryLocationService
+from pbxcore.sip.server import SipServer
+from pbxcore.tenancy.db import Database
 from pbxcore.tenancy.outbox import mail_backlog
+from pbxcore.tenancy.snapshot import SnapshotService
 
-if TYPE_CHECKING:
-    from pbxcore.server import PbxServer
-
-__all__ = ["ServerMonitor", "start_events"]
+__all__ = ["Monitored", "ServerMonitor"]
 
 log = logging.getLogger("pbxcore.monitoring")
 
@@ -52,10 +57,41 @@ API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 BACKLOG_TIMEOUT = 2.0  # seconds a scrape waits for the outbox count
 
 
+class _Configured(Protocol):
+    @property
+    def db_url(self) -> str | None: ...
+
+
+class Monitored(Protocol):
+    """What the monitor reads of a server (:class:`~pbxcore.server.PbxServer` is one): its
+    parts, each None until started, and whether it is stopping."""
+
+    @property
+    def config(self) -> _Configured: ...
+    @property
+    def db(self) -> Database | None: ...
+    @property
+    def snapshots(self) -> SnapshotService | None: ...
+    @property
+    def sip(self) -> SipServer | None: ...
+    @property
+    def b2bua(self) -> B2bua | None: ...
+    @property
+    def media(self) -> MediaEngine | None: ...
+    @property
+    def trunks(self) -> TrunkRegistrations | None: ...
+    @property
+    def cdr(self) -> CdrWriter | None: ...
+    @property
+    def events(self) -> EventWriter | None: ...
+    @property
+    def stopping(self) -> bool: ...
+
+
 class ServerMonitor:
     """Metrics and readiness of one server."""
 
-    def __init__(self, server: PbxServer) -> None:
+    def __init__(self, server: Monitored) -> None:
         self.server = server
         self.registry = CollectorRegistry()
         self.api_latency = Histogram(
@@ -235,27 +271,3 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(f"pbxcore_{name}", doc, value=value)
-
-
-def start_events(server: PbxServer) -> EventWriter | None:
-    """The event writer of a server with a database, its hooks connected (None without)."""
-    if server.db is None or server.snapshots is None:
-        return None
-    cfg = server.config
-    writer = EventWriter(
-        server.db,
-        node_id=cfg.node_id,
-        keep_days=cfg.events_keep_days,
-        keep_rows=cfg.events_keep_rows,
-    )
-    writer.start()
-    events = PlatformEvents(server.snapshots, writer)
-    sip = server.sip
-    location = None if sip is None or sip.registrar is None else sip.registrar.location
-    if isinstance(location, MemoryLocationService):
-        location.listener = events.bindings_changed
-    if server.trunks is not None:
-        server.trunks.on_state = events.trunk_state
-    if server.b2bua is not None:
-        server.b2bua.on_failure = events.call_failed
-    return writer

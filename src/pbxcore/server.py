@@ -29,13 +29,14 @@ import uvicorn
 from pbxcore.admin.app import create_app
 from pbxcore.admin.deps import AdminContext, ApiSettings
 from pbxcore.media.engine import MediaEngine
-from pbxcore.monitoring import ServerMonitor, start_events
+from pbxcore.monitoring import ServerMonitor
 from pbxcore.pbx.b2bua import B2bua
 from pbxcore.pbx.cdr import CdrWriter
-from pbxcore.pbx.events import EventWriter
+from pbxcore.pbx.events import EventWriter, PlatformEvents
 from pbxcore.pbx.limits import CallRateGuard, CallRateLimits
 from pbxcore.pbx.trunks import TrunkRegistrations
 from pbxcore.sip.credentials import CredentialStore
+from pbxcore.sip.location import MemoryLocationService
 from pbxcore.sip.server import SipServer
 from pbxcore.tenancy.bootstrap import ensure_platform_admin
 from pbxcore.tenancy.db import Database
@@ -140,7 +141,7 @@ class PbxServer:
         await self.sip.start()
         if self.snapshots is not None and cfg.calls and self.sip.registrar is not None:
             await self._start_calls()
-        self.events = start_events(self)
+        self.events = self._start_events()
         if cfg.smtp is not None:
             if self.db is None:
                 raise ValueError("mail needs a database (--db): it goes through the outbox")
@@ -186,6 +187,29 @@ class PbxServer:
         self.b2bua.registered_trunk = self.trunks.trunk_for_request
         self.snapshots.subscribe(self.trunks.sync)  # trunks added, changed or deleted
         log.info("calls: media on %s ports %d-%d", cfg.media_bind, *cfg.rtp_ports)
+
+    def _start_events(self) -> EventWriter | None:
+        """The event writer of a server with a database, its hooks connected (None without)."""
+        if self.db is None or self.snapshots is None:
+            return None
+        cfg = self.config
+        writer = EventWriter(
+            self.db,
+            node_id=cfg.node_id,
+            keep_days=cfg.events_keep_days,
+            keep_rows=cfg.events_keep_rows,
+        )
+        writer.start()
+        events = PlatformEvents(self.snapshots, writer)
+        sip = self.sip
+        location = None if sip is None or sip.registrar is None else sip.registrar.location
+        if isinstance(location, MemoryLocationService):
+            location.listener = events.bindings_changed
+        if self.trunks is not None:
+            self.trunks.on_state = events.trunk_state
+        if self.b2bua is not None:
+            self.b2bua.on_failure = events.call_failed
+        return writer
 
     def _trunk_status(self, trunk_id: str) -> dict[str, Any]:
         """A trunk's live state for the API: its registration and its active channels."""
