@@ -44,6 +44,7 @@ PARAM_KINDS: dict[str | tuple[str, str], str] = {
     ("op", "number"): "pool_number",
     ("t", "number"): "tenant_number",
     "p": "prompt",
+    "ivr": "ivr",
 }
 ID_PREFIX = {
     "operator": "op",
@@ -59,6 +60,7 @@ ID_PREFIX = {
     "pool_number": "did",
     "tenant_number": "did",
     "prompt": "prm",
+    "ivr": "ivr",
 }
 
 
@@ -166,15 +168,21 @@ async def _build(api: Api) -> World:
             )
             assert prompt.status_code == 201, prompt.text
             prompt_id = prompt.json()["id"]
+            await api.patch(f"/operators/{op['id']}/tenants/{t['id']}", json={"features": ["ivr"]})
+            menu = await api.create(
+                f"/tenants/{t['id']}/ivrs",
+                {"name": f"Menu {i}{j}", "greeting_prompt_id": prompt_id},
+            )
             tscope.ids |= {
                 "extension": ext["id"],
                 "tenant_admin": boss["id"],
                 "call": row.id,
                 "tenant_number": did.id,
                 "prompt": prompt_id,
+                "ivr": menu["id"],
             }
             tscope.secrets |= {ext["id"], boss["id"], row.id, did.id, f"Person {i}{j}"}
-            tscope.secrets |= {prompt_id, f"Greeting {i}{j}"}
+            tscope.secrets |= {prompt_id, f"Greeting {i}{j}", menu["id"], f"Menu {i}{j}"}
             tscope.secrets |= {f"boss{i}{j}@", f"+7495{i}{j}00000"}
             scopes[tscope.key] = tscope
             visible[f"A{i}"].add(tscope.key)

@@ -226,13 +226,16 @@ async def test_tenant_numbers_and_destinations(api: Api) -> None:
     for destination in (
         {"type": "extension", "id": ext["id"]},
         {"type": "voicemail", "id": ext["id"]},
-        {"type": "ivr", "id": "ivr_main"},
         {"type": "external", "number": "+74957654321"},
         {"type": "hangup"},
     ):
         r = await api.patch(f"{base}/{mine['id']}", boss, json={"destination": destination})
         assert r.status_code == 200, r.text
         assert r.json()["destination"] == destination
+    # an IVR needs the tenant's ivr feature (and an IVR of the tenant: tests/test_admin_ivrs)
+    ivr = {"destination": {"type": "ivr", "id": "ivr_main"}}
+    r = await api.patch(f"{base}/{mine['id']}", boss, json=ivr)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "feature_disabled", r.text
     for destination, field in (
         ({"type": "extension", "id": other_ext["id"]}, "destination"),
         ({"type": "extension", "id": "ext_nope"}, "destination"),

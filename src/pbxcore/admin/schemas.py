@@ -9,9 +9,17 @@ document and are not used to serialize.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from pbxcore.tenancy import rules
 
@@ -20,6 +28,8 @@ __all__ = [
     "ERROR_RESPONSES",
     "Cidr",
     "Colour",
+    "Destination",
+    "DestinationOut",
     "DigestAlgorithms",
     "Domain",
     "ErrorOut",
@@ -114,3 +124,28 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 class ListOf(BaseModel, Generic[T]):
     items: list[T]
     total: int = Field(ge=0)
+
+
+DestinationType = Literal[
+    "extension", "ivr", "ring_group", "voicemail", "schedule", "external", "hangup"
+]
+
+
+class Destination(In):
+    type: DestinationType
+    id: Id | None = None
+    number: str | None = Field(default=None, max_length=16)
+
+    @model_validator(mode="after")
+    def _shape(self) -> Destination:
+        rules.check_destination(self.model_dump())
+        return self
+
+    def stored(self) -> dict[str, Any]:
+        return rules.check_destination(self.model_dump())
+
+
+class DestinationOut(BaseModel):
+    type: str
+    id: str | None = None
+    number: str | None = None

@@ -43,6 +43,7 @@ __all__ = [
     "DialPlanRow",
     "Did",
     "Extension",
+    "Ivr",
     "MailMessage",
     "Operator",
     "PlatformEvent",
@@ -219,6 +220,25 @@ class Prompt(_Stamped, Base):
     duration_ms: Mapped[int] = mapped_column(Integer)
     # not loaded with the row (lists, the snapshot): read with Store.prompt_audio
     audio: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+
+
+class Ivr(_Stamped, Base):
+    """A tenant's voice menu: a greeting, digits mapped to destinations, its timeouts."""
+
+    __tablename__ = "ivrs"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+    operator_id: Mapped[str] = mapped_column(
+        ForeignKey("operators.id", ondelete="CASCADE"), index=True
+    )
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    greeting_prompt_id: Mapped[str | None] = mapped_column(ForeignKey("prompts.id"))
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)  # digit -> destination
+    timeout_s: Mapped[int] = mapped_column(Integer, default=5)
+    invalid_prompt_id: Mapped[str | None] = mapped_column(ForeignKey("prompts.id"))
+    max_retries: Mapped[int] = mapped_column(Integer, default=2)
+    default_destination: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    direct_dial: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Trunk(_Stamped, Base):

@@ -38,6 +38,7 @@ __all__ = [
     "check_features",
     "check_forward_target",
     "check_host",
+    "check_ivr_options",
     "check_number_range",
     "check_password",
     "check_prefix",
@@ -344,6 +345,25 @@ DESTINATION_TYPES = frozenset(
 )
 # the destinations that name an object of the tenant by id
 _BY_ID = frozenset({"extension", "ivr", "ring_group", "voicemail", "schedule"})
+
+
+IVR_DIGITS = frozenset("0123456789*#")
+
+
+def check_ivr_options(options: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """An IVR's digit map: keys 0-9, * and #, each a destination (:func:`check_destination`);
+    a ValueError names the digit."""
+    checked: dict[str, dict[str, Any]] = {}
+    for digit, destination in options.items():
+        if digit not in IVR_DIGITS:
+            raise ValueError(f"option {digit!r}: a key is one digit 0-9, * or #")
+        if not isinstance(destination, Mapping):
+            raise ValueError(f"option {digit}: a destination is an object with a type")
+        try:
+            checked[digit] = check_destination(destination)
+        except ValueError as exc:
+            raise ValueError(f"option {digit}: {exc}") from None
+    return checked
 
 
 def check_destination(data: Mapping[str, Any]) -> dict[str, Any]:

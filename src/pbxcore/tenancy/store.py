@@ -20,7 +20,8 @@ IS NULL``. Both stores run these atomically.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Literal, Protocol, TypeVar, cast
@@ -967,6 +968,25 @@ def _counter_update(column: str, limit: str, up: bool) -> Any:
     return query
 
 
+@contextlib.contextmanager
+def _named(entity: str, name: object) -> Iterator[None]:
+    """A duplicate inside is a 409 naming the ``name`` field that is taken."""
+    try:
+        yield
+    except ConflictError as exc:
+        if exc.code != "duplicate":
+            raise
+        raise ConflictError(
+            f"{entity} named {name!r} exists already", {"field": "name"}, code="duplicate"
+        ) from exc
+
+
+def _sends_to(ivr: m.Ivr, kind: str, ident: str) -> bool:
+    """Whether one of ``ivr``'s destinations is the object ``kind``/``ident``."""
+    targets = [*(ivr.options or {}).values(), ivr.default_destination or {}]
+    return any(t.get("type") == kind and t.get("id") == ident for t in targets)
+
+
 class TenantScope:
     """One tenant's objects: extensions, its DIDs, CDRs, its admins, its audit log."""
 
@@ -985,6 +1005,7 @@ class TenantScope:
             store, m.User, "tenant_admin", scope | {"role": "tenant_admin"}, None
         )
         self.prompts: Repo[m.Prompt] = Repo(store, m.Prompt, "prompt", scope, None)
+        self.ivrs: Repo[m.Ivr] = Repo(store, m.Ivr, "ivr", scope, None)
 
     @property
     def operator_scope(self) -> OperatorScope:
@@ -1074,14 +1095,8 @@ class TenantScope:
         if (count or 0) >= rules.MAX_PROMPTS:
             raise LimitReachedError("max_prompts", rules.MAX_PROMPTS)
         row = p(id=m.new_id("prm"), name=name, duration_ms=duration_ms, audio=audio)
-        try:
+        with _named("a prompt", name):
             return await self.prompts.add(row)
-        except ConflictError as exc:
-            if exc.code == "duplicate":
-                raise ConflictError(
-                    f"a prompt named {name!r} exists already", {"field": "name"}, code="duplicate"
-                ) from exc
-            raise
 
     async def prompt_audio(self, row: m.Prompt) -> bytes:
         """The stored μ-law samples of one of this tenant's prompts."""
@@ -1094,6 +1109,18 @@ class TenantScope:
         return bytes(audio)
 
     async def delete_extension(self, row: m.Extension) -> None:
+        """Delete an extension; 409 while an IVR sends calls to it (or to its voicemail)."""
+        menus = [
+            i.name
+            for i in await self.ivrs.all()
+            if _sends_to(i, "extension", row.id) or _sends_to(i, "voicemail", row.id)
+        ]
+        if menus:
+            raise ConflictError(
+                f"extension {row.number} is a destination of the IVR {', '.join(sorted(menus))}",
+                {"used_by": menus},
+                code="in_use",
+            )
         await self.extensions.delete(row)
         await self._count("extension_count", "max_extensions", -1)
 
@@ -1138,15 +1165,68 @@ class TenantScope:
         self.store.touch(Change(self.operator.id, "dids", self.tenant.id))
         return did
 
-    async def check_destination(self, field: str, destination: Mapping[str, Any]) -> None:
-        """The object a destination names must be this tenant's (422 naming ``field``).
+    def require_feature(self, feature: str) -> None:
+        """403 ``feature_disabled`` unless the operator sold this tenant ``feature``."""
+        if feature not in (self.tenant.features or []):
+            raise ForbiddenError(
+                f"the client PBX {self.tenant.slug} has no {feature} feature "
+                "(its operator enables it in the tenant's features)",
+                code="feature_disabled",
+            )
 
-        Extensions (and their voicemail boxes) are checked; IVRs, ring groups and schedules
-        are checked once they are stored."""
-        if destination["type"] in ("extension", "voicemail") and not await self.extensions.exists(
+    async def check_destination(self, field: str, destination: Mapping[str, Any]) -> None:
+        """The object a destination names must be this tenant's (422 naming ``field``), and
+        the tenant must have the feature it needs (403).
+
+        Extensions (and their voicemail boxes) and IVRs are checked; ring groups and
+        schedules are checked once they are stored."""
+        kind = destination["type"]
+        if kind == "ivr":
+            self.require_feature("ivr")
+            if not await self.ivrs.exists(destination["id"]):
+                raise InvalidError(field, f"no IVR with id {destination['id']!r} in this tenant")
+        if kind in ("extension", "voicemail") and not await self.extensions.exists(
             destination["id"]
         ):
             raise InvalidError(field, f"no extension with id {destination['id']!r} in this tenant")
+
+    async def _ivr_values(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """An IVR's fields checked against the tenant: its prompts and destinations."""
+        data = dict(values)
+        for field in ("greeting_prompt_id", "invalid_prompt_id"):
+            await self.prompts.require(field, data.get(field))
+        for digit, destination in (data.get("options") or {}).items():
+            await self.check_destination(f"options.{digit}", destination)
+        if data.get("default_destination") is not None:
+            await self.check_destination("default_destination", data["default_destination"])
+        return data
+
+    async def create_ivr(self, values: Mapping[str, Any]) -> m.Ivr:
+        self.require_feature("ivr")
+        data = await self._ivr_values(values)
+        with _named("an IVR", data.get("name")):
+            return await self.ivrs.add(m.Ivr(id=m.new_id("ivr"), **data))
+
+    async def update_ivr(self, row: m.Ivr, values: Mapping[str, Any]) -> m.Ivr:
+        self.require_feature("ivr")
+        return await self.ivrs.update(row, await self._ivr_values(values))
+
+    async def delete_ivr(self, row: m.Ivr) -> None:
+        """Delete an IVR; 409 while a DID or another IVR still sends calls to it."""
+        uses = [
+            d.number
+            for d in (await self.numbers.all())
+            if (d.destination or {}).get("type") == "ivr"
+            and (d.destination or {}).get("id") == row.id
+        ]
+        uses += [
+            i.name for i in await self.ivrs.all() if i.id != row.id and _sends_to(i, "ivr", row.id)
+        ]
+        if uses:
+            raise ConflictError(
+                f"the IVR is in use by {', '.join(sorted(uses))}", {"used_by": uses}, code="in_use"
+            )
+        await self.ivrs.delete(row)
 
     async def set_number_destination(
         self, did: m.Did, destination: Mapping[str, Any] | None

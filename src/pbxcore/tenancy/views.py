@@ -94,6 +94,20 @@ def prompt(row: m.Prompt) -> dict[str, Any]:
     }
 
 
+def ivr(row: m.Ivr) -> dict[str, Any]:
+    return _stamps(row) | {
+        "tenant_id": row.tenant_id,
+        "name": row.name,
+        "greeting_prompt_id": row.greeting_prompt_id,
+        "options": row.options,
+        "timeout_s": row.timeout_s,
+        "invalid_prompt_id": row.invalid_prompt_id,
+        "max_retries": row.max_retries,
+        "default_destination": row.default_destination,
+        "direct_dial": row.direct_dial,
+    }
+
+
 def trunk(row: m.Trunk) -> dict[str, Any]:
     return _stamps(row) | {
         "name": row.name,
@@ -217,6 +231,7 @@ VIEWS: dict[type[Any], Callable[[Any], dict[str, Any]]] = {
     m.AuditEntry: audit_entry,
     m.PlatformEvent: platform_event,
     m.Prompt: prompt,
+    m.Ivr: ivr,
 }
 
 

@@ -3,44 +3,20 @@ a tenant's own numbers (where their calls go)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement
 from starlette.responses import Response
 
 from pbxcore.admin.deps import CurrentPage, CurrentStore, json_response, page_response
-from pbxcore.admin.schemas import E164, Id, In, ListOf, Out
+from pbxcore.admin.schemas import E164, Destination, DestinationOut, Id, In, ListOf, Out
 from pbxcore.tenancy import models as m
 from pbxcore.tenancy import rules
 from pbxcore.tenancy.views import view
 
 router = APIRouter(tags=["numbers"])
-
-DestinationType = Literal[
-    "extension", "ivr", "ring_group", "voicemail", "schedule", "external", "hangup"
-]
-
-
-class Destination(In):
-    type: DestinationType
-    id: Id | None = None
-    number: str | None = Field(default=None, max_length=16)
-
-    @model_validator(mode="after")
-    def _shape(self) -> Destination:
-        rules.check_destination(self.model_dump())
-        return self
-
-    def stored(self) -> dict[str, Any]:
-        return rules.check_destination(self.model_dump())
-
-
-class DestinationOut(BaseModel):
-    type: str
-    id: str | None = None
-    number: str | None = None
 
 
 class NumberOut(Out):
