@@ -29,6 +29,7 @@ from pbxcore.tenancy.compile import TrunkConfig
 from pbxcore.tenancy.snapshot import (
     DidConfig,
     ExtensionConfig,
+    IvrConfig,
     OperatorConfig,
     Snapshot,
     TenantConfig,
@@ -574,11 +575,17 @@ class TestInbound:
     def test_destinations(self) -> None:
         snap = world()
         rejected(decide(snap, FROM_T_A, "+74951110002", usage=IDLE), 480, "did_no_destination")
-        d = decide(snap, FROM_T_A, "+74951110003", usage=IDLE)
-        assert (d.kind, d.destination, d.extensions) == (
-            "inbound",
-            {"type": "ivr", "id": "ivr-1"},
-            (),
+        # an IVR: only with the ivr feature, only a menu of the tenant
+        rejected(decide(snap, FROM_T_A, "+74951110003", usage=IDLE), 403, "feature_disabled")
+        menu = IvrConfig("ivr-1", "Main", None, {"1": {"type": "hangup"}}, 5, None, 2, None, False)
+        a = snap.tenants["A"]
+        with_ivr = world(a=replace(a, features=frozenset({"ivr"}), ivrs={"ivr-1": menu}))
+        d = decide(with_ivr, FROM_T_A, "+74951110003", usage=IDLE)
+        assert (d.kind, d.destination, d.extensions) == ("ivr", {"type": "ivr", "id": "ivr-1"}, ())
+        assert d.explain["target"] == {"type": "ivr", "id": "ivr-1", "name": "Main"}
+        no_menu = world(a=replace(a, features=frozenset({"ivr"})))
+        rejected(
+            decide(no_menu, FROM_T_A, "+74951110003", usage=IDLE), 480, "destination_not_found"
         )
         rejected(decide(snap, FROM_T_A, "+74951110005", usage=IDLE), 603, "did_hangup")
         # A's DID pointing at B's extension id never rings B

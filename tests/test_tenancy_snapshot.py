@@ -345,3 +345,31 @@ async def test_extension_changes_reload_only_those_extensions(
     async with api.ctx.db.session() as session:
         full = await build_snapshot(session)
     assert _content(after) == _content(full)
+
+
+async def test_ivr_menus_follow_create_change_and_delete(api: Api, snap: SnapshotService) -> None:
+    """A menu made through the API is in the next snapshot with its digit map; a change
+    and a delete follow, and the incremental snapshot equals a full build."""
+    _op, t, e = await _tenant_with_extension(api, features=["ivr"])
+    menu = await api.create(
+        f"/tenants/{t}/ivrs",
+        {"name": "Main", "options": {"1": {"type": "extension", "id": e}}, "timeout_s": 8},
+    )
+    tenant = (await snap.settle()).tenants[t]
+    ivr = tenant.ivrs[menu["id"]]
+    assert (ivr.name, ivr.timeout_s, dict(ivr.options)) == (
+        "Main", 8, {"1": {"type": "extension", "id": e}},
+    )  # fmt: skip
+    r = await api.patch(
+        f"/tenants/{t}/ivrs/{menu['id']}", json={"options": {"0": {"type": "hangup"}}}
+    )
+    assert r.status_code == 200, r.text
+    assert dict((await snap.settle()).tenants[t].ivrs[menu["id"]].options) == {
+        "0": {"type": "hangup"}
+    }
+    assert (await api.delete(f"/tenants/{t}/ivrs/{menu['id']}")).status_code == 204
+    incremental = await snap.settle()
+    assert incremental.tenants[t].ivrs == {}
+    async with api.ctx.db.session() as session:
+        full = await build_snapshot(session)
+    assert _content(incremental) == _content(full)

@@ -92,7 +92,7 @@ log = logging.getLogger("pbxcore.pbx.decision")
 MAX_FORWARD_HOPS = 5  # forwards in one chain; one more is 483
 DEFAULT_NO_ANSWER_SECONDS = 20  # a no_answer forward without no_answer_seconds
 
-DecisionKind = Literal["internal", "inbound", "outbound", "reject", "feature"]
+DecisionKind = Literal["internal", "inbound", "outbound", "reject", "feature", "ivr"]
 Direction = Literal["internal", "inbound", "outbound"]  # the CDR's direction
 ForwardCondition = Literal["busy", "no_answer", "unavailable"]
 
@@ -873,8 +873,24 @@ def _inbound(call: _Call, caller: TrunkCaller, dialed: str) -> Decision:
         return call.forward_to(None, to, ())
     if kind_of == "hangup":
         raise _RefusedError(603, "did_hangup", f"DID {did.number} hangs up")
+    if kind_of == "ivr":
+        return _to_ivr(call, tenant, destination, did.number)
     call.explain["target"] = {"type": str(kind_of), "destination": dict(destination)}
     return call.decision("inbound", did.number, destination=dict(destination))
+
+
+def _to_ivr(
+    call: _Call, tenant: TenantConfig, destination: Mapping[str, Any], number: str
+) -> Decision:
+    """A call into one of the tenant's voice menus: only with the ivr feature, and only to
+    a menu that exists (a call never enters a menu the tenant may not have)."""
+    if "ivr" not in tenant.features:
+        raise _RefusedError(403, "feature_disabled", f"{tenant.slug} has no ivr feature")
+    ivr = tenant.ivrs.get(str(destination.get("id")))
+    if ivr is None:
+        raise _RefusedError(480, "destination_not_found", f"{number} points at a missing IVR")
+    call.explain["target"] = {"type": "ivr", "id": ivr.id, "name": ivr.name}
+    return call.decision("ivr", number, destination={"type": "ivr", "id": ivr.id})
 
 
 def _from_extension(call: _Call, caller: ExtensionCaller, dialed: str) -> Decision:

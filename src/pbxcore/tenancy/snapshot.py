@@ -51,6 +51,7 @@ from pbxcore.tenancy.store import Change
 __all__ = [
     "DidConfig",
     "ExtensionConfig",
+    "IvrConfig",
     "OperatorConfig",
     "Snapshot",
     "SnapshotCredentialStore",
@@ -78,6 +79,21 @@ class ExtensionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class IvrConfig:
+    """A voice menu as the call path reads it (destinations as stored: ``{"type", ...}``)."""
+
+    id: str
+    name: str
+    greeting_prompt_id: str | None
+    options: Mapping[str, Mapping[str, Any]]  # digit -> destination
+    timeout_s: int
+    invalid_prompt_id: str | None
+    max_retries: int
+    default_destination: Mapping[str, Any] | None
+    direct_dial: bool
+
+
+@dataclass(frozen=True, slots=True)
 class TenantLimits:
     max_extensions: int
     max_concurrent_calls: int
@@ -102,6 +118,7 @@ class TenantConfig:
     time_zone: str
     digest_algorithms: tuple[DigestAlgorithm, ...]  # challenge order, first offered first
     extensions: Mapping[str, ExtensionConfig]  # by number
+    ivrs: Mapping[str, IvrConfig] = field(default_factory=dict)  # by id
 
     @property
     def active(self) -> bool:
@@ -262,7 +279,27 @@ def _extension(row: Any) -> ExtensionConfig:
     )
 
 
-def _tenant(row: m.Tenant, extensions: Mapping[str, ExtensionConfig]) -> TenantConfig:
+def _ivr(row: m.Ivr) -> IvrConfig:
+    return IvrConfig(
+        id=row.id,
+        name=row.name,
+        greeting_prompt_id=row.greeting_prompt_id,
+        options={digit: dict(d) for digit, d in (row.options or {}).items()},
+        timeout_s=row.timeout_s,
+        invalid_prompt_id=row.invalid_prompt_id,
+        max_retries=row.max_retries,
+        default_destination=None
+        if row.default_destination is None
+        else dict(row.default_destination),
+        direct_dial=row.direct_dial,
+    )
+
+
+def _tenant(
+    row: m.Tenant,
+    extensions: Mapping[str, ExtensionConfig],
+    ivrs: Mapping[str, IvrConfig] | None = None,
+) -> TenantConfig:
     return TenantConfig(
         id=row.id,
         operator_id=row.operator_id,
@@ -284,28 +321,37 @@ def _tenant(row: m.Tenant, extensions: Mapping[str, ExtensionConfig]) -> TenantC
         time_zone=row.time_zone,
         digest_algorithms=_algorithms(row.digest_algorithms),
         extensions=extensions,
+        ivrs=ivrs or {},
     )
 
 
 async def _tenants(
     session: AsyncSession, *, operator_id: str | None = None, tenant_ids: Sequence[str] = ()
 ) -> list[TenantConfig]:
-    """Tenants with their extensions: all, an operator's, or those named."""
+    """Tenants with their extensions and IVRs: all, an operator's, or those named."""
     query = select(m.Tenant).execution_options(populate_existing=True)
     ext_query = select(*_EXTENSION_COLUMNS)
+    ivr_query = select(m.Ivr).execution_options(populate_existing=True)
     if tenant_ids:
         query = query.where(m.Tenant.id.in_(tenant_ids))
         ext_query = ext_query.where(m.Extension.tenant_id.in_(tenant_ids))
+        ivr_query = ivr_query.where(m.Ivr.tenant_id.in_(tenant_ids))
     elif operator_id is not None:
         query = query.where(m.Tenant.operator_id == operator_id)
         ext_query = ext_query.where(m.Extension.operator_id == operator_id)
+        ivr_query = ivr_query.where(m.Ivr.operator_id == operator_id)
     rows = list((await session.scalars(query)).all())
     extensions: dict[str, dict[str, ExtensionConfig]] = {r.id: {} for r in rows}
     for ext in await session.execute(ext_query):
         group = extensions.get(ext.tenant_id)
         if group is not None:
             group[ext.number] = _extension(ext)
-    return [_tenant(r, extensions[r.id]) for r in rows]
+    ivrs: dict[str, dict[str, IvrConfig]] = {r.id: {} for r in rows}
+    for ivr in (await session.scalars(ivr_query)).all():
+        menus = ivrs.get(ivr.tenant_id)
+        if menus is not None:
+            menus[ivr.id] = _ivr(ivr)
+    return [_tenant(r, extensions[r.id], ivrs[r.id]) for r in rows]
 
 
 async def _patch_extensions(
@@ -396,7 +442,7 @@ class _Pending:
                     self.prefixes[key] = None
                 else:
                     self.prefixes[key] = known | set(change.keys)
-        elif change.kind in ("tenant", "extensions"):
+        elif change.kind in ("tenant", "extensions", "ivrs"):  # ivrs: the tenant reloads
             if change.tenant_id is None:
                 self.tenant_sets.add(op)
             elif change.kind == "extensions" and change.ref is not None:

@@ -74,7 +74,9 @@ __all__ = [
 ]
 
 Role = Literal["platform_admin", "operator_admin", "tenant_admin", "user"]
-ChangeKind = Literal["operator", "tenant", "extensions", "trunks", "routes", "dial_plans", "dids"]
+ChangeKind = Literal[
+    "operator", "tenant", "extensions", "ivrs", "trunks", "routes", "dial_plans", "dids"
+]
 M = TypeVar("M", bound=m.Base)
 T = TypeVar("T")
 MAX_PAGE = 1000
@@ -1005,7 +1007,7 @@ class TenantScope:
             store, m.User, "tenant_admin", scope | {"role": "tenant_admin"}, None
         )
         self.prompts: Repo[m.Prompt] = Repo(store, m.Prompt, "prompt", scope, None)
-        self.ivrs: Repo[m.Ivr] = Repo(store, m.Ivr, "ivr", scope, None)
+        self.ivrs: Repo[m.Ivr] = Repo(store, m.Ivr, "ivr", scope, "ivrs")
 
     @property
     def operator_scope(self) -> OperatorScope:
