@@ -29,7 +29,7 @@ from pbxcore.sip.stack import IncomingRequest, SipStack, StaticCredentials, Targ
 from pbxcore.sip.transaction import TimerSettings
 from pbxcore.sip.transport import ListenAddress
 from pbxcore.tenancy.secrets import sip_ha1
-from pbxcore.tenancy.snapshot import DidConfig, Snapshot, SnapshotCredentialStore
+from pbxcore.tenancy.snapshot import DidConfig, IvrConfig, Snapshot, SnapshotCredentialStore
 from tests.helpers import PEERS, require_binary
 from tests.peers.pbxserve import free_port
 from tests.test_pbx_decision import ext, operator, snapshot, tenant, trunk
@@ -786,3 +786,157 @@ async def test_shutdown_waits_for_a_call_that_ends_within_the_grace_period(pbx: 
     caller.stack.bye(invite.dialog)  # the caller hangs up by itself
     assert await asyncio.wait_for(shutdown, 15) == 0  # none had to be ended by pbxcore
     assert callee.byes and not caller.byes and not pbx.b2bua.calls
+
+
+def _menu_world(**menu: object) -> Snapshot:
+    """Tenant A with the ivr feature and menu ivr-1 (2: extension 202, default 201), and a
+    carrier on 127.0.0.1 whose DID +74951110002 points at the menu."""
+    base = _world()
+    fields: dict[str, object] = {
+        "id": "ivr-1", "name": "Main", "greeting_prompt_id": None,
+        "options": {"2": {"type": "extension", "id": "e202"}}, "timeout_s": 1,
+        "invalid_prompt_id": None, "max_retries": 0,
+        "default_destination": {"type": "extension", "id": "e201"}, "direct_dial": False,
+    } | menu  # fmt: skip
+    ivr = IvrConfig(**fields)  # type: ignore[arg-type]
+    a = replace(base.tenants["A"], features=frozenset({"ivr"}), ivrs={"ivr-1": ivr})
+    carrier = trunk("carrier-in", host="127.0.0.1", inbound_ips=("127.0.0.1/32",))
+    did = DidConfig("+74951110002", "op1", "A", {"type": "ivr", "id": "ivr-1"})
+    return snapshot([operator("op1", [carrier], {})], [a], [did])
+
+
+async def _carrier_calls_the_menu(pbx: Pbx, keyed: str | None) -> tuple[object, object, object]:
+    """A carrier's call to the menu's DID; it keys ``keyed`` as RFC 4733 events."""
+    import socket  # noqa: PLC0415
+
+    from pbxcore.media.rtp import telephone_event_packets  # noqa: PLC0415
+
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.1", 0))
+    port = rtp.getsockname()[1]
+    carrier = SipStack(listen=ListenAddress.parse("udp:127.0.0.1:0"), timers=FAST)
+    await carrier.start()
+    carrier.set_handler("BYE", lambda incoming: incoming.respond(200))
+    server = pbx.phones["201"].server
+    body = (
+        f"v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+        f"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n"
+    ).encode()
+    request = carrier.new_request(
+        "INVITE", f"sip:+74951110002@{server.host}:{server.port}",
+        from_="<sip:+74957770000@127.0.0.1>", target=server, body=body,
+        headers=[("Content-Type", "application/sdp")],
+    )  # fmt: skip
+    invite = await carrier.invite(request, target=server)
+    final = await asyncio.wait_for(invite.final, 10)
+    assert final.status == 200, final  # pbxcore answered: the menu
+    relay = _port(final.body)
+    if keyed is not None:
+        await asyncio.sleep(0.2)  # the menu starts with the ACK
+        for packet in telephone_event_packets(keyed, ssrc=7, sequence_number=1, timestamp=160):
+            rtp.sendto(bytes(packet), ("127.0.0.1", relay))
+            await asyncio.sleep(0.02)
+    return carrier, invite, rtp
+
+
+@pytest.mark.parametrize(
+    ("keyed", "rings"),
+    [("2", "202"), ("9", "201"), (None, "201")],
+    ids=["digit-2", "invalid-then-default", "no-digit-then-default"],
+)
+async def test_a_carrier_call_to_a_menu_reaches_the_extension_of_the_digit(
+    pbx: Pbx, keyed: str | None, rings: str
+) -> None:
+    world = _menu_world()
+    pbx.b2bua._snapshot = lambda: world
+    carrier, invite, rtp = await _carrier_calls_the_menu(pbx, keyed)
+    try:
+        callee, other = pbx.phones[rings], pbx.phones["202" if rings == "201" else "201"]
+        for _ in range(500):
+            if callee.invites:
+                break
+            await asyncio.sleep(0.01)
+        [incoming] = callee.invites
+        assert not other.invites
+        await asyncio.wait_for(incoming.wait_ack(), 5)
+        [call] = pbx.b2bua.calls.values()
+        assert call.b_dialog is not None and call.pbx_answered
+        # the carrier hangs up: the extension gets the BYE, nothing is left
+        bye = invite.dialog.new_request("BYE")  # type: ignore[attr-defined]
+        assert (await carrier.request(bye, dialog=invite.dialog)).status == 200  # type: ignore[attr-defined]
+        for _ in range(500):
+            if callee.byes and not pbx.b2bua.calls:
+                break
+            await asyncio.sleep(0.01)
+        assert callee.byes and not pbx.b2bua.calls and not pbx.media.calls
+    finally:
+        rtp.close()  # type: ignore[attr-defined]
+        await carrier.stop()  # type: ignore[attr-defined]
+
+
+async def test_a_menu_without_the_ivr_feature_is_never_entered(pbx: Pbx) -> None:
+    world = _menu_world()
+    a = world.tenants["A"]
+    pbx.b2bua._snapshot = lambda: replace(world, tenants={"A": replace(a, features=frozenset())})
+    carrier = SipStack(listen=ListenAddress.parse("udp:127.0.0.1:0"), timers=FAST)
+    async with carrier:
+        server = pbx.phones["201"].server
+        request = carrier.new_request(
+            "INVITE", f"sip:+74951110002@{server.host}:{server.port}",
+            from_="<sip:+74957770000@127.0.0.1>", target=server, body=_sdp(30999),
+            headers=[("Content-Type", "application/sdp")],
+        )  # fmt: skip
+        invite = await carrier.invite(request, target=server)
+        assert (await asyncio.wait_for(invite.final, 10)).status == 403
+    assert not pbx.b2bua.calls and not pbx.media.calls
+
+
+async def test_the_caller_hanging_up_in_the_menu_leaves_nothing(pbx: Pbx) -> None:
+    world = _menu_world(timeout_s=30)
+    pbx.b2bua._snapshot = lambda: world
+    carrier, invite, rtp = await _carrier_calls_the_menu(pbx, None)
+    try:
+        await asyncio.sleep(0.2)
+        bye = invite.dialog.new_request("BYE")  # type: ignore[attr-defined]
+        assert (await carrier.request(bye, dialog=invite.dialog)).status == 200  # type: ignore[attr-defined]
+        for _ in range(500):
+            if not pbx.b2bua.calls and not pbx.media.calls:
+                break
+            await asyncio.sleep(0.01)
+        assert not pbx.b2bua.calls and not pbx.media.calls
+        assert not pbx.phones["201"].invites and not pbx.phones["202"].invites
+    finally:
+        rtp.close()  # type: ignore[attr-defined]
+        await carrier.stop()  # type: ignore[attr-defined]
+
+
+@pytest.mark.peers
+async def test_sipp_keys_a_digit_from_a_pcap_into_the_menu(pbx: Pbx, tmp_path: Path) -> None:
+    """SIPp as the carrier: its call to the DID enters the menu, its RFC 4733 "2" (SIPp's
+    dtmf_2833_2.pcap) reaches extension 202, and its BYE ends the call there."""
+    sipp = require_binary("sipp")
+    pcaps = Path("/usr/share/sip-tester")
+    if not (pcaps / "dtmf_2833_2.pcap").exists():
+        pytest.fail(f"SIPp pcaps missing in {pcaps} (package sip-tester)")
+    (tmp_path / "pcap").symlink_to(pcaps)
+    scenario = tmp_path / "uac_menu_dtmf.xml"  # SIPp looks for pcap/ next to the scenario
+    scenario.write_text((PEERS / "sipp_uac_menu_dtmf.xml").read_text())
+    world = _menu_world(timeout_s=5)
+    pbx.b2bua._snapshot = lambda: world
+    server = pbx.phones["201"].server
+    process = await asyncio.create_subprocess_exec(
+        sipp, f"{server.host}:{server.port}", "-sf", str(scenario), "-s", "+74951110002",
+        "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(free_port()), "-m", "1",
+        "-nostdin", "-timeout", "30s", "-trace_err", "-trace_msg",
+        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await asyncio.wait_for(process.communicate(), 40)
+    assert process.returncode == 0, output.decode()[-3000:]
+    callee = pbx.phones["202"]
+    assert len(callee.invites) == 1 and not pbx.phones["201"].invites  # the digit's extension
+    for _ in range(500):
+        if callee.byes and not pbx.b2bua.calls:
+            break
+        await asyncio.sleep(0.01)
+    assert callee.byes and not pbx.b2bua.calls and not pbx.media.calls

@@ -29,6 +29,7 @@ import uvicorn
 from pbxcore.admin.app import create_app
 from pbxcore.admin.deps import AdminContext, ApiSettings
 from pbxcore.media.engine import MediaEngine
+from pbxcore.media.prompt import Prompt
 from pbxcore.monitoring import ServerMonitor
 from pbxcore.pbx.b2bua import B2bua
 from pbxcore.pbx.cdr import CdrWriter
@@ -43,10 +44,13 @@ from pbxcore.tenancy.db import Database
 from pbxcore.tenancy.outbox import Outbox, SmtpSettings
 from pbxcore.tenancy.secrets import SecretBox, load_secret_key
 from pbxcore.tenancy.snapshot import SnapshotCredentialStore, SnapshotService
+from pbxcore.tenancy.store import stored_prompt
 
 __all__ = ["PbxServer", "ServerConfig", "parse_host_port"]
 
 log = logging.getLogger("pbxcore.server")
+
+PROMPT_CACHE = 512  # prompts kept in memory for the voice menus (the oldest go first)
 
 
 def parse_host_port(spec: str, default_port: int = 8080) -> tuple[str, int]:
@@ -112,6 +116,7 @@ class PbxServer:
         self.trunks: TrunkRegistrations | None = None
         self._api: _EmbeddedUvicorn | None = None
         self._api_task: asyncio.Task[None] | None = None
+        self._prompts: dict[tuple[str, str], Prompt] = {}  # (tenant, prompt) -> audio
         self.events: EventWriter | None = None
         self.monitor = ServerMonitor(self)  # /metrics and /ready
         self.stopping = False
@@ -178,6 +183,7 @@ class PbxServer:
             cdr=self.cdr,
             trunk_password=lambda sealed: self._secrets().decrypt(sealed),
             rates=CallRateGuard(cfg.call_rates),
+            prompts=self._prompt,
         )
         self.b2bua.attach()
         self.trunks = TrunkRegistrations(
@@ -210,6 +216,21 @@ class PbxServer:
         if self.b2bua is not None:
             self.b2bua.on_failure = events.call_failed
         return writer
+
+    async def _prompt(self, tenant_id: str, prompt_id: str) -> Prompt | None:
+        """A tenant's prompt for a call, read once and kept (a prompt's audio never changes;
+        one in use by a menu cannot be deleted)."""
+        key = (tenant_id, prompt_id)
+        prompt = self._prompts.get(key)
+        if prompt is None and self.db is not None:
+            audio = await stored_prompt(self.db, tenant_id, prompt_id)
+            if audio is None:
+                return None
+            prompt = Prompt.from_ulaw(audio)
+            if len(self._prompts) >= PROMPT_CACHE:
+                self._prompts.pop(next(iter(self._prompts)))
+            self._prompts[key] = prompt
+        return prompt
 
     def _trunk_status(self, trunk_id: str) -> dict[str, Any]:
         """A trunk's live state for the API: its registration and its active channels."""

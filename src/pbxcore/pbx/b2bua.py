@@ -41,13 +41,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-from pbxcore.media.engine import MediaCall, MediaEngine, MediaLeg
+from pbxcore.media.engine import LegReleasedError, MediaCall, MediaEngine, MediaLeg
+from pbxcore.media.prompt import Prompt
 from pbxcore.media.relay import LegTimeout, PortRangeExhaustedError
+from pbxcore.media.sdp import SessionDescription
 from pbxcore.pbx.cdr import CallRecord, CdrWriter
 from pbxcore.pbx.decision import (
     DEFAULT_NO_ANSWER_SECONDS,
@@ -58,9 +60,11 @@ from pbxcore.pbx.decision import (
     TrunkCaller,
     UsageCounts,
     decide,
+    decide_destination,
     decide_forward,
     trunk_for_source,
 )
+from pbxcore.pbx.ivr import run_menu
 from pbxcore.pbx.limits import CallRateGuard, Overload
 from pbxcore.sip.auth import DigestAuthenticator
 from pbxcore.sip.authorize import Refused, authorize
@@ -79,7 +83,7 @@ from pbxcore.sip.session_timer import (
 )
 from pbxcore.sip.stack import ClientInvite, IncomingRequest, SipStack, StaticCredentials
 from pbxcore.sip.uri import Uri
-from pbxcore.tenancy.snapshot import Snapshot
+from pbxcore.tenancy.snapshot import Snapshot, TenantConfig
 
 __all__ = ["B2bua", "B2buaCounters", "Call", "CallFailure"]
 
@@ -111,6 +115,7 @@ class Call:
     timers: dict[str, SessionTimer] = field(default_factory=dict)
     refreshed: dict[str, float] = field(default_factory=dict)
     updates: set[str] = field(default_factory=set)  # the sides whose party takes UPDATE
+    pbx_answered: bool = False  # pbxcore answered A itself (a voice menu) before any B
     operator_id: str = ""
     caller_number: str = ""
     dialed: str = ""
@@ -161,6 +166,7 @@ class B2bua:
         rates: CallRateGuard | None = None,
         session_timer: SessionTimerPolicy | None = _DEFAULT_TIMER,
         registered_trunk: Callable[[Request, str], str | None] | None = None,
+        prompts: Callable[[str, str], Awaitable[Prompt | None]] | None = None,
     ) -> None:
         self.stack = stack
         self._snapshot = snapshot
@@ -177,6 +183,8 @@ class B2bua:
         self.session_timer_scale = 1.0  # real seconds per timer second (tests shorten it)
         # the trunk id of a carrier's INVITE by its registration (TrunkRegistrations)
         self.registered_trunk = registered_trunk
+        # a tenant's prompt by (tenant id, prompt id), for voice menus (None: defaults only)
+        self.prompts = prompts
         self.usage = UsageCounts({}, {})
         self.calls: dict[str, Call] = {}
         self._by_dialog: dict[DialogId, tuple[Call, str]] = {}
@@ -306,8 +314,13 @@ class B2bua:
         tenant = snapshot.tenants.get(decision.tenant_id or "")
         if tenant is not None and self._over_rate(incoming, tenant.id, None):
             return
+        if decision.kind == "ivr" and tenant is not None:
+            await self._menu_call(
+                incoming, decision, tenant, calling or "anonymous", dialed, caller=caller
+            )
+            return
         if decision.kind not in ("inbound", "internal") or not decision.extensions or not tenant:
-            incoming.respond(501, "Not Implemented")  # IVR, voicemail ...: later slices
+            incoming.respond(501, "Not Implemented")  # voicemail, ring groups ...: later slices
             return
         await self._internal_call(
             incoming,
@@ -432,7 +445,7 @@ class B2bua:
             if outcome == "cancelled" or incoming.cancelled:
                 await self._end(call, "cancelled")
                 return
-            if incoming.final_sent:  # refused while ringing (the node shuts down)
+            if incoming.final_sent and not call.pbx_answered:  # refused while ringing (shutdown)
                 await self._end(call, "failed")
                 return
             if outcome in ("busy", "no_answer", "unavailable"):
@@ -542,7 +555,7 @@ class B2bua:
         overload: Overload | None = None
         try:
             for candidate in decision.trunks:
-                if incoming.cancelled or incoming.final_sent:
+                if incoming.cancelled or (incoming.final_sent and not call.pbx_answered):
                     break
                 trunk = candidate.trunk
                 uri = (
@@ -702,7 +715,7 @@ class B2bua:
             invite.cancel()
             return None
         if 200 <= final.status < 300:
-            if call.answered or incoming.final_sent:
+            if call.answered or (incoming.final_sent and not call.pbx_answered):
                 # another fork won (or the caller gave up): release this one
                 if invite.dialog is not None:
                     self.stack.bye(invite.dialog)
@@ -714,6 +727,9 @@ class B2bua:
                 if other is not invite:
                     other.cancel()
             self._b_timer(call, final)
+            if call.pbx_answered:
+                await self._bridged(call, invite, to_a)
+                return final
             a_timer = call.timers.get("a")
             incoming.respond(
                 200,
@@ -1084,6 +1100,8 @@ class B2bua:
         if call.ended:
             return
         call.ended = True
+        if call.pbx_answered:
+            disposition = "answered"  # pbxcore answered it (a voice menu), whatever came next
         if log.isEnabledFor(logging.DEBUG):
             log.debug("call %s ended: %s", call.id, disposition)
         if call.watch is not None and call.watch is not asyncio.current_task():
@@ -1122,6 +1140,105 @@ class B2bua:
                     trunk_id=call.trunk_id,
                 )
             )
+
+    # -- a voice menu --------------------------------------------------------------------
+
+    async def _menu_call(
+        self,
+        incoming: IncomingRequest,
+        decision: Decision,
+        tenant: TenantConfig,
+        calling: str,
+        dialed: str,
+        *,
+        caller: TrunkCaller,
+    ) -> None:
+        """A carrier's call to a DID that points at a voice menu: pbxcore answers it,
+        runs the menu (:func:`~pbxcore.pbx.ivr.run_menu`) and connects the caller to the
+        destination it chose (an extension, with its forwarding; a number out through the
+        tenant's routes); hang-up or a destination that fails ends the call with BYE."""
+        ivr = tenant.ivrs.get(str((decision.destination or {}).get("id")))
+        call = self._begin(incoming, decision, "inbound", calling, dialed, via=caller.trunk_id)
+        if call is None:
+            return
+        if ivr is None:  # (decide checked it: the snapshot cannot lose it in between)
+            incoming.respond(480, "Temporarily Unavailable")
+            await self._end(call, "failed")
+            return
+        try:
+            answer = await call.media.a.accept()
+        except ValueError as exc:  # no offer in the INVITE: a menu needs one
+            incoming.respond(
+                488, "Not Acceptable Here", headers=[("Warning", f'399 pbxcore "{exc}"')]
+            )
+            await self._end(call, "failed")
+            return
+        a_timer = call.timers.get("a")
+        incoming.respond(
+            200,
+            body=str(answer).encode(),
+            content_type=SDP,
+            headers=[self._allow(), *(a_timer.response_headers() if a_timer is not None else ())],
+        )
+        call.pbx_answered = True
+        call.a_dialog = incoming.dialog
+        if call.a_dialog is not None:
+            self._by_dialog[call.a_dialog.id] = (call, "a")
+        if self.cdr is not None and call.record is not None:
+            self.cdr.call_answered(call.record)
+        try:
+            await incoming.wait_ack()
+            destination, trace = await run_menu(
+                call.media.a, tenant, ivr, self._prompt_of(tenant.id)
+            )
+        except (TimeoutError, LegReleasedError, ValueError):
+            destination, trace = None, []  # no ACK, or the caller hung up in the menu
+        if call.ended:
+            return
+        log.info("call %s: menu %s chose %s (%s)", call.id, ivr.id, destination, trace)
+        if destination is not None and destination.get("type") != "hangup":
+            follow = decide_destination(
+                self._snapshot(), caller, tenant.id, destination,
+                source=f"IVR {ivr.name}", usage=self.usage,
+            )  # fmt: skip
+            call.decision = follow
+            try:
+                if (
+                    follow.reject is None
+                    and follow.kind in ("internal", "inbound")
+                    and follow.extensions
+                ):
+                    await self._connect(call, follow, tenant.domain, calling, caller)
+                elif follow.reject is None and follow.kind == "outbound" and follow.trunks:
+                    await self._dial_trunks(call, follow)
+            except Exception:
+                log.exception("call %s: the menu's destination failed", call.id)
+        if call.b_dialog is None and not call.ended:  # nobody took it: hang up on the caller
+            self._hang_up(call, "the menu's destination did not answer")
+            await self._end(call, "answered")
+
+    def _prompt_of(self, tenant_id: str) -> Callable[[str], Awaitable[Prompt | None]]:
+        prompts = self.prompts
+
+        async def prompt(prompt_id: str) -> Prompt | None:
+            return None if prompts is None else await prompts(tenant_id, prompt_id)
+
+        return prompt
+
+    async def _bridged(self, call: Call, invite: ClientInvite, to_a: SessionDescription) -> None:
+        """A fork answered a caller pbxcore had answered itself (a menu): the two talk
+        now; A is re-offered only when its relay port moved."""
+        call.b_dialog = invite.dialog
+        if call.b_dialog is not None:
+            self._by_dialog[call.b_dialog.id] = (call, "b")
+        if call.media.a.awaiting_answer and call.a_dialog is not None:
+            final = await self._offer_to(call, "a", call.a_dialog, str(to_a).encode())
+            if final is not None and 200 <= final.status < 300 and final.body:
+                with contextlib.suppress(ValueError):
+                    await call.media.a.answer(final.body)
+        if call.trunk_id is not None and self.cdr is not None and call.record is not None:
+            self.cdr.call_answered(call.record, trunk_id=call.trunk_id)
+        call.watch = asyncio.get_running_loop().create_task(self._supervise(call))
 
     # -- shutting down -------------------------------------------------------------------
 

@@ -83,6 +83,7 @@ __all__ = [
     "TrunkCandidate",
     "UsageCounts",
     "decide",
+    "decide_destination",
     "decide_forward",
     "trunk_for_source",
 ]
@@ -854,29 +855,35 @@ def _inbound(call: _Call, caller: TrunkCaller, dialed: str) -> Decision:
     call.check_concurrency()
     if not isinstance(destination, Mapping) or not destination.get("type"):
         raise _RefusedError(480, "did_no_destination", f"DID {did.number} has no destination")
+    return _to_destination(call, tenant, destination, f"DID {did.number}", did.number)
+
+
+def _to_destination(
+    call: _Call, tenant: TenantConfig, destination: Mapping[str, Any], source: str, number: str
+) -> Decision:
+    """Where a destination (of a DID, of an IVR's digit) sends the call. ``source`` names
+    what pointed there, for the refusals; ``number`` is the decision's number."""
     kind_of = destination.get("type")
     if kind_of == "extension":
         ext_id = destination.get("id")
         ext = next((e for e in tenant.extensions.values() if e.id == ext_id), None)
         if ext is None:
             raise _RefusedError(
-                480, "destination_not_found", f"DID {did.number} points at a missing extension"
+                480, "destination_not_found", f"{source} points at a missing extension"
             )
         return call.to_extension(ext, ())
     if kind_of == "external":
         to = destination.get("number")
         if not isinstance(to, str):
-            raise _RefusedError(
-                480, "destination_not_found", f"DID {did.number}: no external number"
-            )
-        call.forwards.append({"from": did.number, "condition": "did", "to": to})
+            raise _RefusedError(480, "destination_not_found", f"{source}: no external number")
+        call.forwards.append({"from": number, "condition": "did", "to": to})
         return call.forward_to(None, to, ())
     if kind_of == "hangup":
-        raise _RefusedError(603, "did_hangup", f"DID {did.number} hangs up")
+        raise _RefusedError(603, "did_hangup", f"{source} hangs up")
     if kind_of == "ivr":
-        return _to_ivr(call, tenant, destination, did.number)
+        return _to_ivr(call, tenant, destination, number)
     call.explain["target"] = {"type": str(kind_of), "destination": dict(destination)}
-    return call.decision("inbound", did.number, destination=dict(destination))
+    return call.decision("inbound", number, destination=dict(destination))
 
 
 def _to_ivr(
@@ -935,6 +942,37 @@ def decide(
         return call.refused(refusal)
     except Exception as exc:  # a bug must cost one call, not the call path
         log.exception("routing decision failed for %r", dialed)
+        return call.refused(_RefusedError(500, "internal_error", f"{type(exc).__name__}"))
+
+
+def decide_destination(
+    snapshot: Snapshot,
+    caller: Caller,
+    tenant_id: str,
+    destination: Mapping[str, Any],
+    *,
+    source: str,
+    usage: CallUsage,
+    down: Collection[str] = frozenset(),
+) -> Decision:
+    """Where a call already admitted to ``tenant_id`` goes next: a destination chosen in a
+    voice menu (``source`` names it, e.g. ``IVR Main, digit 1``). Like a DID's destination,
+    without the concurrency check (the call is counted already). Never raises."""
+    call = _Call(snapshot, caller, usage, down, None)
+    call.explain["destination_of"] = source
+    try:
+        tenant = snapshot.tenants.get(tenant_id)
+        op = None if tenant is None else snapshot.operators.get(tenant.operator_id)
+        if tenant is None or op is None:
+            raise _RefusedError(480, "destination_not_found", "the tenant is gone")
+        call.enter_tenant(op, tenant)
+        return _to_destination(
+            call, tenant, destination, source, str(destination.get("number") or "")
+        )
+    except _RefusedError as refusal:
+        return call.refused(refusal)
+    except Exception as exc:
+        log.exception("destination decision failed for %s", source)
         return call.refused(_RefusedError(500, "internal_error", f"{type(exc).__name__}"))
 
 

@@ -71,6 +71,7 @@ __all__ = [
     "Store",
     "TenantScope",
     "call_stats",
+    "stored_prompt",
 ]
 
 Role = Literal["platform_admin", "operator_admin", "tenant_admin", "user"]
@@ -981,6 +982,17 @@ def _named(entity: str, name: object) -> Iterator[None]:
         raise ConflictError(
             f"{entity} named {name!r} exists already", {"field": "name"}, code="duplicate"
         ) from exc
+
+
+async def stored_prompt(db: Database, tenant_id: str, prompt_id: str) -> bytes | None:
+    """A tenant's prompt (μ-law) for the call path, which has no principal: scoped by the
+    tenant the call is in. None when the tenant has no such prompt."""
+    p = m.Prompt
+    async with db.session() as session:
+        audio = await session.scalar(
+            select(p.audio).where(p.id == prompt_id, p.tenant_id == tenant_id)
+        )
+    return None if audio is None else bytes(audio)
 
 
 def _sends_to(ivr: m.Ivr, kind: str, ident: str) -> bool:
