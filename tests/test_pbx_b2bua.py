@@ -940,3 +940,41 @@ async def test_sipp_keys_a_digit_from_a_pcap_into_the_menu(pbx: Pbx, tmp_path: P
             break
         await asyncio.sleep(0.01)
     assert callee.byes and not pbx.b2bua.calls and not pbx.media.calls
+
+
+async def test_a_key_in_sip_info_reaches_the_menu(pbx: Pbx) -> None:
+    """A carrier that signals keys in INFO (application/dtmf-relay), not RFC 4733: the
+    menu takes them; a bad body is a 400, another content type a 415 naming the two."""
+    world = _menu_world(timeout_s=5)
+    pbx.b2bua._snapshot = lambda: world
+    carrier, invite, rtp = await _carrier_calls_the_menu(pbx, None)
+    try:
+        dialog = invite.dialog  # type: ignore[attr-defined]
+
+        async def info(content_type: str, body: bytes) -> object:
+            request = dialog.new_request("INFO", [("Content-Type", content_type)], body=body)
+            return await carrier.request(request, dialog=dialog)  # type: ignore[attr-defined]
+
+        bad = await info("application/dtmf-relay", b"Signal=Z\r\nDuration=100\r\n")
+        assert bad.status == 400 and "not a DTMF key" in (bad.headers.get("warning") or "")  # type: ignore[attr-defined]
+        other = await info("text/plain", b"2")
+        assert other.status == 415 and "application/dtmf-relay" in (
+            other.headers.get("accept") or ""
+        )  # type: ignore[attr-defined]
+        assert (await info("application/dtmf-relay", b"Signal=2\r\nDuration=160\r\n")).status == 200  # type: ignore[attr-defined]
+        callee = pbx.phones["202"]
+        for _ in range(500):
+            if callee.invites:
+                break
+            await asyncio.sleep(0.01)
+        assert len(callee.invites) == 1 and not pbx.phones["201"].invites
+        bye = dialog.new_request("BYE")
+        assert (await carrier.request(bye, dialog=dialog)).status == 200  # type: ignore[attr-defined]
+        for _ in range(500):
+            if not pbx.b2bua.calls:
+                break
+            await asyncio.sleep(0.01)
+        assert not pbx.b2bua.calls and not pbx.media.calls
+    finally:
+        rtp.close()  # type: ignore[attr-defined]
+        await carrier.stop()  # type: ignore[attr-defined]

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -70,6 +71,7 @@ from pbxcore.media.sdp import (
 __all__ = ["LegReleasedError", "LegState", "MediaCall", "MediaEngine", "MediaLeg"]
 
 LegState = Literal["new", "offered", "early", "connected", "released"]
+DTMF_CHARACTERS = frozenset("0123456789*#ABCD")
 _DIGIT_BACKLOG = 64  # digits kept for a collect_digits() that has not started yet
 _OTHER_LAW: dict[Law, Law] = {"ulaw": "alaw", "alaw": "ulaw"}
 
@@ -428,6 +430,21 @@ class MediaLeg:
         """Finish the WAV file; return the number of samples written (-1: no recording)."""
         self._check_live()
         return self._rl.stop_recording()
+
+    def signal_digit(self, digit: str, duration_ms: int = 100) -> None:
+        """A digit the party signalled out of band (SIP INFO ``application/dtmf-relay``):
+        read like its RFC 4733 digits (:meth:`next_digit`, barge-in). A ValueError for
+        what is not a DTMF character."""
+        self._check_live()
+        if len(digit) != 1 or digit.upper() not in DTMF_CHARACTERS:
+            raise ValueError(f"{digit!r} is not a DTMF digit (0-9, *, #, A-D)")
+        if not 0 < duration_ms < 60_000:
+            raise ValueError(f"duration_ms must be 1-59999, got {duration_ms}")
+        session = self._rl._session
+        event = DtmfDigit(
+            session.id, self._rl.name, time.monotonic(), digit.upper(), duration_ms, 0
+        )
+        self._on_event(event)
 
     def clear_digits(self) -> None:
         """Forget digits pressed before now (type-ahead)."""

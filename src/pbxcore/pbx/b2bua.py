@@ -69,6 +69,7 @@ from pbxcore.pbx.limits import CallRateGuard, Overload
 from pbxcore.sip.auth import DigestAuthenticator
 from pbxcore.sip.authorize import Refused, authorize
 from pbxcore.sip.dialog import Dialog, DialogId
+from pbxcore.sip.dtmf_info import DTMF_INFO_TYPES, parse_dtmf_info
 from pbxcore.sip.errors import SipParseError
 from pbxcore.sip.guard import BruteForceGuard
 from pbxcore.sip.location import LocationService
@@ -211,6 +212,7 @@ class B2bua:
         self.stack.set_handler("INVITE", self.on_invite)
         self.stack.set_handler("BYE", self.on_bye)
         self.stack.set_handler("UPDATE", self.on_update)
+        self.stack.set_handler("INFO", self.on_info)
         self.stack.supported.add("timer")
 
     # -- a new call ----------------------------------------------------------------------
@@ -1083,6 +1085,48 @@ class B2bua:
             refreshing.add(task)
             task.add_done_callback(refreshing.discard)
         return ""
+
+    async def on_info(self, incoming: IncomingRequest) -> None:
+        """INFO in a call: a key (``application/dtmf-relay``, ``application/dtmf``) goes
+        to the voice menu the caller is in; anything else, and keys once the call is
+        bridged, goes to the other party, whose answer is relayed."""
+        found = self._in_call(incoming)
+        if found is None:
+            incoming.respond(481, "Call/Transaction Does Not Exist")
+            return
+        call, side = found
+        request = incoming.request
+        content_type = request.headers.get("content-type") or ""
+        in_menu = call.pbx_answered and side == "a" and call.b_dialog is None
+        if in_menu:
+            if content_type.split(";", 1)[0].strip().lower() not in DTMF_INFO_TYPES:
+                incoming.respond(
+                    415, "Unsupported Media Type", headers=[("Accept", ", ".join(DTMF_INFO_TYPES))]
+                )
+                return
+            try:
+                info = parse_dtmf_info(content_type, request.body)
+                call.media.a.signal_digit(info.digit, info.duration_ms)
+            except ValueError as exc:
+                incoming.respond(400, "Bad Request", headers=[("Warning", f'399 pbxcore "{exc}"')])
+                return
+            except LegReleasedError:
+                incoming.respond(481, "Call/Transaction Does Not Exist")
+                return
+            incoming.respond(200)
+            return
+        other = call.b_dialog if side == "a" else call.a_dialog
+        if other is None:
+            incoming.respond(481, "Call/Transaction Does Not Exist")
+            return
+        headers = [("Content-Type", content_type)] if content_type else []
+        passed = other.new_request("INFO", headers, body=request.body)
+        try:
+            final = await asyncio.wait_for(self.stack.request(passed, dialog=other), 32)
+        except (TimeoutError, ConnectionError, OSError):  # (a transaction timeout too)
+            incoming.respond(408, "Request Timeout")
+            return
+        incoming.respond(final.status, final.reason)
 
     async def on_bye(self, incoming: IncomingRequest) -> None:
         found = self._in_call(incoming)
