@@ -978,3 +978,59 @@ async def test_a_key_in_sip_info_reaches_the_menu(pbx: Pbx) -> None:
     finally:
         rtp.close()  # type: ignore[attr-defined]
         await carrier.stop()  # type: ignore[attr-defined]
+
+
+async def _keys_by_info(carrier: object, invite: object, keys: str) -> None:
+    dialog = invite.dialog  # type: ignore[attr-defined]
+    for key in keys:
+        body = f"Signal={key}\r\nDuration=100\r\n".encode()
+        request = dialog.new_request(
+            "INFO", [("Content-Type", "application/dtmf-relay")], body=body
+        )
+        assert (await carrier.request(request, dialog=dialog)).status == 200  # type: ignore[attr-defined]
+
+
+async def test_direct_dial_of_an_extension_from_the_menu(pbx: Pbx) -> None:
+    """A menu with direct_dial: the caller keys an extension number of the tenant."""
+    world = _menu_world(timeout_s=3, direct_dial=True, options={})
+    pbx.b2bua._snapshot = lambda: world
+    carrier, invite, rtp = await _carrier_calls_the_menu(pbx, None)
+    try:
+        await _keys_by_info(carrier, invite, "201")
+        for _ in range(500):
+            if pbx.phones["201"].invites:
+                break
+            await asyncio.sleep(0.01)
+        assert len(pbx.phones["201"].invites) == 1
+    finally:
+        rtp.close()  # type: ignore[attr-defined]
+        await carrier.stop()  # type: ignore[attr-defined]
+
+
+async def test_menus_that_lead_to_each_other_end_at_the_depth_limit(pbx: Pbx) -> None:
+    """ivr-1 key 1 -> ivr-2, ivr-2 key 1 -> ivr-1: a caller keying 1 forever is hung up
+    after MAX_MENU_DEPTH menus, and nothing rang."""
+    from pbxcore.pbx.ivr import MAX_MENU_DEPTH  # noqa: PLC0415
+
+    world = _menu_world(timeout_s=3, options={"1": {"type": "ivr", "id": "ivr-2"}})
+    a = world.tenants["A"]
+    second = replace(
+        a.ivrs["ivr-1"], id="ivr-2", name="Second", options={"1": {"type": "ivr", "id": "ivr-1"}}
+    )
+    world = replace(world, tenants={"A": replace(a, ivrs={**a.ivrs, "ivr-2": second})})
+    pbx.b2bua._snapshot = lambda: world
+    hung_up = asyncio.Event()
+    carrier, invite, rtp = await _carrier_calls_the_menu(pbx, None)
+    carrier.set_handler("BYE", lambda incoming: (incoming.respond(200), hung_up.set()))  # type: ignore[attr-defined]
+    try:
+        await _keys_by_info(carrier, invite, "1" * MAX_MENU_DEPTH)
+        await asyncio.wait_for(hung_up.wait(), 10)  # pbxcore's BYE: the loop is cut
+        assert not pbx.phones["201"].invites and not pbx.phones["202"].invites
+        for _ in range(500):
+            if not pbx.b2bua.calls:
+                break
+            await asyncio.sleep(0.01)
+        assert not pbx.b2bua.calls and not pbx.media.calls
+    finally:
+        rtp.close()  # type: ignore[attr-defined]
+        await carrier.stop()  # type: ignore[attr-defined]
