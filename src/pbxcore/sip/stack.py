@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import ipaddress
 import logging
@@ -1606,10 +1607,16 @@ def _uri_transport(uri: Uri) -> TransportName:
     return "tls" if uri.scheme == "sips" else "udp"
 
 
+@functools.lru_cache(maxsize=1024)
+def _ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    # the same few addresses come in every message: parse each once (ValueError is not cached)
+    return ipaddress.ip_address(host)
+
+
 def _literal_target(uri: Uri) -> Target | None:
     """The target of a URI whose host is an IP address (None for a host name)."""
     try:
-        ipaddress.ip_address(uri.host)
+        _ip_address(uri.host)
     except ValueError:
         return None
     transport = _uri_transport(uri)
