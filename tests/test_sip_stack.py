@@ -8,6 +8,7 @@ the same paths in tests/test_interop_stack.py.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import re
 import socket
@@ -279,6 +280,29 @@ async def test_cancel_callbacks_are_released_with_the_final_response(
     await _eventually(lambda: bool(held) and held[0]() is None)
     assert invite.dialog is not None
     assert (await a.request(invite.dialog.new_request("BYE"), dialog=invite.dialog)).status == 200
+
+
+async def test_an_answered_invite_is_not_kept_for_its_transaction(
+    pair: tuple[SipStack, SipStack],
+) -> None:
+    """The stack keeps an INVITE for CANCEL matching while its transaction lives (timer L,
+    64*T1 after a 2xx): once answered, only its To tag stays, not the request, its dialog
+    and what the handler hung on them."""
+    a, b = pair
+
+    async def on_invite(incoming: IncomingRequest) -> None:
+        incoming.respond(200, body=SDP, content_type="application/sdp")
+
+    def incoming_requests() -> int:
+        return sum(isinstance(o, IncomingRequest) for o in gc.get_objects())
+
+    b.set_handler("INVITE", on_invite)
+    before = incoming_requests()
+    invite = await a.invite(_invite(a, b))
+    assert (await invite.final).status == 200
+    assert invite.dialog is not None
+    assert (await a.request(invite.dialog.new_request("BYE"), dialog=invite.dialog)).status == 200
+    await _eventually(lambda: incoming_requests() <= before)
 
 
 async def test_cancel_before_any_provisional_waits_for_one(

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,6 +177,7 @@ struct pbx_relay {
     socklen_t bind_len;
     pbx_codec_api codecs;
     int nworkers, running;
+    int64_t spin_ns;  /* PBX_SPIN_NS, or 0 when the process may run on one CPU only */
     pbx_worker *workers;
     unsigned next_worker;
     /* port pool: slot i is RTP port lo + 2i, RTCP lo + 2i + 1 */
@@ -1216,9 +1218,11 @@ static int submit(pbx_worker *w, pbx_cmd *c) {
     (void)rc;
     if (c->wait) {
         /* A command takes the worker a few microseconds; spinning that long first saves
-         * the caller a sleep and a wake-up, which cost more than the command itself. */
-        int64_t until = pbx_now_ns() + PBX_SPIN_NS;
-        while (!__atomic_load_n(&c->done, __ATOMIC_ACQUIRE) && pbx_now_ns() < until) {
+         * the caller a sleep and a wake-up, which cost more than the command itself. On a
+         * single CPU the worker cannot run while we spin: then sleep at once. */
+        int64_t spin = w->r->spin_ns;
+        int64_t until = spin ? pbx_now_ns() + spin : 0;
+        while (spin && !__atomic_load_n(&c->done, __ATOMIC_ACQUIRE) && pbx_now_ns() < until) {
 #if defined(__x86_64__) || defined(__i386__)
             __builtin_ia32_pause();
 #endif
@@ -1299,6 +1303,10 @@ static void *worker_main(void *arg) {
 
 int pbx_relay_start(pbx_relay *r, char *err, size_t errlen) {
     if (r->running) return 0;
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    int ncpu = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 2;
+    r->spin_ns = ncpu > 1 ? PBX_SPIN_NS : 0;
     for (int i = 0; i < r->nworkers; i++) {
         pbx_worker *w = &r->workers[i];
         w->epfd = epoll_create1(EPOLL_CLOEXEC);

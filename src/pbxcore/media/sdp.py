@@ -12,6 +12,7 @@ offer/answer model for PCMU, PCMA and telephone-event, the codecs the media engi
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import secrets
@@ -70,12 +71,18 @@ def _int(value: str, what: str, lo: int = 0, hi: int | None = None) -> int:
     return n
 
 
+@functools.lru_cache(maxsize=1024)
+def _ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    # the same few addresses come in every message: parse each once (ValueError is not cached)
+    return ipaddress.ip_address(host)
+
+
 def _check_address(addrtype: str, address: str, what: str) -> None:
     if addrtype not in ("IP4", "IP6"):
         raise ValueError(f"SDP {what} has unknown address type {addrtype!r}")
     host = address.split("/", 1)[0]
     try:
-        ip = ipaddress.ip_address(host)
+        ip = _ip_address(host)
     except ValueError:
         # a fully qualified domain name is allowed (RFC 4566 section 5.7)
         if not host or not re.match(r"^[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?$", host):

@@ -73,7 +73,8 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal, get_args
 
-from sqlalchemy import select, update
+from sqlalchemy import Text, bindparam, cast, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -145,7 +146,7 @@ class CallRecord:
     extension: str | None
     trunk_id: str | None
     started_at: datetime
-    explain: dict[str, Any] | None
+    explain_json: str | None  # the explain trace as JSON text, serialized once at the start
     answered_at: datetime | None = None
     ended_at: datetime | None = None
     disposition: str = IN_PROGRESS
@@ -155,6 +156,11 @@ class CallRecord:
     @property
     def ended(self) -> bool:
         return self.ended_at is not None
+
+    @property
+    def explain(self) -> dict[str, Any] | None:
+        """The explain trace as it was at the start of the call (a new copy each time)."""
+        return None if self.explain_json is None else json.loads(self.explain_json)
 
     @property
     def duration_s(self) -> int:
@@ -253,6 +259,8 @@ class CdrWriter:
         self._rejected = 0
         self._recovered = 0
         self._last_error: str | None = None
+        self._insert_stmt: Any = None  # built on the first batch, then reused (compiled once)
+        self._update_stmt: Any = None
 
     def __repr__(self) -> str:
         return f"CdrWriter(node_id={self.node_id!r}, queued={self._queued()})"
@@ -291,7 +299,9 @@ class CdrWriter:
             extension=None if extension is None else extension[:EXTENSION_CHARS],
             trunk_id=trunk_id,
             started_at=_aware(started_at, "started_at"),
-            explain=None if explain is None else json.loads(json.dumps(explain, default=str)),
+            # the JSON text is both the copy (later changes of the dict do not reach the
+            # CDR) and what is written: the database gets it without a second dumps
+            explain_json=None if explain is None else json.dumps(explain, default=str),
         )
         self._open[call.id] = call
         self._enqueue(call)
@@ -521,28 +531,64 @@ class CdrWriter:
     async def _write(self, calls: list[CallRecord]) -> None:
         now = datetime.now(UTC)
         inserts = [self._row(c, now) for c in calls if not c.stored]
-        updates = [self._row(c, now) for c in calls if c.stored]
+        updates = [self._changes(c, now) for c in calls if c.stored]
+        if self._insert_stmt is None:
+            self._insert_stmt, self._update_stmt = self._upsert(), self._update()
+        # Core executemany of plain dicts with statements built once: no ORM unit of work
         async with self.db.session() as session:
+            conn = await session.connection()
             if inserts:
-                await session.execute(self._upsert(), inserts)
+                await conn.execute(self._insert_stmt, inserts)
             if updates:
-                for row in updates:
-                    del row["created_at"]
-                await session.execute(update(m.Cdr), updates)
+                await conn.execute(self._update_stmt, updates)
             await session.commit()
         for call in calls:
             call.stored = True
         self._written += len(calls)
         self._batches += 1
 
+    def _explain_param(self) -> Any:
+        # the explain text goes in as it is: JSONB by a cast on PostgreSQL; SQLite's JSON
+        # column is text already
+        text = bindparam("explain_json", type_=Text)
+        return cast(text, JSONB) if self.db.dialect == "postgresql" else text
+
     def _upsert(self) -> Any:
         table = m.Base.metadata.tables["cdrs"]
         stmt = (pg_insert if self.db.dialect == "postgresql" else sqlite_insert)(table)
+        stmt = stmt.values(
+            {c.name: bindparam(c.name, type_=c.type) for c in table.columns if c.name != "explain"}
+            | {"explain": self._explain_param()}
+        )
         keep = {"id", "created_at"}
         return stmt.on_conflict_do_update(
             index_elements=["id"],
             set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keep},
         )
+
+    def _update(self) -> Any:
+        # an open row's later state: what an answer or the end can change
+        table = m.Base.metadata.tables["cdrs"]
+        return (
+            update(table)
+            .where(table.c.id == bindparam("row_id"))
+            .values({name: bindparam(name, type_=table.c[name].type) for name in _CHANGES})
+        )
+
+    def _changes(self, call: CallRecord, now: datetime) -> dict[str, Any]:
+        return {
+            "row_id": call.id,
+            "answered_at": call.answered_at,
+            "ended_at": call.ended_at,
+            "duration_s": call.duration_s,
+            "billsec": call.billsec,
+            "disposition": call.disposition,
+            "trunk_id": call.trunk_id,
+            "cost": call_cost(call.billsec, call.cost_per_minute, self.rounding)
+            if call.ended
+            else None,
+            "updated_at": now,
+        }
 
     def _row(self, call: CallRecord, now: datetime) -> dict[str, Any]:
         return {
@@ -564,7 +610,7 @@ class CdrWriter:
             "cost": call_cost(call.billsec, call.cost_per_minute, self.rounding)
             if call.ended
             else None,
-            "explain": call.explain,
+            "explain_json": call.explain_json,
             "node_id": self.node_id,
             "created_at": now,
             "updated_at": now,
@@ -605,6 +651,18 @@ class CdrWriter:
 
     async def _recover_once(self) -> None:
         await self.recover()
+
+
+_CHANGES = (
+    "answered_at",
+    "ended_at",
+    "duration_s",
+    "billsec",
+    "disposition",
+    "trunk_id",
+    "cost",
+    "updated_at",
+)
 
 
 def _call_ids(rows: Iterable[m.Cdr], limit: int = 20) -> list[str]:

@@ -357,12 +357,18 @@ _first_did_of = _LastOf(_first_dids)
 _networks_of = _LastOf(_trunk_networks)
 
 
+@functools.lru_cache(maxsize=1024)
+def _ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    # the same few addresses come in every message: parse each once (ValueError is not cached)
+    return ipaddress.ip_address(host)
+
+
 def trunk_for_source(snapshot: Snapshot, ip: str) -> tuple[str, TrunkConfig] | None:
     """The (operator id, trunk) whose ``inbound_ips`` hold source address ``ip`` (IPv4 or
     IPv6, ``[...]`` brackets and IPv4-mapped IPv6 accepted), the most specific network
     winning; disabled trunks are not matched. None for an unknown or malformed address."""
     try:
-        addr = ipaddress.ip_address(ip.strip().removeprefix("[").removesuffix("]"))
+        addr = _ip_address(ip.strip().removeprefix("[").removesuffix("]"))
     except (ValueError, AttributeError):
         return None
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import ipaddress
 import logging
@@ -378,6 +379,8 @@ class IncomingRequest:
             # §9.2: a CANCEL after the final has no effect; the transaction outlives the call
             # (timer L), so do not keep what the callbacks hold (the whole call) alive with it
             self._cancel_callbacks = None
+            if method == "INVITE":
+                stack._invite_answered(self)
         self._tx.respond(data, status)
         if method == "INVITE" and 200 <= status < 300:
             if self.dialog is not None:
@@ -404,20 +407,23 @@ class IncomingRequest:
         timers = stack.timers
         deadline = loop.time() + timers.timer_h  # 64*T1
         stack._awaiting_ack[(self.request.call_id, self.local_tag, self.request.cseq[0])] = self
+        self._retransmit = loop.call_later(timers.t1, self._resend_2xx, data, deadline, timers.t1)
 
-        def resend(interval: float) -> None:
-            if self._ack is None or self._ack.done():
-                return
-            if loop.time() >= deadline:
-                self._ack_timeout()
-                return
-            self._tx.respond(data, 200)  # through the Accepted transaction, or...
-            if self._tx.state is TransactionState.TERMINATED:
-                stack.send_response_bytes(data, self.request, self.source)
-            nxt = min(2 * interval, timers.t2)
-            self._retransmit = loop.call_later(nxt, resend, nxt)
-
-        self._retransmit = loop.call_later(timers.t1, resend, timers.t1)
+    def _resend_2xx(self, data: bytes, deadline: float, interval: float) -> None:
+        # a method, not a closure naming itself: that would be a reference cycle holding
+        # the request, its dialog and the call until the cyclic garbage collector runs
+        if self._ack is None or self._ack.done():
+            return
+        stack = self._stack
+        loop = stack.loop
+        if loop.time() >= deadline:
+            self._ack_timeout()
+            return
+        self._tx.respond(data, 200)  # through the Accepted transaction, or...
+        if self._tx.state is TransactionState.TERMINATED:
+            stack.send_response_bytes(data, self.request, self.source)
+        nxt = min(2 * interval, stack.timers.t2)
+        self._retransmit = loop.call_later(nxt, self._resend_2xx, data, deadline, nxt)
 
     def _ack_timeout(self) -> None:
         self._forget_ack()
@@ -474,6 +480,21 @@ class IncomingRequest:
                 callback()
             except Exception:
                 log.exception("cancel callback failed")
+
+
+class _AnsweredInvite:
+    """What a CANCEL still needs of an INVITE answered with a final response while its
+    transaction lives on (timer L): the To tag for the 200 to the CANCEL, nothing to
+    cancel (§9.2). It replaces the :class:`IncomingRequest`, so the request, its dialog
+    and the call do not stay in memory for 64*T1 after the call."""
+
+    __slots__ = ("local_tag",)
+
+    def __init__(self, local_tag: str) -> None:
+        self.local_tag = local_tag
+
+    def _cancel(self) -> None:
+        pass
 
 
 class _Hop:
@@ -732,7 +753,7 @@ class SipStack:
         self._fast_paths: list[FastPath] = []
         self._server_tx: dict[Hashable, Any] = {}
         self._client_tx: dict[Hashable, Any] = {}
-        self._invites: dict[Hashable, IncomingRequest] = {}
+        self._invites: dict[Hashable, IncomingRequest | _AnsweredInvite] = {}
         self._awaiting_ack: dict[tuple[str, str, int], IncomingRequest] = {}
         self._dialogs: dict[DialogId, tuple[Dialog, Source | None]] = {}
         self._dialog_acks: dict[DialogId, Request] = {}
@@ -1099,6 +1120,11 @@ class SipStack:
         task.add_done_callback(_task_done)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def _invite_answered(self, incoming: IncomingRequest) -> None:
+        key = incoming._tx.key
+        if self._invites.get(key) is incoming:
+            self._invites[key] = _AnsweredInvite(incoming.local_tag)
 
     def _forget_server_tx(self, tx: Any) -> None:
         key = tx.key
@@ -1581,10 +1607,16 @@ def _uri_transport(uri: Uri) -> TransportName:
     return "tls" if uri.scheme == "sips" else "udp"
 
 
+@functools.lru_cache(maxsize=1024)
+def _ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    # the same few addresses come in every message: parse each once (ValueError is not cached)
+    return ipaddress.ip_address(host)
+
+
 def _literal_target(uri: Uri) -> Target | None:
     """The target of a URI whose host is an IP address (None for a host name)."""
     try:
-        ipaddress.ip_address(uri.host)
+        _ip_address(uri.host)
     except ValueError:
         return None
     transport = _uri_transport(uri)
