@@ -45,6 +45,7 @@ PARAM_KINDS: dict[str | tuple[str, str], str] = {
     ("t", "number"): "tenant_number",
     "p": "prompt",
     "ivr": "ivr",
+    "s": "schedule",
 }
 ID_PREFIX = {
     "operator": "op",
@@ -61,6 +62,7 @@ ID_PREFIX = {
     "tenant_number": "did",
     "prompt": "prm",
     "ivr": "ivr",
+    "schedule": "sch",
 }
 
 
@@ -168,7 +170,9 @@ async def _build(api: Api) -> World:
             )
             assert prompt.status_code == 201, prompt.text
             prompt_id = prompt.json()["id"]
-            await api.patch(f"/operators/{op['id']}/tenants/{t['id']}", json={"features": ["ivr"]})
+            features = {"features": ["ivr", "schedules"]}
+            await api.patch(f"/operators/{op['id']}/tenants/{t['id']}", json=features)
+            hours = await api.create(f"/tenants/{t['id']}/schedules", {"name": f"Hours {i}{j}"})
             menu = await api.create(
                 f"/tenants/{t['id']}/ivrs",
                 {"name": f"Menu {i}{j}", "greeting_prompt_id": prompt_id},
@@ -180,9 +184,11 @@ async def _build(api: Api) -> World:
                 "tenant_number": did.id,
                 "prompt": prompt_id,
                 "ivr": menu["id"],
+                "schedule": hours["id"],
             }
             tscope.secrets |= {ext["id"], boss["id"], row.id, did.id, f"Person {i}{j}"}
             tscope.secrets |= {prompt_id, f"Greeting {i}{j}", menu["id"], f"Menu {i}{j}"}
+            tscope.secrets |= {hours["id"], f"Hours {i}{j}"}
             tscope.secrets |= {f"boss{i}{j}@", f"+7495{i}{j}00000"}
             scopes[tscope.key] = tscope
             visible[f"A{i}"].add(tscope.key)

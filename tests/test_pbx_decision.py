@@ -6,8 +6,10 @@ import json
 import random
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -31,6 +33,7 @@ from pbxcore.tenancy.snapshot import (
     ExtensionConfig,
     IvrConfig,
     OperatorConfig,
+    ScheduleConfig,
     Snapshot,
     TenantConfig,
     TenantLimits,
@@ -543,6 +546,50 @@ class TestLimits:
         for short in ("103", "112"):  # (no route table here: refused, but as emergency)
             d = decide(snap, ExtensionCaller("E", "101"), short, usage=IDLE)
             assert d.kind != "internal" and d.explain["normalized"]["kind"] == "emergency"
+
+    def test_a_did_follows_business_hours(self) -> None:
+        """A DID to a schedule: the open destination on a weekday at 10:00 Moscow time,
+        the closed one at night, at the weekend and on a holiday; a loop of schedules and
+        a tenant without the feature are refused."""
+        office = ScheduleConfig(
+            "sch-1", "Office", "Europe/Moscow",
+            ((frozenset({"mon", "tue", "wed", "thu", "fri"}), "09:00", "18:00"),),
+            frozenset({"2026-12-31"}),
+            {"type": "extension", "id": "a200"}, {"type": "extension", "id": "a201"},
+        )  # fmt: skip
+        loop = ScheduleConfig(
+            "sch-2", "Loop", "UTC", (), frozenset(), None, {"type": "schedule", "id": "sch-2"}
+        )
+        base = world()
+        a = replace(
+            base.tenants["A"],
+            features=frozenset({"schedules"}),
+            schedules={"sch-1": office, "sch-2": loop},
+        )
+        dids = {
+            **base.dids,
+            "+74951110002": DidConfig(
+                "+74951110002", "op1", "A", {"type": "schedule", "id": "sch-1"}
+            ),
+            "+74951110005": DidConfig(
+                "+74951110005", "op1", "A", {"type": "schedule", "id": "sch-2"}
+            ),
+        }
+        snap = replace(base, tenants={**base.tenants, "A": a}, dids=dids)
+        msk = ZoneInfo("Europe/Moscow")
+        for at, rings in (
+            (datetime(2026, 12, 3, 10, 0, tzinfo=msk), "200"),  # Thursday, open
+            (datetime(2026, 12, 3, 7, 0, tzinfo=UTC), "200"),  # 10:00 in Moscow
+            (datetime(2026, 12, 3, 18, 0, tzinfo=msk), "201"),  # closes at 18:00
+            (datetime(2026, 12, 5, 12, 0, tzinfo=msk), "201"),  # Saturday
+            (datetime(2026, 12, 31, 12, 0, tzinfo=msk), "201"),  # a holiday
+        ):
+            d = decide(snap, FROM_T_A, "+74951110002", usage=IDLE, now=at)
+            assert (d.kind, d.number) == ("inbound", rings), (at, d.explain)
+            assert d.explain["schedules"][0]["open"] is (rings == "200")
+        rejected(decide(snap, FROM_T_A, "+74951110005", usage=IDLE), 482, "schedule_loop")
+        plain = replace(snap, tenants={**snap.tenants, "A": replace(a, features=frozenset())})
+        rejected(decide(plain, FROM_T_A, "+74951110002", usage=IDLE), 403, "feature_disabled")
 
 
 # -- inbound calls ----------------------------------------------------------------------------

@@ -52,6 +52,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
@@ -447,6 +448,8 @@ class _Call:
         self.country_code = _DEFAULT_COUNTRY  # the operator's
         self.plan_code: str | None = None  # the dial plan's, once one is chosen
         self.via_did: str | None = None
+        self.now: datetime = datetime.now(UTC)  # the clock of schedules (business hours)
+        self.schedules_seen: list[str] = []  # schedules passed through (loops stop)
 
     # ---- caller and tenant ----
 
@@ -888,8 +891,39 @@ def _to_destination(
         raise _RefusedError(603, "did_hangup", f"{source} hangs up")
     if kind_of == "ivr":
         return _to_ivr(call, tenant, destination, number)
+    if kind_of == "schedule":
+        return _by_schedule(call, tenant, destination, number)
     call.explain["target"] = {"type": str(kind_of), "destination": dict(destination)}
     return call.decision("inbound", number, destination=dict(destination))
+
+
+MAX_SCHEDULE_HOPS = 4
+
+
+def _by_schedule(
+    call: _Call, tenant: TenantConfig, destination: Mapping[str, Any], number: str
+) -> Decision:
+    """A schedule's open or closed destination by the time of the call in its zone (only
+    with the schedules feature; a schedule leading to schedules stops after a few)."""
+    if "schedules" not in tenant.features:
+        raise _RefusedError(403, "feature_disabled", f"{tenant.slug} has no schedules feature")
+    schedule = tenant.schedules.get(str(destination.get("id")))
+    if schedule is None:
+        raise _RefusedError(480, "destination_not_found", f"{number} points at a missing schedule")
+    if schedule.id in call.schedules_seen or len(call.schedules_seen) >= MAX_SCHEDULE_HOPS:
+        raise _RefusedError(
+            482, "schedule_loop", f"schedules lead to each other at {schedule.name}"
+        )
+    call.schedules_seen.append(schedule.id)
+    is_open = schedule.is_open(call.now)
+    call.explain.setdefault("schedules", []).append(
+        {"id": schedule.id, "name": schedule.name, "open": is_open, "at": call.now.isoformat()}
+    )
+    chosen = schedule.open_destination if is_open else schedule.closed_destination
+    if not chosen:
+        state = "open" if is_open else "closed"
+        raise _RefusedError(480, "destination_not_found", f"{schedule.name}: nothing when {state}")
+    return _to_destination(call, tenant, chosen, f"schedule {schedule.name}", number)
 
 
 def _to_ivr(
@@ -933,12 +967,16 @@ def decide(
     usage: CallUsage,
     down: Collection[str] = frozenset(),
     rng: random.Random | None = None,
+    now: datetime | None = None,
 ) -> Decision:
     """The routing decision for a call from ``caller`` to ``dialed`` (see the module
     docstring for the rules). ``usage``: the live counters; ``down``: trunk ids that cannot
-    take calls now; ``rng``: for a reproducible weighted LCR draw. Never raises: a bad
-    number or configuration is a ``reject`` decision."""
+    take calls now; ``rng``: for a reproducible weighted LCR draw; ``now``: the clock of
+    business hours (aware; default the current time). Never raises: a bad number or
+    configuration is a ``reject`` decision."""
     call = _Call(snapshot, caller, usage, down, rng)
+    if now is not None:
+        call.now = now
     call.explain["dialed"] = dialed
     try:
         if isinstance(caller, TrunkCaller):
@@ -960,11 +998,14 @@ def decide_destination(
     source: str,
     usage: CallUsage,
     down: Collection[str] = frozenset(),
+    now: datetime | None = None,
 ) -> Decision:
     """Where a call already admitted to ``tenant_id`` goes next: a destination chosen in a
     voice menu (``source`` names it, e.g. ``IVR Main, digit 1``). Like a DID's destination,
     without the concurrency check (the call is counted already). Never raises."""
     call = _Call(snapshot, caller, usage, down, None)
+    if now is not None:
+        call.now = now
     call.explain["destination_of"] = source
     try:
         tenant = snapshot.tenants.get(tenant_id)

@@ -50,6 +50,7 @@ __all__ = [
     "Prompt",
     "Route",
     "RouteTableRow",
+    "Schedule",
     "Session",
     "Tenant",
     "Trunk",
@@ -239,6 +240,24 @@ class Ivr(_Stamped, Base):
     max_retries: Mapped[int] = mapped_column(Integer, default=2)
     default_destination: Mapped[dict[str, Any] | None] = mapped_column(Json)
     direct_dial: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Schedule(_Stamped, Base):
+    """A tenant's business hours: weekly open hours and holidays in a time zone, and
+    where calls go when open and when closed."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+    operator_id: Mapped[str] = mapped_column(
+        ForeignKey("operators.id", ondelete="CASCADE"), index=True
+    )
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    time_zone: Mapped[str] = mapped_column(String(64))
+    weekly: Mapped[list[Any]] = mapped_column(default=list)  # [{"days", "open", "close"}]
+    holidays: Mapped[list[Any]] = mapped_column(default=list)  # ISO dates
+    open_destination: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    closed_destination: Mapped[dict[str, Any] | None] = mapped_column(Json)
 
 
 class Trunk(_Stamped, Base):

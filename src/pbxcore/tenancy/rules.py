@@ -10,6 +10,7 @@ import re
 import unicodedata
 import zoneinfo
 from collections.abc import Mapping, Sequence
+from datetime import date
 from functools import cache
 from typing import Any
 
@@ -37,6 +38,7 @@ __all__ = [
     "check_extension_number",
     "check_features",
     "check_forward_target",
+    "check_holidays",
     "check_host",
     "check_ivr_options",
     "check_number_range",
@@ -48,6 +50,7 @@ __all__ = [
     "check_text",
     "check_time_zone",
     "check_username",
+    "check_weekly",
     "prompt_audio",
 ]
 
@@ -345,6 +348,58 @@ DESTINATION_TYPES = frozenset(
 )
 # the destinations that name an object of the tenant by id
 _BY_ID = frozenset({"extension", "ivr", "ring_group", "voicemail", "schedule"})
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MAX_HOLIDAYS = 400
+
+
+def _clock(value: Any, what: str) -> str:
+    text = str(value)
+    hours, sep, minutes = text.partition(":")
+    ok = sep and len(hours) == 2 and len(minutes) == 2 and hours.isdigit() and minutes.isdigit()
+    if not ok or int(hours) > 24 or int(minutes) > 59 or (int(hours) == 24 and int(minutes)):
+        raise ValueError(f"{what} {value!r} is not a time HH:MM (00:00-24:00)")
+    return text
+
+
+def check_weekly(periods: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Weekly open hours: ``{"days": ["mon", ...], "open": "09:00", "close": "18:00"}``
+    each, ``close`` after ``open`` on the same day (a night shift is two periods)."""
+    checked = []
+    for n, period in enumerate(periods):
+        days = period.get("days")
+        if not isinstance(days, list) or not days:
+            raise ValueError(f"period {n}: days is a list of {', '.join(WEEKDAYS)}")
+        for day in days:
+            if day not in WEEKDAYS:
+                raise ValueError(f"period {n}: {day!r} is not a day ({', '.join(WEEKDAYS)})")
+        opens = _clock(period.get("open"), f"period {n}: open")
+        closes = _clock(period.get("close"), f"period {n}: close")
+        if closes <= opens:
+            raise ValueError(
+                f"period {n}: close {closes} is not after open {opens} "
+                "(a period that runs past midnight is two periods)"
+            )
+        extra = set(period) - {"days", "open", "close"}
+        if extra:
+            raise ValueError(f"period {n}: unknown fields {sorted(extra)}")
+        checked.append({"days": list(dict.fromkeys(days)), "open": opens, "close": closes})
+    return checked
+
+
+def check_holidays(days: Sequence[str]) -> list[str]:
+    """Closed dates, ISO ``YYYY-MM-DD`` (at most ``MAX_HOLIDAYS``)."""
+    if len(days) > MAX_HOLIDAYS:
+        raise ValueError(f"{len(days)} holidays; at most {MAX_HOLIDAYS}")
+    for day in days:
+        try:
+            date.fromisoformat(day)
+        except (TypeError, ValueError):
+            raise ValueError(f"{day!r} is not a date YYYY-MM-DD") from None
+        if len(day) != 10:
+            raise ValueError(f"{day!r} is not a date YYYY-MM-DD")
+    return sorted(set(days))
 
 
 IVR_DIGITS = frozenset("0123456789*#")

@@ -29,7 +29,9 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -53,6 +55,7 @@ __all__ = [
     "ExtensionConfig",
     "IvrConfig",
     "OperatorConfig",
+    "ScheduleConfig",
     "Snapshot",
     "SnapshotCredentialStore",
     "SnapshotService",
@@ -94,6 +97,32 @@ class IvrConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleConfig:
+    """Business hours as the call path reads them: weekly periods and holidays in
+    ``time_zone``, and where calls go when open and when closed."""
+
+    id: str
+    name: str
+    time_zone: str
+    weekly: tuple[tuple[frozenset[str], str, str], ...]  # (days, "HH:MM" open, close)
+    holidays: frozenset[str]  # ISO dates
+    open_destination: Mapping[str, Any] | None
+    closed_destination: Mapping[str, Any] | None
+
+    def is_open(self, at: datetime) -> bool:
+        """Whether the business is open at ``at`` (an aware time), in its own zone."""
+        local = at.astimezone(ZoneInfo(self.time_zone))
+        if local.date().isoformat() in self.holidays:
+            return False
+        day = _WEEKDAYS[local.weekday()]
+        clock = local.strftime("%H:%M")
+        return any(day in days and opens <= clock < closes for days, opens, closes in self.weekly)
+
+
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True, slots=True)
 class TenantLimits:
     max_extensions: int
     max_concurrent_calls: int
@@ -119,6 +148,7 @@ class TenantConfig:
     digest_algorithms: tuple[DigestAlgorithm, ...]  # challenge order, first offered first
     extensions: Mapping[str, ExtensionConfig]  # by number
     ivrs: Mapping[str, IvrConfig] = field(default_factory=dict)  # by id
+    schedules: Mapping[str, ScheduleConfig] = field(default_factory=dict)  # by id
 
     @property
     def active(self) -> bool:
@@ -295,10 +325,25 @@ def _ivr(row: m.Ivr) -> IvrConfig:
     )
 
 
+def _schedule(row: m.Schedule) -> ScheduleConfig:
+    return ScheduleConfig(
+        id=row.id,
+        name=row.name,
+        time_zone=row.time_zone,
+        weekly=tuple((frozenset(p["days"]), p["open"], p["close"]) for p in row.weekly or ()),
+        holidays=frozenset(row.holidays or ()),
+        open_destination=None if row.open_destination is None else dict(row.open_destination),
+        closed_destination=(
+            None if row.closed_destination is None else dict(row.closed_destination)
+        ),
+    )
+
+
 def _tenant(
     row: m.Tenant,
     extensions: Mapping[str, ExtensionConfig],
     ivrs: Mapping[str, IvrConfig] | None = None,
+    schedules: Mapping[str, ScheduleConfig] | None = None,
 ) -> TenantConfig:
     return TenantConfig(
         id=row.id,
@@ -322,24 +367,29 @@ def _tenant(
         digest_algorithms=_algorithms(row.digest_algorithms),
         extensions=extensions,
         ivrs=ivrs or {},
+        schedules=schedules or {},
     )
 
 
 async def _tenants(
     session: AsyncSession, *, operator_id: str | None = None, tenant_ids: Sequence[str] = ()
 ) -> list[TenantConfig]:
-    """Tenants with their extensions and IVRs: all, an operator's, or those named."""
+    """Tenants with their extensions, IVRs and schedules: all, an operator's, or those
+    named."""
     query = select(m.Tenant).execution_options(populate_existing=True)
     ext_query = select(*_EXTENSION_COLUMNS)
     ivr_query = select(m.Ivr).execution_options(populate_existing=True)
+    schedule_query = select(m.Schedule).execution_options(populate_existing=True)
     if tenant_ids:
         query = query.where(m.Tenant.id.in_(tenant_ids))
         ext_query = ext_query.where(m.Extension.tenant_id.in_(tenant_ids))
         ivr_query = ivr_query.where(m.Ivr.tenant_id.in_(tenant_ids))
+        schedule_query = schedule_query.where(m.Schedule.tenant_id.in_(tenant_ids))
     elif operator_id is not None:
         query = query.where(m.Tenant.operator_id == operator_id)
         ext_query = ext_query.where(m.Extension.operator_id == operator_id)
         ivr_query = ivr_query.where(m.Ivr.operator_id == operator_id)
+        schedule_query = schedule_query.where(m.Schedule.operator_id == operator_id)
     rows = list((await session.scalars(query)).all())
     extensions: dict[str, dict[str, ExtensionConfig]] = {r.id: {} for r in rows}
     for ext in await session.execute(ext_query):
@@ -351,7 +401,12 @@ async def _tenants(
         menus = ivrs.get(ivr.tenant_id)
         if menus is not None:
             menus[ivr.id] = _ivr(ivr)
-    return [_tenant(r, extensions[r.id], ivrs[r.id]) for r in rows]
+    schedules: dict[str, dict[str, ScheduleConfig]] = {r.id: {} for r in rows}
+    for row in (await session.scalars(schedule_query)).all():
+        kept = schedules.get(row.tenant_id)
+        if kept is not None:
+            kept[row.id] = _schedule(row)
+    return [_tenant(r, extensions[r.id], ivrs[r.id], schedules[r.id]) for r in rows]
 
 
 async def _patch_extensions(
@@ -442,7 +497,7 @@ class _Pending:
                     self.prefixes[key] = None
                 else:
                     self.prefixes[key] = known | set(change.keys)
-        elif change.kind in ("tenant", "extensions", "ivrs"):  # ivrs: the tenant reloads
+        elif change.kind in ("tenant", "extensions", "ivrs"):  # ivrs (and schedules): reload
             if change.tenant_id is None:
                 self.tenant_sets.add(op)
             elif change.kind == "extensions" and change.ref is not None:

@@ -1020,6 +1020,7 @@ class TenantScope:
         )
         self.prompts: Repo[m.Prompt] = Repo(store, m.Prompt, "prompt", scope, None)
         self.ivrs: Repo[m.Ivr] = Repo(store, m.Ivr, "ivr", scope, "ivrs")
+        self.schedules: Repo[m.Schedule] = Repo(store, m.Schedule, "schedule", scope, "ivrs")
 
     @property
     def operator_scope(self) -> OperatorScope:
@@ -1192,9 +1193,15 @@ class TenantScope:
         """The object a destination names must be this tenant's (422 naming ``field``), and
         the tenant must have the feature it needs (403).
 
-        Extensions (and their voicemail boxes) and IVRs are checked; ring groups and
-        schedules are checked once they are stored."""
+        Extensions (and their voicemail boxes), IVRs and schedules are checked; ring groups
+        once they are stored."""
         kind = destination["type"]
+        if kind == "schedule":
+            self.require_feature("schedules")
+            if not await self.schedules.exists(destination["id"]):
+                raise InvalidError(
+                    field, f"no schedule with id {destination['id']!r} in this tenant"
+                )
         if kind == "ivr":
             self.require_feature("ivr")
             if not await self.ivrs.exists(destination["id"]):
@@ -1225,21 +1232,57 @@ class TenantScope:
         self.require_feature("ivr")
         return await self.ivrs.update(row, await self._ivr_values(values))
 
-    async def delete_ivr(self, row: m.Ivr) -> None:
-        """Delete an IVR; 409 while a DID or another IVR still sends calls to it."""
+    async def _schedule_values(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        data = dict(values)
+        for field in ("open_destination", "closed_destination"):
+            if data.get(field) is not None:
+                await self.check_destination(field, data[field])
+        return data
+
+    async def create_schedule(self, values: Mapping[str, Any]) -> m.Schedule:
+        self.require_feature("schedules")
+        data = await self._schedule_values(values)
+        data.setdefault("time_zone", self.tenant.time_zone)
+        with _named("a schedule", data.get("name")):
+            return await self.schedules.add(m.Schedule(id=m.new_id("sch"), **data))
+
+    async def update_schedule(self, row: m.Schedule, values: Mapping[str, Any]) -> m.Schedule:
+        self.require_feature("schedules")
+        return await self.schedules.update(row, await self._schedule_values(values))
+
+    async def delete_schedule(self, row: m.Schedule) -> None:
+        """Delete a schedule; 409 while a DID, an IVR or another schedule sends calls to it."""
+        await self._not_in_use("schedule", row.id, f"the schedule {row.name}")
+        await self.schedules.delete(row)
+
+    async def _not_in_use(self, kind: str, ident: str, name: str) -> None:
+        """409 ``in_use`` naming the DIDs, menus and schedules that send calls to it."""
         uses = [
             d.number
-            for d in (await self.numbers.all())
-            if (d.destination or {}).get("type") == "ivr"
-            and (d.destination or {}).get("id") == row.id
+            for d in await self.numbers.all()
+            if (d.destination or {}).get("type") == kind
+            and (d.destination or {}).get("id") == ident
         ]
         uses += [
-            i.name for i in await self.ivrs.all() if i.id != row.id and _sends_to(i, "ivr", row.id)
+            i.name for i in await self.ivrs.all() if i.id != ident and _sends_to(i, kind, ident)
+        ]
+        uses += [
+            s.name
+            for s in await self.schedules.all()
+            if s.id != ident
+            and any(
+                (d or {}).get("type") == kind and (d or {}).get("id") == ident
+                for d in (s.open_destination, s.closed_destination)
+            )
         ]
         if uses:
             raise ConflictError(
-                f"the IVR is in use by {', '.join(sorted(uses))}", {"used_by": uses}, code="in_use"
+                f"{name} is in use by {', '.join(sorted(uses))}", {"used_by": uses}, code="in_use"
             )
+
+    async def delete_ivr(self, row: m.Ivr) -> None:
+        """Delete an IVR; 409 while a DID, another IVR or a schedule sends calls to it."""
+        await self._not_in_use("ivr", row.id, f"the IVR {row.name}")
         await self.ivrs.delete(row)
 
     async def set_number_destination(

@@ -108,6 +108,18 @@ def ivr(row: m.Ivr) -> dict[str, Any]:
     }
 
 
+def schedule(row: m.Schedule) -> dict[str, Any]:
+    return _stamps(row) | {
+        "tenant_id": row.tenant_id,
+        "name": row.name,
+        "time_zone": row.time_zone,
+        "weekly": row.weekly,
+        "holidays": row.holidays,
+        "open_destination": row.open_destination,
+        "closed_destination": row.closed_destination,
+    }
+
+
 def trunk(row: m.Trunk) -> dict[str, Any]:
     return _stamps(row) | {
         "name": row.name,
@@ -232,6 +244,7 @@ VIEWS: dict[type[Any], Callable[[Any], dict[str, Any]]] = {
     m.PlatformEvent: platform_event,
     m.Prompt: prompt,
     m.Ivr: ivr,
+    m.Schedule: schedule,
 }
 
 

@@ -14,6 +14,7 @@ from pbxcore.admin.routes import (
     platform,
     prompts,
     routing,
+    schedules,
     tenants,
 )
 
@@ -25,6 +26,7 @@ ROUTERS: list[APIRouter] = [
     extensions.router,
     prompts.router,
     ivrs.router,
+    schedules.router,
     audit.router,
     calls.router,
     events.router,
