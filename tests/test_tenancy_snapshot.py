@@ -373,3 +373,24 @@ async def test_ivr_menus_follow_create_change_and_delete(api: Api, snap: Snapsho
     async with api.ctx.db.session() as session:
         full = await build_snapshot(session)
     assert _content(incremental) == _content(full)
+
+
+async def test_schedules_follow_create_and_change(api: Api, snap: SnapshotService) -> None:
+    _op, t, e = await _tenant_with_extension(api, features=["schedules"])
+    hours = await api.create(
+        f"/tenants/{t}/schedules",
+        {
+            "name": "Office",
+            "weekly": [{"days": ["mon"], "open": "09:00", "close": "18:00"}],
+            "open_destination": {"type": "extension", "id": e},
+        },
+    )
+    kept = (await snap.settle()).tenants[t].schedules[hours["id"]]
+    assert kept.weekly == ((frozenset({"mon"}), "09:00", "18:00"),) and kept.time_zone == "UTC"
+    r = await api.patch(f"/tenants/{t}/schedules/{hours['id']}", json={"holidays": ["2027-01-07"]})
+    assert r.status_code == 200, r.text
+    incremental = await snap.settle()
+    assert incremental.tenants[t].schedules[hours["id"]].holidays == frozenset({"2027-01-07"})
+    async with api.ctx.db.session() as session:
+        full = await build_snapshot(session)
+    assert _content(incremental) == _content(full)
