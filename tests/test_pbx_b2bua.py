@@ -1034,3 +1034,39 @@ async def test_menus_that_lead_to_each_other_end_at_the_depth_limit(pbx: Pbx) ->
     finally:
         rtp.close()  # type: ignore[attr-defined]
         await carrier.stop()  # type: ignore[attr-defined]
+
+
+async def test_a_menu_digit_through_a_schedule_into_another_menu(pbx: Pbx) -> None:
+    """Key 3 -> schedule "always open" -> menu ivr-2, key 2 there -> extension 202."""
+    from pbxcore.tenancy.snapshot import ScheduleConfig  # noqa: PLC0415
+
+    world = _menu_world(timeout_s=3, options={"3": {"type": "schedule", "id": "sch-1"}})
+    a = world.tenants["A"]
+    days = frozenset({"mon", "tue", "wed", "thu", "fri", "sat", "sun"})
+    always = ScheduleConfig(
+        "sch-1", "Always", "UTC", ((days, "00:00", "24:00"),), frozenset(),
+        {"type": "ivr", "id": "ivr-2"}, {"type": "hangup"},
+    )  # fmt: skip
+    second = replace(
+        a.ivrs["ivr-1"],
+        id="ivr-2",
+        name="Sales",
+        options={"2": {"type": "extension", "id": "e202"}},
+    )
+    tenant = replace(
+        a, features=frozenset({"ivr", "schedules"}), ivrs={**a.ivrs, "ivr-2": second},
+        schedules={"sch-1": always},
+    )  # fmt: skip
+    world = replace(world, tenants={"A": tenant})
+    pbx.b2bua._snapshot = lambda: world
+    carrier, invite, rtp = await _carrier_calls_the_menu(pbx, None)
+    try:
+        await _keys_by_info(carrier, invite, "32")
+        for _ in range(500):
+            if pbx.phones["202"].invites:
+                break
+            await asyncio.sleep(0.01)
+        assert len(pbx.phones["202"].invites) == 1 and not pbx.phones["201"].invites
+    finally:
+        rtp.close()  # type: ignore[attr-defined]
+        await carrier.stop()  # type: ignore[attr-defined]

@@ -64,7 +64,7 @@ from pbxcore.pbx.decision import (
     decide_forward,
     trunk_for_source,
 )
-from pbxcore.pbx.ivr import run_menu
+from pbxcore.pbx.ivr import MAX_MENU_DEPTH, run_menu
 from pbxcore.pbx.limits import CallRateGuard, Overload
 from pbxcore.sip.auth import DigestAuthenticator
 from pbxcore.sip.authorize import Refused, authorize
@@ -84,7 +84,7 @@ from pbxcore.sip.session_timer import (
 )
 from pbxcore.sip.stack import ClientInvite, IncomingRequest, SipStack, StaticCredentials
 from pbxcore.sip.uri import Uri
-from pbxcore.tenancy.snapshot import Snapshot, TenantConfig
+from pbxcore.tenancy.snapshot import IvrConfig, Snapshot, TenantConfig
 
 __all__ = ["B2bua", "B2buaCounters", "Call", "CallFailure"]
 
@@ -1232,34 +1232,49 @@ class B2bua:
             self.cdr.call_answered(call.record)
         try:
             await incoming.wait_ack()
-            destination, trace = await run_menu(
-                call.media.a, tenant, ivr, self._prompt_of(tenant.id)
-            )
-        except (TimeoutError, LegReleasedError, ValueError):
-            destination, trace = None, []  # no ACK, or the caller hung up in the menu
+        except TimeoutError:
+            ivr = None  # no ACK: the caller is gone
+        follow = await self._through_menus(call, tenant, ivr, caller) if ivr is not None else None
         if call.ended:
             return
-        log.info("call %s: menu %s chose %s (%s)", call.id, ivr.id, destination, trace)
-        if destination is not None and destination.get("type") != "hangup":
+        try:
+            if follow is not None and follow.reject is None:
+                if follow.kind in ("internal", "inbound") and follow.extensions:
+                    await self._connect(call, follow, tenant.domain, calling, caller)
+                elif follow.kind == "outbound" and follow.trunks:
+                    await self._dial_trunks(call, follow)
+        except Exception:
+            log.exception("call %s: the menu's destination failed", call.id)
+        if call.b_dialog is None and not call.ended:  # nobody took it: hang up on the caller
+            self._hang_up(call, "the menu's destination did not answer")
+            await self._end(call, "answered")
+
+    async def _through_menus(
+        self, call: Call, tenant: TenantConfig, ivr: IvrConfig, caller: TrunkCaller
+    ) -> Decision | None:
+        """Run the caller through ``ivr`` and whatever menus its choice leads to (through a
+        schedule, say); the decision for the first destination that is not a menu, None
+        for a hang-up (or the caller gone)."""
+        for _step in range(MAX_MENU_DEPTH):
+            try:
+                destination, trace = await run_menu(
+                    call.media.a, tenant, ivr, self._prompt_of(tenant.id)
+                )
+            except (LegReleasedError, ValueError):
+                return None  # the caller hung up in the menu
+            log.info("call %s: menu %s chose %s (%s)", call.id, ivr.id, destination, trace)
+            if call.ended or destination is None or destination.get("type") == "hangup":
+                return None
             follow = decide_destination(
                 self._snapshot(), caller, tenant.id, destination,
                 source=f"IVR {ivr.name}", usage=self.usage,
             )  # fmt: skip
             call.decision = follow
-            try:
-                if (
-                    follow.reject is None
-                    and follow.kind in ("internal", "inbound")
-                    and follow.extensions
-                ):
-                    await self._connect(call, follow, tenant.domain, calling, caller)
-                elif follow.reject is None and follow.kind == "outbound" and follow.trunks:
-                    await self._dial_trunks(call, follow)
-            except Exception:
-                log.exception("call %s: the menu's destination failed", call.id)
-        if call.b_dialog is None and not call.ended:  # nobody took it: hang up on the caller
-            self._hang_up(call, "the menu's destination did not answer")
-            await self._end(call, "answered")
+            following = tenant.ivrs.get(str((follow.destination or {}).get("id")))
+            if follow.kind != "ivr" or following is None:
+                return follow
+            ivr = following  # a schedule that leads into another menu
+        return None
 
     def _prompt_of(self, tenant_id: str) -> Callable[[str], Awaitable[Prompt | None]]:
         prompts = self.prompts
