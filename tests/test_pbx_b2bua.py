@@ -1070,3 +1070,30 @@ async def test_a_menu_digit_through_a_schedule_into_another_menu(pbx: Pbx) -> No
     finally:
         rtp.close()  # type: ignore[attr-defined]
         await carrier.stop()  # type: ignore[attr-defined]
+
+
+async def test_the_caller_hanging_up_while_the_menus_extension_rings_cancels_it(
+    pbx: Pbx,
+) -> None:
+    world = _menu_world(timeout_s=5)
+    pbx.b2bua._snapshot = lambda: world
+    callee = pbx.phones["202"]
+    callee.answer = "ring"
+    carrier, invite, rtp = await _carrier_calls_the_menu(pbx, "2")
+    try:
+        for _ in range(500):
+            if callee.invites:
+                break
+            await asyncio.sleep(0.01)
+        assert callee.invites  # it rings
+        bye = invite.dialog.new_request("BYE")  # type: ignore[attr-defined]
+        assert (await carrier.request(bye, dialog=invite.dialog)).status == 200  # type: ignore[attr-defined]
+        await asyncio.wait_for(callee.cancelled.wait(), 10)  # the ringing phone stops
+        for _ in range(500):
+            if not pbx.b2bua.calls and not pbx.media.calls:
+                break
+            await asyncio.sleep(0.01)
+        assert not pbx.b2bua.calls and not pbx.media.calls
+    finally:
+        rtp.close()  # type: ignore[attr-defined]
+        await carrier.stop()  # type: ignore[attr-defined]

@@ -717,7 +717,7 @@ class B2bua:
             invite.cancel()
             return None
         if 200 <= final.status < 300:
-            if call.answered or (incoming.final_sent and not call.pbx_answered):
+            if call.ended or call.answered or (incoming.final_sent and not call.pbx_answered):
                 # another fork won (or the caller gave up): release this one
                 if invite.dialog is not None:
                     self.stack.bye(invite.dialog)
@@ -1146,6 +1146,8 @@ class B2bua:
         call.ended = True
         if call.pbx_answered:
             disposition = "answered"  # pbxcore answered it (a voice menu), whatever came next
+        if not call.answered:
+            self._cancel_forks(call)  # a caller gone while its menu's extension rings
         if log.isEnabledFor(logging.DEBUG):
             log.debug("call %s ended: %s", call.id, disposition)
         if call.watch is not None and call.watch is not asyncio.current_task():
