@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -65,6 +65,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("pbxcore.snapshot")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,35 +380,46 @@ async def _tenants(
     named."""
     query = select(m.Tenant).execution_options(populate_existing=True)
     ext_query = select(*_EXTENSION_COLUMNS)
-    ivr_query = select(m.Ivr).execution_options(populate_existing=True)
-    schedule_query = select(m.Schedule).execution_options(populate_existing=True)
     if tenant_ids:
         query = query.where(m.Tenant.id.in_(tenant_ids))
         ext_query = ext_query.where(m.Extension.tenant_id.in_(tenant_ids))
-        ivr_query = ivr_query.where(m.Ivr.tenant_id.in_(tenant_ids))
-        schedule_query = schedule_query.where(m.Schedule.tenant_id.in_(tenant_ids))
     elif operator_id is not None:
         query = query.where(m.Tenant.operator_id == operator_id)
         ext_query = ext_query.where(m.Extension.operator_id == operator_id)
-        ivr_query = ivr_query.where(m.Ivr.operator_id == operator_id)
-        schedule_query = schedule_query.where(m.Schedule.operator_id == operator_id)
     rows = list((await session.scalars(query)).all())
     extensions: dict[str, dict[str, ExtensionConfig]] = {r.id: {} for r in rows}
     for ext in await session.execute(ext_query):
         group = extensions.get(ext.tenant_id)
         if group is not None:
             group[ext.number] = _extension(ext)
-    ivrs: dict[str, dict[str, IvrConfig]] = {r.id: {} for r in rows}
-    for ivr in (await session.scalars(ivr_query)).all():
-        menus = ivrs.get(ivr.tenant_id)
-        if menus is not None:
-            menus[ivr.id] = _ivr(ivr)
-    schedules: dict[str, dict[str, ScheduleConfig]] = {r.id: {} for r in rows}
-    for row in (await session.scalars(schedule_query)).all():
-        kept = schedules.get(row.tenant_id)
-        if kept is not None:
-            kept[row.id] = _schedule(row)
+    scope: dict[str, Any] = {"operator_id": operator_id, "tenant_ids": tenant_ids}
+    ivrs = await _by_tenant(session, m.Ivr, _ivr, rows, **scope)
+    schedules = await _by_tenant(session, m.Schedule, _schedule, rows, **scope)
     return [_tenant(r, extensions[r.id], ivrs[r.id], schedules[r.id]) for r in rows]
+
+
+async def _by_tenant(
+    session: AsyncSession,
+    model: Any,
+    convert: Callable[[Any], T],
+    tenants: Sequence[m.Tenant],
+    *,
+    operator_id: str | None,
+    tenant_ids: Sequence[str],
+) -> dict[str, dict[str, T]]:
+    """The ``model`` rows (menus, schedules) of ``tenants`` as their configs, by tenant id
+    and then by id; the same scope as the tenants' own query."""
+    query = select(model).execution_options(populate_existing=True)
+    if tenant_ids:
+        query = query.where(model.tenant_id.in_(tenant_ids))
+    elif operator_id is not None:
+        query = query.where(model.operator_id == operator_id)
+    found: dict[str, dict[str, T]] = {t.id: {} for t in tenants}
+    for row in (await session.scalars(query)).all():
+        kept = found.get(row.tenant_id)
+        if kept is not None:
+            kept[row.id] = convert(row)
+    return found
 
 
 async def _patch_extensions(
